@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv if needed, installs the pinned packages and the project, and the
+# Debian package with Fashion-MNIST when running as root with apt available.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test setup data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+data:
+	@if [ -d $(FASHION_MNIST) ]; then \
+		echo "Fashion-MNIST: found in $(FASHION_MNIST)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "notice: could not install dataset-fashion-mnist; Fashion-MNIST runs will need --data-dir or --download"; \
+	else \
+		echo "notice: not root or no apt-get: skipping dataset-fashion-mnist (Fashion-MNIST needs --data-dir or --download)"; \
+	fi
+
+demo: setup data
+	$(BIN)/beyondbp compare --dataset digits --methods bp,shallow,fa,dfa,drtp,f3 --seeds 1,2 \
+		--hidden 500 --activation tanh --epochs 20 --lr 1e-3 --batch-size 50 --out runs/demo
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

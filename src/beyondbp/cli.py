@@ -1,0 +1,153 @@
+"""The ``beyondbp`` command: ``train``, ``compare`` and ``list``.
+
+User errors (unknown names, missing data, bad numbers) print one line and exit 2;
+a diverging run exits 1 with its message; neither shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .compare import compare
+from .data import DATASETS
+from .errors import BeyondBPError
+from .experiment import OPTIMIZERS, RunConfig, run
+from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, METHODS, SIGNALS
+from .models import ACTIVATIONS, MODELS
+from .objectives import OBJECTIVES
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return names
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    g = parser.add_argument_group("method")
+    g.add_argument("--signal", help=f"f3's signal (default {DEFAULT_F3_SIGNAL}); see 'beyondbp list'")
+    g.add_argument("--feedback-init", default=d.feedback_init, help="initialisation of feedback matrices")
+    g.add_argument("--feedback-normalize", action="store_true", help="divide feedback matrices by sqrt(width)")
+    g.add_argument("--feedback-batch-mean", action="store_true",
+                   help="divide the injected direct-feedback gradient by the batch size (matters for SGD)")
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
+    g.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
+    g.add_argument("--download", action="store_true", help="download missing data files")
+    g.add_argument("--model", default=d.model, help=f"model (default {d.model})")
+    g.add_argument("--hidden", type=int_list, default=d.hidden, help="hidden widths, e.g. 500,500 (default 500)")
+    g.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
+    g.add_argument("--loss", help="bce (sigmoid output), ce or mse; default bce for classification, mse for regression")
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    g.add_argument("--optimizer", default=d.optimizer, help="adam or sgd (default adam)")
+    g.add_argument("--momentum", type=float, default=d.momentum, help=f"for sgd (default {d.momentum})")
+    g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
+    return RunConfig(
+        method=method, signal=args.signal, feedback_init=args.feedback_init,
+        feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
+        dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
+        hidden=args.hidden, activation=args.activation, loss=args.loss, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        seed=seed, device=args.device,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from(args, args.method, args.seed)
+    config.validate()
+    out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
+    summary = run(config, out, resume=args.resume, progress=not args.no_progress)
+    metric = summary["metric"]
+    print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
+          f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
+          f"{summary['train_seconds']:.1f} s training; outputs in {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    base = config_from(args, "bp", 0)
+    out = args.out or Path("runs") / f"compare-{args.dataset}"
+    compare(base, args.methods, args.seeds, out, progress=not args.no_progress)
+    print((out / "results.md").read_text(), end="")
+    print(f"results: {out / 'results.csv'}, {out / 'results.md'}, plot: {out / 'curves.png'}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
+                ("datasets", DATASETS), ("models", MODELS), ("activations", ACTIVATIONS),
+                ("losses", OBJECTIVES), ("optimizers", OPTIMIZERS)]
+    for title, registry in sections:
+        print(f"{title}:")
+        for name in registry.names():
+            print(f"  {name:24s} {registry.help(name)}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="beyondbp", description="Train networks without exact backpropagation; compare with it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train one model with one method")
+    train.add_argument("--method", default="bp", help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_run_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    comp = commands.add_parser("compare", help="several methods and seeds side by side")
+    comp.add_argument("--methods", type=name_list, default=["bp", "fa", "dfa", "drtp", "f3"],
+                      help="comma-separated, e.g. bp,dfa,f3:delayed_loss (default bp,fa,dfa,drtp,f3)")
+    comp.add_argument("--seeds", type=int_list, default=(1, 2, 3), help="default 1,2,3")
+    comp.add_argument("--out", type=Path, help="output folder (default runs/compare-DATASET)")
+    add_run_options(comp)
+    comp.set_defaults(handler=cmd_compare)
+
+    lst = commands.add_parser("list", help="methods, signals, feedback inits, data sets, models")
+    lst.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BeyondBPError as error:
+        print(f"beyondbp: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("beyondbp: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

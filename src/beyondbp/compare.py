@@ -1,0 +1,99 @@
+"""Several methods × seeds on the same data, model and budget: ``beyondbp compare``.
+
+Writes ``OUT/runs/<method>-seed<S>/`` (one run folder each; finished runs are reused,
+interrupted ones resume), ``OUT/results.csv`` (one row per run), ``OUT/results.md``
+(mean ± std per method) and ``OUT/curves.png`` (test metric per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from .data import load_dataset
+from .experiment import RunConfig, run
+from .metrics import HEADLINE
+from .plots import plot_curves
+from .train import METRICS_NAME
+
+CSV_COLUMNS = ("method", "seed", "dataset", "model", "epochs", "train_seconds", "metric", "final", "best")
+
+
+def method_configs(base: RunConfig, methods: Sequence[str], seeds: Sequence[int]) -> list[RunConfig]:
+    """One config per method and seed; ``base.signal`` applies to a plain ``f3`` only."""
+    configs = []
+    for method in methods:
+        signal = base.signal if method == "f3" else None
+        for seed in seeds:
+            configs.append(dataclasses.replace(base, method=method, signal=signal, seed=seed))
+    for config in configs:
+        config.validate()
+    return configs
+
+
+def compare(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], out_dir: Path | str,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Run every method with every seed and write the CSV, the markdown table and the plot."""
+    out_dir = Path(out_dir)
+    configs = method_configs(base, methods, seeds)
+    data = load_dataset(base.dataset, base.data_dir, base.download)
+    summaries, curves = [], {}
+    for config in tqdm(configs, desc="runs", disable=None if progress else True, dynamic_ncols=True):
+        run_dir = out_dir / "runs" / f"{config.method.replace(':', '-')}-seed{config.seed}"
+        summary = run(config, run_dir, resume=True, progress=progress, data=data)
+        summaries.append(summary)
+        history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()]
+        curves.setdefault(summary["method"], []).append([r[summary["metric"]] for r in history])
+    write_csv(summaries, out_dir / "results.csv")
+    (out_dir / "results.md").write_text(markdown_table(summaries, base, seeds))
+    plot_curves(curves, summaries[0]["metric"], out_dir / "curves.png", title=settings_line(base, seeds))
+    return summaries
+
+
+def write_csv(summaries: Sequence[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for s in summaries:
+            metric = s["metric"]
+            writer.writerow([s["method"], s["seed"], s["dataset"], s["model"], s["epochs"],
+                             f"{s['train_seconds']:.2f}", metric, f"{s[metric]:.6f}", f"{s['best_' + metric]:.6f}"])
+
+
+def mean_std(values: Sequence[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def settings_line(base: RunConfig, seeds: Sequence[int]) -> str:
+    hidden = ",".join(map(str, base.hidden)) or "none"
+    return (f"{base.dataset}, {base.model} hidden {hidden} {base.activation}, loss {base.loss or 'default'}, "
+            f"{base.optimizer} lr {base.lr:g}, batch {base.batch_size}, {base.epochs} epochs, "
+            f"feedback {base.feedback_init}, seeds {','.join(map(str, seeds))}")
+
+
+def markdown_table(summaries: Sequence[dict[str, Any]], base: RunConfig, seeds: Sequence[int]) -> str:
+    metric = summaries[0]["metric"]
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for s in summaries:
+        by_method.setdefault(s["method"], []).append(s)
+    direction = "higher" if HEADLINE[summaries[0]["task"]][1] else "lower"
+    lines = [
+        f"Settings: {settings_line(base, seeds)}.",
+        "",
+        f"| method | final {metric} | best {metric} | train seconds |",
+        "|---|---|---|---|",
+    ]
+    for method, runs in by_method.items():
+        lines.append(f"| {method} | {mean_std([r[metric] for r in runs])} | "
+                     f"{mean_std([r['best_' + metric] for r in runs])} | "
+                     f"{statistics.fmean(r['train_seconds'] for r in runs):.1f} |")
+    lines += ["", f"Mean ± standard deviation over {len(seeds)} seed(s); {direction} is better. "
+              "Best is the best epoch on the test set, shown for reference only."]
+    return "\n".join(lines) + "\n"

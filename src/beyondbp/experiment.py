@@ -1,0 +1,147 @@
+"""One training run from plain settings: what ``beyondbp train`` and ``compare`` execute.
+
+:class:`RunConfig` holds every setting; :func:`run` builds data, model, method and
+optimizer from it, trains, and writes ``summary.json`` next to the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .data import DATASETS, DataSplit, load_dataset
+from .errors import BeyondBPError
+from .methods import Method, make_method
+from .metrics import HEADLINE
+from .models import ACTIVATIONS, MODELS, build_model
+from .objectives import make_objective
+from .registry import Registry
+from .train import Trainer
+
+SUMMARY_NAME = "summary.json"
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("adam", "Adam (Kingma & Ba 2015)")(lambda params, lr, momentum: torch.optim.Adam(params, lr=lr))
+OPTIMIZERS.register("sgd", "SGD with momentum (--momentum)")(
+    lambda params, lr, momentum: torch.optim.SGD(params, lr=lr, momentum=momentum)
+)
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one run. ``method`` may carry its variant: ``"f3:delayed_loss"``."""
+
+    method: str = "bp"
+    signal: str | None = None
+    feedback_init: str = "kaiming_uniform"
+    feedback_normalize: bool = False
+    feedback_batch_mean: bool = False
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (500,)
+    activation: str = "tanh"
+    loss: str | None = None
+    epochs: int = 10
+    batch_size: int = 50
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    seed: int = 0
+    device: str = "auto"
+
+    def build_method(self) -> Method:
+        return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
+                           normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean)
+
+    def validate(self) -> None:
+        """Check every name and number before any data is loaded."""
+        self.build_method()
+        DATASETS.get(self.dataset)
+        ACTIVATIONS.get(self.activation)
+        OPTIMIZERS.get(self.optimizer)
+        MODELS.get(self.model)
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
+                                f"{self.batch_size}, {self.lr}")
+        if any(h < 1 for h in self.hidden):
+            raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
+        resolve_device(self.device)
+
+    def run_info(self) -> dict[str, Any]:
+        """Settings that a resumed run must share with its checkpoint (everything but epochs and device)."""
+        info = dataclasses.asdict(self)
+        for key in ("epochs", "device", "data_dir", "download"):
+            info.pop(key)
+        info["hidden"] = list(self.hidden)
+        return info
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BeyondBPError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BeyondBPError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = False, progress: bool = True,
+        data: DataSplit | None = None) -> dict[str, Any]:
+    """Train one run and return its summary (also written to ``out_dir/summary.json``)."""
+    config.validate()
+    device = resolve_device(config.device)
+    data = data or load_dataset(config.dataset, config.data_dir, config.download)
+    objective = make_objective(config.loss, data.task)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
+                        objective.output_activation(), hidden=config.hidden, activation=config.activation)
+    method = config.build_method()
+    optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
+    trainer = Trainer(model.to(device), method, optimizer, objective, task=data.task,
+                      target_scale=data.target_scale, device=device, out_dir=out_dir,
+                      progress=progress, run_info=config.run_info())
+    history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
+                          seed=config.seed, resume=resume)
+    summary = summarize(config, method, objective.name, data, history)
+    if out_dir is not None:
+        (Path(out_dir) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
+              history: list[dict[str, Any]]) -> dict[str, Any]:
+    metric, larger_is_better = HEADLINE[data.task]
+    values = [r[metric] for r in history]
+    last = history[-1]
+    summary = {
+        "method": method.label,
+        "dataset": data.name,
+        "task": data.task,
+        "model": config.model,
+        "hidden": list(config.hidden),
+        "activation": config.activation,
+        "loss": loss,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "feedback_init": config.feedback_init,
+        "seed": config.seed,
+        "epochs": last["epoch"],
+        "train_seconds": last["train_seconds"],
+        "metric": metric,
+        "test_loss": last["test_loss"],
+        metric: last[metric],
+        f"best_{metric}": max(values) if larger_is_better else min(values),
+    }
+    if data.task == "regression":
+        summary["test_rmse"] = last["test_rmse"]
+    return summary

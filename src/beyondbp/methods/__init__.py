@@ -1,0 +1,87 @@
+"""Training methods (gradient estimators) and their registry.
+
+Presets are compositions: ``dfa``, ``drtp``, ``f3`` and ``shallow`` are
+:class:`DirectFeedback` with different signals.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import BeyondBPError
+from ..registry import Registry
+from .backprop import Backprop
+from .base import Method, StepResult
+from .direct import DirectFeedback
+from .feedback_init import FEEDBACK_INITS
+from .layerwise import FeedbackAlignment
+from .signals import SIGNALS
+
+DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
+
+METHODS: Registry[Callable[..., Method]] = Registry("method")
+
+
+@METHODS.register("bp", "backpropagation: the exact gradient")
+def bp(**_feedback_options) -> Method:
+    return Backprop()
+
+
+@METHODS.register("shallow", "only the output block learns; hidden blocks stay at their initialisation")
+def shallow(**_feedback_options) -> Method:
+    return DirectFeedback(None, name="shallow")
+
+
+@METHODS.register("fa", "feedback alignment: fixed random B replaces W^T layer by layer (Lillicrap et al. 2016)")
+def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, **_direct_options) -> Method:
+    return FeedbackAlignment(feedback_init, normalize)
+
+
+def _direct(name: str, signal: str):
+    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False) -> Method:
+        return DirectFeedback(signal, feedback_init, normalize, batch_mean, name=name)
+
+    return build
+
+
+METHODS.register("dfa", "direct feedback alignment: current error t - y to every hidden block (Nokland 2016)")(
+    _direct("dfa", "current_error")
+)
+METHODS.register("drtp", "direct random target projection: the target to every hidden block (Frenkel et al. 2021)")(
+    _direct("drtp", "one_hot_target")
+)
+
+
+@METHODS.register("f3", f"feed-forward with delayed feedback (Flugel et al. 2023); default signal {DEFAULT_F3_SIGNAL}")
+def f3(signal: str = DEFAULT_F3_SIGNAL, feedback_init: str = "kaiming_uniform", normalize: bool = False,
+       batch_mean: bool = False) -> Method:
+    return DirectFeedback(signal, feedback_init, normalize, batch_mean, name="f3")
+
+
+def make_method(spec: str, signal: str | None = None, **options) -> Method:
+    """Build a method from ``"name"`` or ``"name:signal"`` (e.g. ``"f3:delayed_loss"``).
+
+    ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``);
+    methods without feedback ignore them. Only ``f3`` takes a signal.
+    """
+    name, _, variant = spec.partition(":")
+    builder = METHODS.get(name)
+    if variant:
+        if signal is not None and signal != variant:
+            raise BeyondBPError(f"method '{spec}' names signal '{variant}' but signal '{signal}' was also given")
+        signal = variant
+    if signal is not None:
+        if name != "f3":
+            raise BeyondBPError(f"a signal applies to f3 only, not to '{name}' (dfa = f3:current_error, "
+                                f"drtp = f3:one_hot_target)")
+        SIGNALS.get(signal)
+        options["signal"] = signal
+    if "feedback_init" in options:
+        FEEDBACK_INITS.get(options["feedback_init"])
+    return builder(**options)
+
+
+__all__ = [
+    "METHODS", "SIGNALS", "FEEDBACK_INITS", "DEFAULT_F3_SIGNAL", "Method", "StepResult",
+    "Backprop", "DirectFeedback", "FeedbackAlignment", "make_method",
+]

@@ -1,0 +1,152 @@
+"""Signals for direct feedback: what is projected through the fixed matrices ``B_i``.
+
+Direct-feedback methods differ only in the signal ``s`` (shape ``[batch, C]``) whose
+projection ``s @ B_i`` is handed to autograd as the gradient of the loss with respect
+to hidden block ``i``'s output. Sign convention (used for every signal): ``s`` points
+from the output towards the target, e.g. ``s = t - y``; with ``s @ B_i`` as the gradient
+this is DFA (Nøkland 2016) with feedback ``-B_i``, which for the symmetric
+initialisations is the same distribution.
+
+Following Flügel et al. (2023, F³, Sec. 3 and the official implementation), with ``y``
+the model output (after the output activation) and ``ℓ_n`` the per-sample loss:
+
+=========================  =========  ===========================================
+signal                     source     value
+=========================  =========  ===========================================
+``one_hot_target``         target     ``t`` (= DRTP, Frenkel et al. 2021)
+``current_error``          current    ``t - y`` of this forward pass (= DFA)
+``delayed_error``          delayed    ``t - y_prev``
+``delayed_loss``           delayed    ``-∂ℓ_n/∂y`` at ``y_prev``
+``delayed_error_softmax``  delayed    ``t - softmax(y_prev)``
+``delayed_loss_softmax``   delayed    ``-∂ℓ_n(softmax(y))/∂y`` at ``y_prev``
+``delayed_*_one_hot``      delayed    ``t ⊙ e_prev``: the true class's entry of the
+                                      delayed signal scales DRTP's target
+=========================  =========  ===========================================
+
+``y_prev`` is the sample's output at its previous visit (the previous epoch); before the
+first visit the stored value is the target itself, so epoch 1 of every delayed signal
+equals DRTP. The loss gradients are per sample; the official code stores the gradient
+of the batch-mean loss, i.e. ours divided by the batch size (Adam is invariant to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..objectives import Objective
+from ..registry import Registry
+
+ErrorFn = Callable[[Tensor, Tensor, Objective], Tensor]
+
+
+def output_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
+    """``t - y``."""
+    return t - y
+
+
+def loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
+    """``-∂ℓ_n/∂y_n``."""
+    return -objective.output_gradient(y, t)
+
+
+def softmax_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
+    """``t - softmax(y)``."""
+    return t - torch.softmax(y, dim=1)
+
+
+def softmax_loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
+    """``-∂ℓ_n(softmax(y_n))/∂y_n``."""
+    y = y.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(objective.per_sample(torch.softmax(y, dim=1), t).sum(), y)
+    return -grad
+
+
+class DelayedBuffer:
+    """Per-sample storage of the delayed signal, addressed by sample index.
+
+    Rows not yet written read as the sample's target, which is the F³ initialisation
+    (the buffer starts as the targets) without needing the data set up front.
+    """
+
+    def __init__(self, num_samples: int, num_outputs: int, device: torch.device):
+        self.values = torch.zeros(num_samples, num_outputs, device=device)
+        self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
+
+    def read(self, index: Tensor, t: Tensor) -> Tensor:
+        return torch.where(self.written[index, None], self.values[index], t)
+
+    def write(self, index: Tensor, values: Tensor) -> None:
+        self.values[index] = values.detach()
+        self.written[index] = True
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"values": self.values, "written": self.written}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["values"].shape != self.values.shape:
+            raise ValueError(
+                f"delayed buffer has shape {tuple(state['values'].shape)}, expected {tuple(self.values.shape)}"
+            )
+        self.values.copy_(state["values"])
+        self.written.copy_(state["written"])
+
+
+@dataclass(frozen=True)
+class Signal:
+    """How a direct-feedback signal is formed; see the module docstring for the table."""
+
+    name: str
+    source: str  # "target", "current" or "delayed"
+    error: ErrorFn | None = None
+    one_hot: bool = False
+    classification_only: bool = False
+
+    @property
+    def delayed(self) -> bool:
+        return self.source == "delayed"
+
+    def compute(
+        self, y: Tensor, t: Tensor, index: Tensor, objective: Objective, buffer: DelayedBuffer | None
+    ) -> Tensor:
+        """The signal for this batch; a delayed signal also stores this pass's value for the next visit."""
+        if self.source == "target":
+            return t
+        if self.source == "current":
+            return self.error(y, t, objective)
+        previous = buffer.read(index, t)
+        buffer.write(index, self.error(y, t, objective))
+        return t * previous if self.one_hot else previous
+
+
+SIGNALS: Registry[Signal] = Registry("signal")
+
+
+def _add(signal: Signal, help: str) -> None:
+    SIGNALS.register(signal.name, help)(signal)
+
+
+_add(Signal("one_hot_target", "target"), "the target t (= DRTP)")
+_add(Signal("current_error", "current", output_error), "t - y of the current pass (= DFA)")
+_add(Signal("delayed_error", "delayed", output_error), "t - y from the sample's previous visit")
+_add(Signal("delayed_loss", "delayed", loss_error), "-dL/dy from the sample's previous visit")
+_add(
+    Signal("delayed_error_one_hot", "delayed", output_error, one_hot=True, classification_only=True),
+    "t * (t - y_prev): the true class's delayed error scales the target",
+)
+_add(
+    Signal("delayed_loss_one_hot", "delayed", loss_error, one_hot=True, classification_only=True),
+    "t * (-dL/dy_prev): the true class's delayed loss gradient scales the target",
+)
+_add(
+    Signal("delayed_error_softmax", "delayed", softmax_error, classification_only=True),
+    "t - softmax(y_prev)",
+)
+_add(
+    Signal("delayed_loss_softmax", "delayed", softmax_loss_error, classification_only=True),
+    "-dL(softmax(y))/dy at y_prev",
+)

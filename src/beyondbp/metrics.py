@@ -1,0 +1,42 @@
+"""Evaluation of a model on a data set: loss and accuracy, or MAE and RMSE in original units."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .data import Dataset, batches
+from .objectives import Objective
+
+#: The headline metric of each task and whether larger is better.
+HEADLINE = {"classification": ("test_accuracy", True), "regression": ("test_mae", False)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, objective: Objective, task: str,
+             target_scale: Tensor | None = None, batch_size: int = 1000,
+             device: torch.device | str = "cpu", prefix: str = "test") -> dict[str, float]:
+    """``{prefix}_loss`` and ``{prefix}_accuracy`` (classification) or ``{prefix}_mae`` and
+    ``{prefix}_rmse`` (regression, multiplied back to the targets' original units)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct, abs_error, sq_error = 0.0, 0, 0.0, 0.0
+    scale = target_scale.to(device) if target_scale is not None else None
+    for x, t, _ in batches(dataset, batch_size, device=device):
+        y = model(x)
+        total_loss += objective.per_sample(y, t).sum().item()
+        if task == "classification":
+            correct += (y.argmax(dim=1) == t.argmax(dim=1)).sum().item()
+        else:
+            error = (y - t) * scale if scale is not None else y - t
+            abs_error += error.abs().mean(dim=1).sum().item()
+            sq_error += error.pow(2).mean(dim=1).sum().item()
+    model.train(was_training)
+    n = len(dataset)
+    result = {f"{prefix}_loss": total_loss / n}
+    if task == "classification":
+        result[f"{prefix}_accuracy"] = correct / n
+    else:
+        result[f"{prefix}_mae"] = abs_error / n
+        result[f"{prefix}_rmse"] = (sq_error / n) ** 0.5
+    return result

@@ -1,0 +1,10 @@
+"""Models as sequences of blocks (``nn.Sequential`` whose children are the blocks).
+
+Direct-feedback methods inject their signal at the output of every block but the last;
+the last block is the output head and always receives its true local gradient.
+"""
+
+from .registry import ACTIVATIONS, MODELS, activation, build_model
+from .mlp import mlp
+
+__all__ = ["ACTIVATIONS", "MODELS", "activation", "build_model", "mlp"]

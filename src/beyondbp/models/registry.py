@@ -1,0 +1,33 @@
+"""Registries of model constructors and activation functions."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+
+from ..registry import Registry
+
+MODELS: Registry[Callable[..., nn.Sequential]] = Registry("model")
+
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
+ACTIVATIONS.register("tanh", "hyperbolic tangent (F³ paper)")(nn.Tanh)
+ACTIVATIONS.register("relu", "rectified linear unit")(nn.ReLU)
+ACTIVATIONS.register("leaky_relu", "leaky ReLU, slope 0.01")(nn.LeakyReLU)
+ACTIVATIONS.register("sigmoid", "logistic sigmoid")(nn.Sigmoid)
+
+
+def activation(name: str) -> nn.Module:
+    """A new activation module by name (``tanh``, ``relu``, ``leaky_relu``, ``sigmoid``)."""
+    return ACTIVATIONS.get(name)()
+
+
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    output_activation: nn.Module,
+    **options,
+) -> nn.Sequential:
+    """Build the model called ``name`` for inputs of ``input_shape`` (without the batch dimension)."""
+    return MODELS.get(name)(input_shape, num_outputs, output_activation=output_activation, **options)

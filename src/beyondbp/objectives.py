@@ -1,0 +1,90 @@
+"""Output heads and losses, chosen by task.
+
+The model's last block ends in the objective's output activation, so that the model's
+output ``y`` is what the loss and the F³ signals see (as in Flügel et al. 2023:
+sigmoid output + binary cross-entropy for classification, linear output + MSE for
+regression). Targets are float tensors of shape ``[batch, C]``: one-hot for
+classification, standardised values for regression.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import BeyondBPError
+from .registry import Registry
+
+
+class Objective:
+    """A loss on the model output ``y`` with the output activation that produces ``y``.
+
+    ``per_sample(y, t)`` returns one loss per sample (averaged over outputs);
+    calling the objective returns the batch mean, the quantity that is minimised.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+
+    def output_activation(self) -> nn.Module:
+        return nn.Identity()
+
+    def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, y: Tensor, t: Tensor) -> Tensor:
+        return self.per_sample(y, t).mean()
+
+    def output_gradient(self, y: Tensor, t: Tensor) -> Tensor:
+        """Per-sample ``∂ℓ_n/∂y_n`` (not divided by the batch size), without touching ``y``'s graph."""
+        y = y.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.per_sample(y, t).sum(), y)
+        return grad
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("loss")
+
+
+@OBJECTIVES.register("bce", "sigmoid output, binary cross-entropy on one-hot targets (F³ paper)")
+class BinaryCrossEntropy(Objective):
+    name = "bce"
+    tasks = ("classification",)
+
+    def output_activation(self) -> nn.Module:
+        return nn.Sigmoid()
+
+    def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        return F.binary_cross_entropy(y, t, reduction="none").mean(dim=1)
+
+
+@OBJECTIVES.register("ce", "linear output (logits), softmax cross-entropy")
+class CrossEntropy(Objective):
+    name = "ce"
+    tasks = ("classification",)
+
+    def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        return F.cross_entropy(y, t, reduction="none")
+
+
+@OBJECTIVES.register("mse", "linear output, mean squared error")
+class MeanSquaredError(Objective):
+    name = "mse"
+    tasks = ("regression", "classification")
+
+    def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        return (y - t).pow(2).mean(dim=1)
+
+
+def make_objective(name: str | None, task: str) -> Objective:
+    """The objective called ``name``, or the task's default (bce / mse) when ``name`` is None."""
+    if name is None:
+        name = "bce" if task == "classification" else "mse"
+    objective = OBJECTIVES.get(name)()
+    if task not in objective.tasks:
+        raise BeyondBPError(
+            f"loss '{name}' does not fit a {task} data set; use one of: "
+            + ", ".join(n for n in OBJECTIVES.names() if task in OBJECTIVES.get(n).tasks)
+        )
+    return objective

@@ -1,0 +1,34 @@
+"""Plots of test metrics per epoch (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, path: Path, title: str = "") -> None:
+    """One line per label: the mean over seeds of ``metric`` per epoch, with a band of ± one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in curves.items():
+        length = min(len(r) for r in runs)
+        values = np.array([r[:length] for r in runs], dtype=float)
+        epochs = np.arange(1, length + 1)
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        ax.plot(epochs, mean, label=label)
+        if len(runs) > 1:
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""The training loop shared by every method.
+
+Each step: ``optimizer.zero_grad()``, ``method.step(...)`` fills ``p.grad``,
+``optimizer.step()``. After each epoch: evaluation, one line appended to
+``OUT/metrics.jsonl``, an atomic checkpoint ``OUT/checkpoint.pt``. ``resume=True``
+continues from the checkpoint and gives the same result as an uninterrupted run (the
+shuffle of epoch ``e`` depends only on the seed and ``e``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .data import Dataset, batches
+from .errors import BeyondBPError, DivergenceError
+from .methods import Method
+from .metrics import evaluate
+from .objectives import Objective
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The shuffling generator of one epoch: a function of the seed and the epoch only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class Trainer:
+    """Trains ``model`` with any :class:`~beyondbp.methods.Method` and any ``torch.optim`` optimizer.
+
+    Args:
+        task: ``"classification"`` or ``"regression"`` (chooses the metrics).
+        target_scale: per-output scale that turns standardised regression errors into original units.
+        out_dir: where metrics and checkpoints go; None keeps everything in memory.
+        run_info: settings stored in the checkpoint; resuming with different ones is refused.
+    """
+
+    def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
+                 objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
+                 device: torch.device | str = "cpu", out_dir: Path | str | None = None,
+                 progress: bool = True, run_info: dict[str, Any] | None = None):
+        self.model = model.to(device)
+        self.method = method
+        self.optimizer = optimizer
+        self.objective = objective
+        self.task = task
+        self.target_scale = target_scale
+        self.device = torch.device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.run_info = run_info or {}
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+
+    def fit(self, train: Dataset, epochs: int, eval_set: Dataset | None = None, batch_size: int = 50,
+            seed: int = 0, resume: bool = False) -> list[dict[str, Any]]:
+        """Train for ``epochs`` epochs in total (counting those already in a resumed checkpoint)."""
+        if epochs < 1 or batch_size < 1:
+            raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
+        self.method.attach(self.model, num_outputs=train.num_outputs, num_samples=len(train), task=self.task)
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.history = self._restore() if resume else []
+        if len(self.history) > epochs:
+            raise BeyondBPError(f"cannot resume: {self.checkpoint_path} already holds {len(self.history)} epochs, "
+                                f"more than the {epochs} asked for")
+        if self.out_dir:
+            self._rewrite_metrics()
+        steps = math.ceil(len(train) / batch_size)
+        bar = tqdm(total=epochs * steps, initial=len(self.history) * steps, desc=self.method.label,
+                   disable=None if self.progress else True, dynamic_ncols=True, leave=False)
+        train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
+        with bar:
+            for epoch in range(len(self.history) + 1, epochs + 1):
+                started = time.perf_counter()
+                train_loss = self._train_epoch(train, batch_size, seed, epoch, bar)
+                train_seconds += time.perf_counter() - started
+                record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
+                if eval_set is not None:
+                    record.update(evaluate(self.model, eval_set, self.objective, self.task,
+                                           self.target_scale, device=self.device))
+                self.history.append(record)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
+                if self.out_dir:
+                    self._append_metrics(record)
+                    self._save()
+        return self.history
+
+    def _train_epoch(self, train: Dataset, batch_size: int, seed: int, epoch: int, bar: tqdm) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        for number, (x, t, index) in enumerate(
+            batches(train, batch_size, epoch_generator(seed, epoch), self.device), start=1
+        ):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
+            if not math.isfinite(loss):
+                raise DivergenceError(self._divergence_message(loss, epoch, number))
+            self.optimizer.step()
+            total += loss * len(x)
+            count += len(x)
+            bar.update()
+        return total / count
+
+    def _divergence_message(self, loss: float, epoch: int, batch: int) -> str:
+        kept = (f"last good checkpoint kept: {self.checkpoint_path} (epoch {len(self.history)})"
+                if self.checkpoint_path and self.history else "no checkpoint was written yet")
+        return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}); "
+                f"{kept}; try a smaller learning rate")
+
+    def _save(self) -> None:
+        save_checkpoint({
+            "run_info": self.run_info,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }, self.checkpoint_path)
+
+    def _restore(self) -> list[dict[str, Any]]:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return []
+        state = load_checkpoint(path, self.device)
+        if state["run_info"] != self.run_info:
+            changed = sorted(k for k in set(state["run_info"]) | set(self.run_info)
+                             if state["run_info"].get(k) != self.run_info.get(k))
+            raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["history"]
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _rewrite_metrics(self) -> None:
+        with open(self.out_dir / METRICS_NAME, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in self.history)
