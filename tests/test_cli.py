@@ -1,0 +1,121 @@
+"""The command line: outputs of train and compare, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from beyondbp.cli import main
+from beyondbp.errors import UnsupportedModelError
+from beyondbp.methods import make_method
+
+FAST = ["--hidden", "32", "--epochs", "2", "--no-progress"]
+
+
+def test_train_writes_summary_metrics_and_checkpoint(tmp_path, capsys):
+    assert main(["train", "--method", "f3", "--signal", "delayed_loss", "--out", str(tmp_path), *FAST]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("method", "dataset", "model", "seed", "epochs", "train_seconds", "test_accuracy",
+                "best_test_accuracy"):
+        assert key in summary
+    assert summary["method"] == "f3:delayed_loss" and summary["epochs"] == 2
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "checkpoint.pt").is_file()
+    assert "test_accuracy" in capsys.readouterr().out
+
+
+def test_train_regression_summary(tmp_path):
+    assert main(["train", "--dataset", "diabetes", "--method", "drtp", "--out", str(tmp_path), *FAST]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["test_mae"] > 0 and summary["test_rmse"] > 0 and summary["loss"] == "mse"
+
+
+def test_compare_writes_table_csv_and_plot(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "bp,dfa,f3:delayed_error", "--seeds", "1,2", "--lr", "1e-2", "--out", str(out), *FAST]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("bp", "1"), ("bp", "2"), ("dfa", "1"), ("dfa", "2"), ("f3:delayed_error", "1"), ("f3:delayed_error", "2")]
+    assert all(0.5 < float(r["final"]) <= 1 for r in rows)
+    table = (out / "results.md").read_text()
+    assert "| f3:delayed_error |" in table and "±" in table
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # a second call reuses the finished runs
+    mtime = (out / "runs" / "bp-seed1" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "runs" / "bp-seed1" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("args,known", [
+    (["train", "--method", "nope"], "known methods: bp, dfa, drtp, f3, fa, shallow"),
+    (["train", "--method", "f3", "--signal", "nope"], "known signals: current_error"),
+    (["train", "--dataset", "nope"], "known datasets: cifar10"),
+    (["train", "--model", "nope"], "known models: mlp"),
+    (["train", "--activation", "nope"], "known activations: leaky_relu"),
+    (["train", "--feedback-init", "nope"], "known feedback inits: binomial"),
+    (["compare", "--methods", "bp,nope"], "known methods"),
+    (["train", "--method", "dfa", "--signal", "delayed_error"], "applies to f3 only"),
+    (["train", "--dataset", "diabetes", "--loss", "bce"], "does not fit a regression"),
+    (["train", "--method", "f3:delayed_error_one_hot", "--dataset", "diabetes", *FAST], "needs a classification"),
+    (["train", "--epochs", "0"], "must be positive"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(args, known, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert known in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_data_names_the_places(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "d" / "mnist") in err and "--download" in err
+
+
+def test_argument_errors_are_one_line():
+    result = subprocess.run([sys.executable, "-m", "beyondbp", "train", "--epochs", "x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid int value" in result.stderr
+
+
+def test_list_names_everything():
+    result = subprocess.run([sys.executable, "-m", "beyondbp", "list"], capture_output=True, text=True, check=True)
+    for name in ("bp", "shallow", "fa", "dfa", "drtp", "f3", "delayed_error_softmax", "identity_pm",
+                 "fashion-mnist", "wine-quality", "mlp"):
+        assert f"  {name} " in result.stdout
+
+
+def test_direct_feedback_names_a_model_that_is_not_a_sequence():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.layer(x)
+
+    with pytest.raises(UnsupportedModelError, match="dfa needs a model that is a sequence of blocks.*got Net"):
+        make_method("dfa").attach(Net(), num_outputs=2)
+
+
+def test_fa_names_a_layer_it_cannot_handle():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(UnsupportedModelError, match=r"fa cannot handle layer '0' \(Conv2d\)"):
+        make_method("fa").attach(model, num_outputs=2)
+
+
+def test_divergence_exits_1_with_a_message(tmp_path, capsys):
+    # SGD with a huge step on an unbounded regression loss overflows within a few steps
+    args = ["train", "--dataset", "diabetes", "--optimizer", "sgd", "--lr", "1e6", "--out", str(tmp_path), *FAST]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "smaller learning rate" in err and err.count("\n") == 1
