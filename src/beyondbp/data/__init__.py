@@ -1,0 +1,18 @@
+"""Data sets: a registry of loaders that read the original file formats (no torchvision)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .dataset import Dataset, DataSplit, batches
+from .registry import DATASETS
+from . import images, tabular  # noqa: F401  (registers the loaders)
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None, download: bool = False,
+                 split_seed: int = 0) -> DataSplit:
+    """Load the data set called ``name`` (see ``beyondbp list``)."""
+    return DATASETS.get(name)(data_dir=data_dir, download=download, split_seed=split_seed)
+
+
+__all__ = ["DATASETS", "Dataset", "DataSplit", "batches", "load_dataset"]

@@ -1,0 +1,113 @@
+"""In-memory data sets, train/test splits, standardisation and batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x`` (float32, ``[N, ...]``) and targets ``t`` (float32, ``[N, C]``).
+
+    Classification targets are one-hot; regression targets are standardised (see
+    :attr:`DataSplit.target_scale`).
+    """
+
+    x: Tensor
+    t: Tensor
+
+    def __post_init__(self):
+        if len(self.x) != len(self.t):
+            raise ValueError(f"{len(self.x)} inputs but {len(self.t)} targets")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        return self.t.shape[1]
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        return Dataset(self.x.to(device), self.t.to(device))
+
+
+@dataclass
+class DataSplit:
+    """A named data set's train and test parts, with what is needed to report metrics.
+
+    ``target_scale`` (regression only) is the training targets' standard deviation per
+    output: errors are reported in the original units by multiplying with it.
+    """
+
+    name: str
+    task: str  # "classification" or "regression"
+    train: Dataset
+    test: Dataset
+    target_scale: Tensor | None = None
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> Tensor:
+    return torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.long), num_classes).float()
+
+
+def standardize(train: np.ndarray, test: np.ndarray, axes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Standardise both parts with the mean and std of ``train`` over ``axes`` (training statistics only).
+
+    Constant features (std 0) are only centred.
+    """
+    train = np.asarray(train, dtype=np.float64)
+    mean = train.mean(axis=axes, keepdims=True)
+    std = train.std(axis=axes, keepdims=True)
+    std[std == 0] = 1.0
+    scale = lambda a: torch.as_tensor((np.asarray(a, dtype=np.float64) - mean) / std, dtype=torch.float32)
+    return scale(train), scale(test)
+
+
+def split_indices(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train/test split of ``range(n)``, stratified by ``labels`` when given."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(
+        np.arange(n), test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    return np.sort(train), np.sort(test)
+
+
+def classification_split(name: str, x_train, y_train, x_test, y_test, num_classes: int,
+                         axes: tuple[int, ...]) -> DataSplit:
+    """Standardise inputs over ``axes`` with training statistics and one-hot encode the labels."""
+    xs_train, xs_test = standardize(x_train, x_test, axes)
+    return DataSplit(
+        name, "classification",
+        Dataset(xs_train, one_hot(y_train, num_classes)),
+        Dataset(xs_test, one_hot(y_test, num_classes)),
+    )
+
+
+def regression_split(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_fraction: float = 0.2) -> DataSplit:
+    """Seeded split of a tabular regression set; inputs and targets standardised on the training part."""
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    train, test = split_indices(len(x), test_fraction, seed)
+    x_train, x_test = standardize(x[train], x[test], axes=(0,))
+    t_train, t_test = standardize(y[train], y[test], axes=(0,))
+    scale = torch.as_tensor(y[train].std(axis=0), dtype=torch.float32)
+    return DataSplit(name, "regression", Dataset(x_train, t_train), Dataset(x_test, t_test), scale)
+
+
+def batches(dataset: Dataset, batch_size: int, generator: torch.Generator | None = None,
+            device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """``(x, t, index)`` batches; shuffled with ``generator``, in order without it."""
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]
+        yield dataset.x[index].to(device), dataset.t[index].to(device), index.to(device)

@@ -1,0 +1,10 @@
+"""The registry of data sets: name -> loader ``(data_dir, download, split_seed) -> DataSplit``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..registry import Registry
+from .dataset import DataSplit
+
+DATASETS: Registry[Callable[..., DataSplit]] = Registry("dataset")
