@@ -101,6 +101,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import load_suite, run_suite, write_results_md
+    from .bench.runner import RESULTS_DIR
+
+    suite = load_suite(args.suite, seeds=args.seeds)
+    csv_path = run_suite(suite, n_jobs=args.jobs)
+    print((csv_path.with_suffix(".md")).read_text(), end="")
+    results = write_results_md(RESULTS_DIR, RESULTS_DIR.parent / "RESULTS.md")
+    print(f"results: {csv_path}, {csv_path.with_suffix('.md')}; updated {results}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .bench import write_results_md
+    from .bench.runner import RESULTS_DIR
+
+    print(f"wrote {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
                 ("datasets", DATASETS), ("models", MODELS), ("activations", ACTIVATIONS),
@@ -131,6 +151,15 @@ def build_parser() -> Parser:
     comp.add_argument("--out", type=Path, help="output folder (default runs/compare-DATASET)")
     add_run_options(comp)
     comp.set_defaults(handler=cmd_compare)
+
+    bench = commands.add_parser("bench", help="run a benchmark suite from benchmarks/suites/SUITE.toml")
+    bench.add_argument("suite", help="suite name (e.g. f3-classification) or path to a .toml file")
+    bench.add_argument("--seeds", type=int_list, help="override the suite's seeds, e.g. 1,2,3")
+    bench.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    bench.set_defaults(handler=cmd_bench)
+
+    results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
+    results.set_defaults(handler=cmd_results)
 
     lst = commands.add_parser("list", help="methods, signals, feedback inits, data sets, models")
     lst.set_defaults(handler=cmd_list)

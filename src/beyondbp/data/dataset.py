@@ -111,3 +111,14 @@ def batches(dataset: Dataset, batch_size: int, generator: torch.Generator | None
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size]
         yield dataset.x[index].to(device), dataset.t[index].to(device), index.to(device)
+
+
+def validation_split(data: DataSplit, fraction: float, seed: int) -> DataSplit:
+    """Carve a seeded validation part out of ``data.train``; it takes the place of the test part.
+
+    Used to choose hyperparameters without looking at the test set (stratified for classification).
+    """
+    labels = data.train.t.argmax(dim=1).numpy() if data.task == "classification" else None
+    train, validation = split_indices(len(data.train), fraction, seed, labels)
+    part = lambda rows: Dataset(data.train.x[rows], data.train.t[rows])
+    return DataSplit(f"{data.name} (validation)", data.task, part(train), part(validation), data.target_scale)

@@ -1,0 +1,144 @@
+"""Suite results as CSV, markdown tables with the gap-closed figure, plots, and RESULTS.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..plots import plot_curves
+from .suite import SUITES_DIR, Suite, load_suite
+
+CSV_COLUMNS = ("dataset", "model", "method", "seed", "epochs", "metric", "final", "best")
+LARGER_IS_BETTER = {"test_accuracy": True, "test_mae": False}
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path, columns: Iterable[str] | None = None) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns or rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_suite_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    write_rows(rows, path, CSV_COLUMNS)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    def parse(value: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return {"True": True, "False": False}.get(value, value)
+
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values and not any(math.isnan(v) for v in values) else math.nan
+
+
+def mean_std(values: list[float]) -> str:
+    if any(math.isnan(v) for v in values):
+        return f"diverged in {sum(math.isnan(v) for v in values)} of {len(values)} runs"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def gap_closed(method: float, baseline: float, bp: float) -> float:
+    """Fraction of the gap between ``baseline`` and BP that ``method`` closes:
+    ``(method - baseline) / (bp - baseline)``; the same formula holds for errors (signs cancel)."""
+    return (method - baseline) / (bp - baseline) if bp != baseline else math.nan
+
+
+def percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
+
+
+def plot_suite(name: str, curves: dict[tuple[str, str, str], dict[str, list[list[float]]]],
+               results_dir: Path) -> None:
+    """One plot per (dataset, model, metric): the test metric per epoch of every method."""
+    for (dataset, model, metric), by_method in curves.items():
+        plot_curves(by_method, metric, results_dir / f"{name}-{dataset}-{model}.png",
+                    title=f"{name}: {dataset}, {model} (mean ± std over seeds)")
+
+
+def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
+                   meta: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
+    epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
+    t = suite.tuning
+    lines = [
+        f"{heading} Suite `{suite.name}`", "",
+        suite.description, "",
+        f"- Command: `beyondbp bench {suite.name} --jobs {meta['jobs']}`; suite file "
+        f"`benchmarks/suites/{suite.name}.toml`.",
+        f"- Settings: {suite.model}, hidden width {suite.width}, depths {', '.join(map(str, suite.depths))}, "
+        f"{suite.activation}, loss {suite.loss or 'default'}, {suite.optimizer}, batch {suite.batch_size}, "
+        f"seeds {', '.join(map(str, suite.seeds))}; epochs: {epochs}. Feedback init kaiming_uniform.",
+        f"- Learning rate per method, depth and data set: the best final validation metric among "
+        f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
+        f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose.",
+        f"- Machine: {meta['machine']}. Finished {meta['finished']}, wall time {meta['wall_seconds'] / 60:.0f} min "
+        f"with {meta['jobs']} parallel job(s).",
+        "",
+    ]
+    chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["model"]), {}).setdefault(row["method"], []).append(row)
+    for (dataset, model), by_method in groups.items():
+        metric = next(iter(by_method.values()))[0]["metric"]
+        larger = LARGER_IS_BETTER[metric]
+        lines += [f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)", "",
+                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds |", "|---|---|---|---|---|"]
+        for method, runs in by_method.items():
+            lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
+                         f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
+                         f"{len(runs)} |")
+        means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
+        lines += [""] + gap_lines(means, suite.goal_gap_closed)
+        lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
+    lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
+                 "epochs, shown for reference only (choosing it would tune on the test set).")
+    return "\n".join(lines) + "\n"
+
+
+def gap_lines(means: dict[str, float], goal: float | None) -> list[str]:
+    """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict."""
+    f3 = [m for m in means if m.startswith("f3")]
+    if "bp" not in means or not f3:
+        return []
+    lines = ["| F³ variant | gap to BP closed over DRTP | over DFA |", "|---|---|---|"]
+    for m in f3:
+        lines.append(f"| {m} | {percent(gap_closed(means[m], means.get('drtp', math.nan), means['bp']))} | "
+                     f"{percent(gap_closed(means[m], means.get('dfa', math.nan), means['bp']))} |")
+    if goal is not None and "drtp" in means:
+        best = max(f3, key=lambda m: -math.inf if math.isnan(means[m]) else gap_closed(means[m], means["drtp"],
+                                                                                           means["bp"]))
+        value = gap_closed(means[best], means["drtp"], means["bp"])
+        verdict = "met" if value >= goal else "not met"
+        lines += ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Best variant "
+                      f"{best}: {percent(value)}, goal **{verdict}**."]
+    return lines
+
+
+def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITES_DIR) -> Path:
+    """``benchmarks/RESULTS.md`` from every finished suite's CSV files (nothing typed by hand)."""
+    sections = []
+    for meta_path in sorted(results_dir.glob("*-meta.json")):
+        meta = json.loads(meta_path.read_text())
+        suite = load_suite(meta["suite"], suites_dir=suites_dir)
+        rows = read_rows(results_dir / f"{suite.name}.csv")
+        lr_rows = read_rows(results_dir / f"{suite.name}-lr.csv")
+        prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
+        sections.append(suite_markdown(suite, rows, lr_rows, meta, image_prefix=prefix, heading="##"))
+    header = ("# Benchmark results\n\nGenerated by `beyondbp results` from the files in `benchmarks/results/` "
+              "(each written by the `beyondbp bench` command named in its section). Do not edit by hand.\n\n")
+    out_path.write_text(header + "\n".join(sections) if sections else header + "No suite has finished yet.\n")
+    return out_path

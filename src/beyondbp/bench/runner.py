@@ -1,0 +1,173 @@
+"""Running a suite: learning-rate selection on a validation split, then every seed on the test set.
+
+Each run has its own folder under ``runs/bench/SUITE/``; a finished run (its
+``summary.json`` holds all epochs) is never run again and an interrupted one resumes from
+its checkpoint, so an interrupted suite continues where it stopped. ``jobs > 1`` runs that
+many processes, each with ``cores / jobs`` threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import DataSplit, load_dataset, validation_split
+from ..errors import DivergenceError
+from ..experiment import SUMMARY_NAME, RunConfig, run
+from ..metrics import HEADLINE
+from ..train import METRICS_NAME
+from .report import plot_suite, suite_markdown, write_rows, write_suite_csv
+from .suite import Suite
+
+RESULTS_DIR = Path("benchmarks") / "results"
+RUNS_DIR = Path("runs") / "bench"
+DIVERGED_NAME = "diverged.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: its settings, its folder, and (for tuning) the validation split to evaluate on."""
+
+    config: RunConfig
+    out_dir: Path
+    validation: tuple[float, int] | None = None
+
+    def outcome(self) -> dict[str, Any] | None:
+        """The finished run's summary (``{"diverged": message}`` for a diverged one), or None."""
+        if (self.out_dir / DIVERGED_NAME).is_file():
+            return json.loads((self.out_dir / DIVERGED_NAME).read_text())
+        path = self.out_dir / SUMMARY_NAME
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            if summary["epochs"] == self.config.epochs:
+                return summary
+        return None
+
+
+@lru_cache(maxsize=4)
+def cached_dataset(name: str) -> DataSplit:
+    return load_dataset(name)
+
+
+def execute_job(job: Job) -> dict[str, Any]:
+    data = cached_dataset(job.config.dataset)
+    if job.validation is not None:
+        data = validation_split(data, *job.validation)
+    try:
+        return run(job.config, job.out_dir, resume=True, progress=False, data=data)
+    except DivergenceError as error:
+        outcome = {"diverged": str(error)}
+        (job.out_dir / DIVERGED_NAME).write_text(json.dumps(outcome) + "\n")
+        return outcome
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def execute(jobs: list[Job], n_jobs: int, desc: str) -> list[dict[str, Any]]:
+    """Run the unfinished jobs (in ``n_jobs`` processes) and return every job's outcome, in order."""
+    pending = [job for job in jobs if job.outcome() is None]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, dynamic_ncols=True)
+    with bar:
+        if n_jobs <= 1:
+            for job in pending:
+                execute_job(job)
+                bar.update()
+        else:
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            context = multiprocessing.get_context("spawn")  # no fork of a process whose thread pools are running
+            with ProcessPoolExecutor(n_jobs, context, initializer=_init_worker, initargs=(threads,)) as pool:
+                for future in as_completed([pool.submit(execute_job, job) for job in pending]):
+                    future.result()
+                    bar.update()
+    return [job.outcome() for job in jobs]
+
+
+def headline_value(outcome: dict[str, Any]) -> float:
+    return math.nan if "diverged" in outcome else outcome[outcome["metric"]]
+
+
+def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> list[dict[str, Any]]:
+    """Per (dataset, depth, method): the lr with the best final validation metric."""
+    cells = suite.cells()
+    jobs = [Job(suite.config(d, depth, m, suite.tuning.seed, lr, suite.tuning_epochs(d)),
+                runs_dir / d / suite.model_label(depth) / m.replace(":", "-") / f"tune-lr{lr:g}",
+                (suite.tuning.validation_fraction, suite.tuning.seed))
+            for d, depth, m in cells for lr in suite.tuning.lrs]
+    outcomes = iter(execute(jobs, n_jobs, f"{suite.name}: lr selection"))
+    rows = []
+    for dataset, depth, method in cells:
+        larger_is_better = HEADLINE[cached_dataset(dataset).task][1]
+        scored = [(lr, headline_value(next(outcomes))) for lr in suite.tuning.lrs]
+        valid = [(lr, v) for lr, v in scored if not math.isnan(v)]
+        best = (max if larger_is_better else min)(valid, key=lambda lv: lv[1])[0] if valid else suite.tuning.lrs[0]
+        for lr, value in scored:
+            rows.append({"dataset": dataset, "model": suite.model_label(depth), "method": method, "lr": lr,
+                         "validation": value, "chosen": lr == best})
+    return rows
+
+
+def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
+    """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``.md``, ``-meta.json`` and plots."""
+    started = time.time()
+    runs_dir, results_dir = Path(runs_dir) / suite.name, Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    lr_rows = choose_learning_rates(suite, runs_dir, n_jobs)
+    write_rows(lr_rows, results_dir / f"{suite.name}-lr.csv")
+    chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
+
+    jobs = []
+    for dataset, depth, method in suite.cells():
+        lr = chosen[(dataset, suite.model_label(depth), method)]
+        for seed in suite.seeds:
+            jobs.append(Job(suite.config(dataset, depth, method, seed, lr, suite.datasets[dataset]["epochs"]),
+                            runs_dir / dataset / suite.model_label(depth) / method.replace(":", "-")
+                            / f"seed{seed}-lr{lr:g}"))
+    outcomes = execute(jobs, n_jobs, f"{suite.name}: runs")
+    rows, curves = [], {}
+    for job, outcome in zip(jobs, outcomes):
+        c = job.config
+        model = suite.model_label(len(c.hidden))
+        metric = HEADLINE[cached_dataset(c.dataset).task][0]
+        if "diverged" in outcome:
+            final = best = math.nan
+        else:
+            final, best = outcome[metric], outcome[f"best_{metric}"]
+            history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
+            curves.setdefault((c.dataset, model, metric), {}).setdefault(c.method, []).append([r[metric] for r in history])
+        rows.append({"dataset": c.dataset, "model": model, "method": c.method, "seed": c.seed, "epochs": c.epochs,
+                     "metric": metric, "final": final, "best": best})
+    write_suite_csv(rows, results_dir / f"{suite.name}.csv")
+    plot_suite(suite.name, curves, results_dir)
+    meta = {"suite": suite.name, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
+    (results_dir / f"{suite.name}-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta))
+    return results_dir / f"{suite.name}.csv"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
