@@ -1,0 +1,87 @@
+"""The benchmark harness on a tiny suite: selection on validation data, resumable runs, reports."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from beyondbp.bench import load_suite, run_suite, write_results_md
+from beyondbp.bench.report import gap_closed, gap_lines
+from beyondbp.errors import BeyondBPError
+
+TINY = """
+description = "tiny"
+width = 16
+depths = [1]
+seeds = [1, 2]
+methods = ["bp", "drtp", "f3:delayed_error"]
+goal_gap_closed = 0.5
+[datasets.digits]
+epochs = 4
+[tuning]
+lrs = [1e-3, 1e-2]
+epochs_fraction = 0.5
+"""
+
+
+def test_gap_closed_for_accuracy_and_error():
+    assert gap_closed(0.96, 0.90, 0.98) == pytest.approx(0.75)
+    assert gap_closed(2.0, 3.0, 1.0) == pytest.approx(0.5)  # MAE: lower is better, same formula
+    assert math.isnan(gap_closed(0.9, 0.9, 0.9))
+
+
+def test_gap_lines_give_the_verdict():
+    lines = gap_lines({"bp": 0.98, "drtp": 0.90, "dfa": 0.94, "f3:a": 0.92, "f3:b": 0.96}, goal=0.56)
+    assert "| f3:b | 75% | 50% |" in lines
+    assert lines[-1].endswith("f3:b: 75%, goal **met**.")
+
+
+def test_unknown_and_malformed_suites(tmp_path):
+    (tmp_path / "bad.toml").write_text('description = "x"\nunknown_key = 1\n')
+    with pytest.raises(BeyondBPError, match="known suites: bad"):
+        load_suite("nope", suites_dir=tmp_path)
+    with pytest.raises(BeyondBPError, match="malformed"):
+        load_suite("bad", suites_dir=tmp_path)
+
+
+def test_tiny_suite_end_to_end(tmp_path):
+    suites, runs, results = tmp_path / "suites", tmp_path / "runs", tmp_path / "benchmarks" / "results"
+    suites.mkdir()
+    (suites / "tiny.toml").write_text(TINY)
+    suite = load_suite("tiny", suites_dir=suites)
+    csv_path = run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+
+    rows = list(csv.DictReader(open(csv_path)))
+    assert list(rows[0]) == ["dataset", "model", "method", "seed", "epochs", "metric", "final", "best"]
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("bp", "1"), ("bp", "2"), ("drtp", "1"), ("drtp", "2"), ("f3:delayed_error", "1"), ("f3:delayed_error", "2")]
+    assert all(r["model"] == "mlp-1x16" and r["epochs"] == "4" and float(r["final"]) > 0.5 for r in rows)
+
+    lr_rows = list(csv.DictReader(open(results / "tiny-lr.csv")))
+    assert len(lr_rows) == 6 and sum(r["chosen"] == "True" for r in lr_rows) == 3
+    # the chosen lr is the one with the best validation accuracy, and the runs used it
+    for method in ("bp", "drtp", "f3:delayed_error"):
+        cell = [r for r in lr_rows if r["method"] == method]
+        best = max(cell, key=lambda r: float(r["validation"]))
+        assert best["chosen"] == "True"
+        folder = runs / "tiny" / "digits" / "mlp-1x16" / method.replace(":", "-")
+        assert (folder / f"seed1-lr{float(best['lr']):g}" / "summary.json").is_file()
+
+    # tuning evaluated on 10% of the training set (digits: 1437 -> 144), not on the test set (360)
+    tune = runs / "tiny" / "digits" / "mlp-1x16" / "bp" / "tune-lr0.001"
+    assert (tune / "summary.json").is_file()
+    from beyondbp.data import load_dataset, validation_split
+    assert len(validation_split(load_dataset("digits"), 0.1, 0).test) == 144
+
+    # a second call runs nothing again
+    stamp = (tune / "checkpoint.pt").stat().st_mtime_ns
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+    assert (tune / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+    md = write_results_md(results, tmp_path / "benchmarks" / "RESULTS.md", suites_dir=suites).read_text()
+    assert "## Suite `tiny`" in md and "| f3:delayed_error |" in md and "gap to BP closed" in md
+    assert "![digits mlp-1x16](results/tiny-digits-mlp-1x16.png)" in md
+    assert (results / "tiny-digits-mlp-1x16.png").is_file()
