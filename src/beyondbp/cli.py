@@ -51,6 +51,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--feedback-normalize", action="store_true", help="divide feedback matrices by sqrt(width)")
     g.add_argument("--feedback-batch-mean", action="store_true",
                    help="divide the injected direct-feedback gradient by the batch size (matters for SGD)")
+    g.add_argument("--execution", default=d.execution, choices=("auto", "autograd", "forward"),
+                   help="direct feedback: 'forward' updates each block as the forward pass reaches it (signals "
+                        "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
+    g.add_argument("--unlocked", action="store_true",
+                   help="with forward execution: step each block's optimizer as soon as its gradient exists")
     g = parser.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     g.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
@@ -73,6 +78,7 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
     return RunConfig(
         method=method, signal=args.signal, feedback_init=args.feedback_init,
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
+        execution=args.execution, unlocked=args.unlocked,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
         hidden=args.hidden, activation=args.activation, loss=args.loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,

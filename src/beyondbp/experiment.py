@@ -41,6 +41,8 @@ class RunConfig:
     feedback_init: str = "kaiming_uniform"
     feedback_normalize: bool = False
     feedback_batch_mean: bool = False
+    execution: str = "auto"
+    unlocked: bool = False
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -58,7 +60,8 @@ class RunConfig:
 
     def build_method(self) -> Method:
         return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
-                           normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean)
+                           normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean,
+                           execution=self.execution, unlocked=self.unlocked)
 
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""
@@ -77,7 +80,7 @@ class RunConfig:
     def run_info(self) -> dict[str, Any]:
         """Settings that a resumed run must share with its checkpoint (everything but epochs and device)."""
         info = dataclasses.asdict(self)
-        for key in ("epochs", "device", "data_dir", "download"):
+        for key in ("epochs", "device", "data_dir", "download", "execution"):
             info.pop(key)
         info["hidden"] = list(self.hidden)
         return info

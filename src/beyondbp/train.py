@@ -70,6 +70,8 @@ class Trainer:
         if epochs < 1 or batch_size < 1:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
         self.method.attach(self.model, num_outputs=train.num_outputs, num_samples=len(train), task=self.task)
+        if getattr(self.method, "unlocked", False):
+            self.method.after_block = self._step_block
         if self.out_dir:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.history = self._restore() if resume else []
@@ -113,6 +115,15 @@ class Trainer:
             count += len(x)
             bar.update()
         return total / count
+
+    def _step_block(self, block: nn.Module) -> None:
+        """Unlocked updates: step the one block that holds a gradient, then clear it.
+
+        Optimizers skip parameters whose ``.grad`` is None, so only this block moves.
+        """
+        self.optimizer.step()
+        for p in block.parameters():
+            p.grad = None
 
     def _divergence_message(self, loss: float, epoch: int, batch: int) -> str:
         kept = (f"last good checkpoint kept: {self.checkpoint_path} (epoch {len(self.history)})"

@@ -23,26 +23,31 @@ METHODS: Registry[Callable[..., Method]] = Registry("method")
 
 
 @METHODS.register("bp", "backpropagation: the exact gradient")
-def bp(**_feedback_options) -> Method:
+def bp(unlocked: bool = False, **_feedback_options) -> Method:
+    if unlocked:
+        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
     return Backprop()
 
 
-@METHODS.register("shallow", "only the output block learns; hidden blocks stay at their initialisation")
-def shallow(**_feedback_options) -> Method:
-    return DirectFeedback(None, name="shallow")
-
-
 @METHODS.register("fa", "feedback alignment: fixed random B replaces W^T layer by layer (Lillicrap et al. 2016)")
-def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, **_direct_options) -> Method:
+def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked: bool = False,
+       **_direct_options) -> Method:
+    if unlocked:
+        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
     return FeedbackAlignment(feedback_init, normalize)
 
 
-def _direct(name: str, signal: str):
-    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False) -> Method:
-        return DirectFeedback(signal, feedback_init, normalize, batch_mean, name=name)
+def _direct(name: str, signal: str | None):
+    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False,
+              execution: str = "auto", unlocked: bool = False) -> Method:
+        return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name)
 
     return build
 
+
+METHODS.register("shallow", "only the output block learns; hidden blocks stay at their initialisation")(
+    _direct("shallow", None)
+)
 
 METHODS.register("dfa", "direct feedback alignment: current error t - y to every hidden block (Nokland 2016)")(
     _direct("dfa", "current_error")
@@ -53,16 +58,17 @@ METHODS.register("drtp", "direct random target projection: the target to every h
 
 
 @METHODS.register("f3", f"feed-forward with delayed feedback (Flugel et al. 2023); default signal {DEFAULT_F3_SIGNAL}")
-def f3(signal: str = DEFAULT_F3_SIGNAL, feedback_init: str = "kaiming_uniform", normalize: bool = False,
-       batch_mean: bool = False) -> Method:
-    return DirectFeedback(signal, feedback_init, normalize, batch_mean, name="f3")
+def f3(signal: str = DEFAULT_F3_SIGNAL, **direct_options) -> Method:
+    return _direct("f3", signal)(**direct_options)
+
 
 
 def make_method(spec: str, signal: str | None = None, **options) -> Method:
     """Build a method from ``"name"`` or ``"name:signal"`` (e.g. ``"f3:delayed_loss"``).
 
-    ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``);
-    methods without feedback ignore them. Only ``f3`` takes a signal.
+    ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``,
+    ``execution``, ``unlocked``); methods they do not concern ignore them, except that
+    ``unlocked`` is refused where it cannot apply. Only ``f3`` takes a signal.
     """
     name, _, variant = spec.partition(":")
     builder = METHODS.get(name)

@@ -9,13 +9,26 @@ For a model ``h_i = f_i(h_{i-1})``, ``i = 1..L``, hidden block ``i < L`` receive
 
 and autograd inside the block turns it into weight gradients; the output block ``L``
 gets its true local gradient ``∂L/∂θ_L``. No gradient crosses a block boundary: each
-block's input is detached. The injected value is *not* divided by the batch size (F³
+block's input is detached, so no input gradient is ever computed and there is no
+sequential backward chain. The injected value is *not* divided by the batch size (F³
 paper), unlike the mean-reduced loss at the output; ``batch_mean=True`` divides it.
+
+Two executions, with identical gradients:
+
+- ``"autograd"``: the whole forward pass, then one ``backward`` over the loss and every
+  feedback point at once. Works for every signal, including DFA's current error.
+- ``"forward"``: for a signal known before the forward pass (DRTP, F³'s delayed
+  signals, shallow), each block computes its gradient as soon as its output exists and
+  its graph is freed at once: only one block's activations are alive at a time (F³
+  paper, Sec. 3.3). ``unlocked=True`` also applies the optimizer to each block right
+  away (no update locking); the caller provides that step as :attr:`after_block`.
+
+``"auto"`` (default) picks ``"forward"`` where the signal allows it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +38,8 @@ from ..objectives import Objective
 from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 from .signals import SIGNALS, DelayedBuffer, Signal
+
+EXECUTIONS = ("auto", "autograd", "forward")
 
 
 def blocks_of(model: nn.Module, method: str) -> list[nn.Module]:
@@ -45,6 +60,8 @@ class DirectFeedback(Method):
         feedback_init: initialisation of the ``B_i`` (see :mod:`.feedback_init`).
         normalize: divide ``B_i`` by ``sqrt(n_i)``.
         batch_mean: divide the injected gradient by the batch size.
+        execution: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
+        unlocked: step each block as soon as its gradient exists (needs ``"forward"``).
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
     """
 
@@ -54,14 +71,28 @@ class DirectFeedback(Method):
         feedback_init: str = "kaiming_uniform",
         normalize: bool = False,
         batch_mean: bool = False,
+        execution: str = "auto",
+        unlocked: bool = False,
         name: str = "direct",
     ):
         FEEDBACK_INITS.get(feedback_init)
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
+        in_advance = self.signal is None or self.signal.known_in_advance
+        if execution not in EXECUTIONS:
+            raise BeyondBPError(f"unknown execution '{execution}'; known executions: {', '.join(EXECUTIONS)}")
+        if execution == "forward" and not in_advance:
+            raise BeyondBPError(f"{name}'s signal '{self.signal.name}' is only known after the forward pass; "
+                                f"use execution 'autograd'")
+        self.execution = ("forward" if in_advance else "autograd") if execution == "auto" else execution
+        if unlocked and self.execution != "forward":
+            raise BeyondBPError(f"unlocked updates need execution 'forward' (got '{self.execution}' for {name})")
         self.feedback_init = feedback_init
         self.normalize = normalize
         self.batch_mean = batch_mean
+        self.unlocked = unlocked
         self.name = name
+        #: Called with each hidden block once its gradient is in ``.grad`` (unlocked mode).
+        self.after_block: Callable[[nn.Module], None] | None = None
         self.feedback: list[Tensor] | None = None
         self.buffer: DelayedBuffer | None = None
         self.num_outputs: int | None = None
@@ -85,20 +116,51 @@ class DirectFeedback(Method):
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
             self.buffer = DelayedBuffer(num_samples, num_outputs, model_device(model))
 
-    def _feedback_for(self, hidden: list[Tensor]) -> list[Tensor]:
-        """The matrices ``B_i``, drawn at the first step, when the blocks' output sizes are known."""
+    def _injected(self, i: int, s: Tensor, h: Tensor) -> Tensor:
+        """``s @ B_i`` shaped like ``h``; ``B_i`` is drawn the first time block ``i``'s output size is seen."""
         if self.feedback is None:
-            widths = [h[0].numel() for h in hidden]
-            self.feedback = [
-                feedback_matrix(self.feedback_init, self.num_outputs, n, self.normalize).to(h.device)
-                for n, h in zip(widths, hidden)
-            ]
-        return self.feedback
+            self.feedback = []
+        if i == len(self.feedback):
+            self.feedback.append(
+                feedback_matrix(self.feedback_init, self.num_outputs, h[0].numel(), self.normalize).to(h.device)
+            )
+        grad = (s @ self.feedback[i]).view_as(h)
+        return grad / len(h) if self.batch_mean else grad
 
     def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
         if self.num_outputs is None:
             raise RuntimeError(f"call {self.name}.attach(model, ...) before step()")
         *hidden_blocks, head = blocks_of(model, self.name)
+        s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
+        if self.execution == "forward":
+            y, loss = self._forward_step(hidden_blocks, head, x, t, s, objective)
+        else:
+            y, loss = self._autograd_step(hidden_blocks, head, x, t, index, s, objective)
+        if self.signal is not None and self.execution == "forward":
+            self.signal.after_pass(y, t, index, objective, self.buffer)
+        return StepResult(y, loss.detach())
+
+    def _forward_step(self, hidden_blocks, head, x, t, s, objective) -> tuple[Tensor, Tensor]:
+        """Block by block: each block's gradient as soon as its output exists, then its graph is freed."""
+        if self.unlocked:
+            for p in (p for block in hidden_blocks for p in block.parameters()):
+                p.grad = None  # only the current block may carry a gradient when it is stepped
+        h = x
+        for i, block in enumerate(hidden_blocks):
+            with torch.set_grad_enabled(s is not None):
+                h = block(h)
+            if s is not None and h.requires_grad:
+                h.backward(self._injected(i, s, h))
+                if self.after_block is not None:
+                    self.after_block(block)
+            h = h.detach()
+        y = head(h)
+        loss = objective(y, t)
+        loss.backward()
+        return y.detach(), loss
+
+    def _autograd_step(self, hidden_blocks, head, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
+        """Full forward pass, then one backward over the loss and every feedback point together."""
         hidden, h = [], x
         with torch.set_grad_enabled(self.signal is not None):
             for block in hidden_blocks:
@@ -106,17 +168,17 @@ class DirectFeedback(Method):
                 hidden.append(h)
         y = head(h.detach())
         loss = objective(y, t)
+        if self.signal is not None:
+            current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
+            s = current if s is None else s
         tensors, grads = [loss], [None]
-        if self.signal is not None and hidden:
-            s = self.signal.compute(y.detach(), t, index, objective, self.buffer)
-            if self.batch_mean:
-                s = s / len(x)
-            for h_i, b_i in zip(hidden, self._feedback_for(hidden)):
-                if h_i.requires_grad:
-                    tensors.append(h_i)
-                    grads.append((s @ b_i).view_as(h_i))
+        for i, h_i in enumerate(hidden if s is not None else []):
+            injected = self._injected(i, s, h_i)
+            if h_i.requires_grad:
+                tensors.append(h_i)
+                grads.append(injected)
         torch.autograd.backward(tensors, grads)
-        return StepResult(y.detach(), loss.detach())
+        return y.detach(), loss
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -110,17 +110,28 @@ class Signal:
     def delayed(self) -> bool:
         return self.source == "delayed"
 
-    def compute(
-        self, y: Tensor, t: Tensor, index: Tensor, objective: Objective, buffer: DelayedBuffer | None
-    ) -> Tensor:
-        """The signal for this batch; a delayed signal also stores this pass's value for the next visit."""
+    @property
+    def known_in_advance(self) -> bool:
+        """Whether the signal exists before the forward pass (so blocks can update as it runs)."""
+        return self.source != "current"
+
+    def before_pass(self, t: Tensor, index: Tensor, buffer: DelayedBuffer | None) -> Tensor | None:
+        """The signal, if it is known before the forward pass (target, delayed); else None."""
         if self.source == "target":
             return t
+        if self.source == "delayed":
+            previous = buffer.read(index, t)
+            return t * previous if self.one_hot else previous
+        return None
+
+    def after_pass(self, y: Tensor, t: Tensor, index: Tensor, objective: Objective,
+                   buffer: DelayedBuffer | None) -> Tensor | None:
+        """The current error's signal; a delayed signal instead stores this pass's value for the next visit."""
         if self.source == "current":
             return self.error(y, t, objective)
-        previous = buffer.read(index, t)
-        buffer.write(index, self.error(y, t, objective))
-        return t * previous if self.one_hot else previous
+        if self.source == "delayed":
+            buffer.write(index, self.error(y, t, objective))
+        return None
 
 
 SIGNALS: Registry[Signal] = Registry("signal")

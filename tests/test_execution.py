@@ -1,0 +1,124 @@
+"""Forward-only execution and DFA without a backward chain give the plain implementation's gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from beyondbp.errors import BeyondBPError
+from beyondbp.methods import make_method
+from beyondbp.methods.signals import SIGNALS
+from beyondbp.models import mlp
+from beyondbp.objectives import make_objective
+
+BCE = make_objective("bce", "classification")
+
+
+def deep_model(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return mlp(5, 3, hidden=(7, 6, 4), output_activation=nn.Sigmoid())
+
+
+def batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 5, generator=g)
+    t = torch.nn.functional.one_hot(torch.randint(3, (8,), generator=g), 3).float()
+    return x, t, torch.arange(8)
+
+
+def grads_after_two_steps(spec: str, execution: str) -> list[torch.Tensor]:
+    """Two steps on the same batch (so delayed signals are really delayed), SGD in between."""
+    model, (x, t, index) = deep_model(), batch()
+    method = make_method(spec, execution=execution)
+    method.attach(model, num_outputs=3, num_samples=8)
+    torch.manual_seed(5)  # the feedback matrices are drawn at the first step
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        method.step(model, x, t, index, BCE)
+        grads = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        optimizer.step()
+    return grads
+
+
+@pytest.mark.parametrize("spec", ["drtp", "shallow"] + [f"f3:{s}" for s in SIGNALS.names()
+                                                       if SIGNALS.get(s).known_in_advance])
+def test_forward_execution_equals_autograd(spec):
+    forward = grads_after_two_steps(spec, "forward")
+    plain = grads_after_two_steps(spec, "autograd")
+    for a, b in zip(forward, plain):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_auto_execution_picks_forward_where_the_signal_allows():
+    assert make_method("f3").execution == "forward" and make_method("drtp").execution == "forward"
+    assert make_method("dfa").execution == "autograd"
+    with pytest.raises(BeyondBPError, match="only known after the forward pass"):
+        make_method("dfa", execution="forward")
+    with pytest.raises(BeyondBPError, match="unlocked updates need"):
+        make_method("bp", unlocked=True)
+
+
+def test_dfa_without_backward_chain_equals_hooked_full_backward():
+    """Reference: the full network graph, with each hidden output's incoming gradient replaced by e B_i
+    in a backward hook (the sequential chain of the usual implementations)."""
+    model, (x, t, index) = deep_model(), batch()
+    method = make_method("dfa")
+    method.attach(model, num_outputs=3)
+    torch.manual_seed(5)
+    method.step(model, x, t, index, BCE)
+    ours = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    hidden, h = [], x
+    for block in list(model)[:-1]:
+        h = block(h)
+        hidden.append(h)
+    y = model[-1](h)
+    loss = BCE(y, t)
+    error = (t - y).detach()
+    for h_i, b_i in zip(hidden, method.feedback):
+        h_i.register_hook(lambda grad, b_i=b_i: error @ b_i)
+    loss.backward()
+    for a, p in zip(ours, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-6, atol=1e-8)
+
+
+def test_unlocked_steps_each_block_before_the_next_runs():
+    """Each hidden block is stepped as soon as its gradient exists, before the next block runs; the
+    outputs passed on were computed before that step, so the result equals the synchronous update."""
+    results = {}
+    for unlocked in (True, False):
+        model, (x, t, index) = deep_model(), batch()
+        method = make_method("drtp", unlocked=unlocked)
+        method.attach(model, num_outputs=3)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+        weight = lambda block: next(m for m in block if isinstance(m, nn.Linear)).weight
+        initial = [weight(block).clone() for block in model]
+        moved_before_next = []
+
+        def check_previous_block(module, inputs, i=None):
+            position = list(model).index(module)
+            moved_before_next.append(not torch.equal(weight(model[position - 1]), initial[position - 1]))
+
+        for block in list(model)[1:]:
+            block.register_forward_pre_hook(check_previous_block)
+        if unlocked:
+            def step_block(block):
+                optimizer.step()
+                for p in block.parameters():
+                    p.grad = None
+
+            method.after_block = step_block
+        torch.manual_seed(5)
+        for _ in range(2):
+            optimizer.zero_grad(set_to_none=True)
+            method.step(model, x, t, index, BCE)
+            optimizer.step()
+        results[unlocked] = [p.detach().clone() for p in model.parameters()]
+        assert moved_before_next[:3] == [unlocked] * 3  # first step: blocks 1-3 see their predecessor's update
+    for a, b in zip(results[True], results[False]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
