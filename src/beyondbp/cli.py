@@ -7,6 +7,7 @@ a diverging run exits 1 with its message; neither shows a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -111,11 +112,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import load_suite, run_suite, write_results_md
     from .bench.runner import RESULTS_DIR
 
+    if args.suite == "speed":
+        return cmd_speed(args)
+    speed_only = [f"--{k.replace('_', '-')}" for k in SPEED_DEFAULTS if getattr(args, k) != SPEED_DEFAULTS[k]]
+    if speed_only:
+        raise BeyondBPError(f"{', '.join(speed_only)} apply to 'beyondbp bench speed' only")
     suite = load_suite(args.suite, seeds=args.seeds)
     csv_path = run_suite(suite, n_jobs=args.jobs)
     print((csv_path.with_suffix(".md")).read_text(), end="")
     results = write_results_md(RESULTS_DIR, RESULTS_DIR.parent / "RESULTS.md")
     print(f"results: {csv_path}, {csv_path.with_suffix('.md')}; updated {results}")
+    return 0
+
+
+SPEED_DEFAULTS = {"methods": ["bp", "f3", "drtp", "dfa"], "depth": 8, "width": 1024, "batch_size": 1024,
+                  "steps": 30, "model": "mlp", "device": "auto", "out": None}
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    from .bench.runner import RESULTS_DIR
+    from .bench.speed import run_speed, speed_markdown
+
+    out = args.out or RESULTS_DIR / f"speed-{args.model}-depth{args.depth}"
+    rows = run_speed(args.methods, args.depth, args.width, args.batch_size, out, steps=args.steps,
+                     model=args.model, device=args.device)
+    print(speed_markdown(rows, json.loads((out / "meta.json").read_text())), end="")
+    print(f"results: {out / 'speed.csv'}")
     return 0
 
 
@@ -162,6 +184,15 @@ def build_parser() -> Parser:
     bench.add_argument("suite", help="suite name (e.g. f3-classification) or path to a .toml file")
     bench.add_argument("--seeds", type=int_list, help="override the suite's seeds, e.g. 1,2,3")
     bench.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    g = bench.add_argument_group("bench speed (step time and memory against the first method)")
+    g.add_argument("--methods", type=name_list, default=SPEED_DEFAULTS["methods"], help="default bp,f3,drtp,dfa")
+    g.add_argument("--depth", type=int, default=SPEED_DEFAULTS["depth"], help="hidden blocks (default 8)")
+    g.add_argument("--width", type=int, default=SPEED_DEFAULTS["width"], help="input and hidden width (default 1024)")
+    g.add_argument("--batch-size", type=int, default=SPEED_DEFAULTS["batch_size"], help="default 1024")
+    g.add_argument("--steps", type=int, default=SPEED_DEFAULTS["steps"], help="timed steps per method (default 30)")
+    g.add_argument("--model", default=SPEED_DEFAULTS["model"], help="default mlp")
+    g.add_argument("--device", default=SPEED_DEFAULTS["device"], help="auto, cpu, cuda")
+    g.add_argument("--out", type=Path, help="default benchmarks/results/speed-MODEL-depthD")
     bench.set_defaults(handler=cmd_bench)
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")

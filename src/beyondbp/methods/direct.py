@@ -15,8 +15,9 @@ paper), unlike the mean-reduced loss at the output; ``batch_mean=True`` divides 
 
 Two executions, with identical gradients:
 
-- ``"autograd"``: the whole forward pass, then one ``backward`` over the loss and every
-  feedback point at once. Works for every signal, including DFA's current error.
+- ``"autograd"``: the whole forward pass, then one short ``backward`` per block (each block's
+  graph ends at its detached input, so none waits for another). Works for every signal,
+  including DFA's current error, which exists only after the forward pass.
 - ``"forward"``: for a signal known before the forward pass (DRTP, F³'s delayed
   signals, shallow), each block computes its gradient as soon as its output exists and
   its graph is freed at once: only one block's activations are alive at a time (F³
@@ -116,15 +117,19 @@ class DirectFeedback(Method):
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
             self.buffer = DelayedBuffer(num_samples, num_outputs, model_device(model))
 
-    def _injected(self, i: int, s: Tensor, h: Tensor) -> Tensor:
-        """``s @ B_i`` shaped like ``h``; ``B_i`` is drawn the first time block ``i``'s output size is seen."""
+    def _matrix(self, i: int, h: Tensor) -> Tensor:
+        """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
             self.feedback.append(
                 feedback_matrix(self.feedback_init, self.num_outputs, h[0].numel(), self.normalize).to(h.device)
             )
-        grad = (s @ self.feedback[i]).view_as(h)
+        return self.feedback[i]
+
+    def _injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
+        """``s @ B`` shaped like ``h`` (divided by the batch size with ``batch_mean``)."""
+        grad = (s @ b).view_as(h)
         return grad / len(h) if self.batch_mean else grad
 
     def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
@@ -150,7 +155,7 @@ class DirectFeedback(Method):
             with torch.set_grad_enabled(s is not None):
                 h = block(h)
             if s is not None and h.requires_grad:
-                h.backward(self._injected(i, s, h))
+                h.backward(self._injected(s, self._matrix(i, h), h))
                 if self.after_block is not None:
                     self.after_block(block)
             h = h.detach()
@@ -160,7 +165,8 @@ class DirectFeedback(Method):
         return y.detach(), loss
 
     def _autograd_step(self, hidden_blocks, head, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
-        """Full forward pass, then one backward over the loss and every feedback point together."""
+        """Full forward pass, then independent backward passes: the loss's into the output block, and
+        each feedback point's into its own block (no chain from block to block)."""
         hidden, h = [], x
         with torch.set_grad_enabled(self.signal is not None):
             for block in hidden_blocks:
@@ -171,13 +177,14 @@ class DirectFeedback(Method):
         if self.signal is not None:
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
             s = current if s is None else s
-        tensors, grads = [loss], [None]
-        for i, h_i in enumerate(hidden if s is not None else []):
-            injected = self._injected(i, s, h_i)
-            if h_i.requires_grad:
-                tensors.append(h_i)
-                grads.append(injected)
-        torch.autograd.backward(tensors, grads)
+        loss.backward()
+        # one backward per block, last first: each frees its block's graph, and only one injected
+        # gradient exists at a time
+        if s is not None:
+            matrices = [self._matrix(i, h_i) for i, h_i in enumerate(hidden)]
+            for h_i, b_i in reversed(list(zip(hidden, matrices))):
+                if h_i.requires_grad:
+                    h_i.backward(self._injected(s, b_i, h_i))
         return y.detach(), loss
 
     def state_dict(self) -> dict[str, Any]:
