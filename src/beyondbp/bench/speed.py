@@ -15,11 +15,14 @@ allocation before the step. On CPU: the profiler's record of every allocation an
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -32,6 +35,20 @@ from .report import write_rows
 
 SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio")
 NUM_OUTPUTS = 10
+
+
+@contextmanager
+def profiler_chatter_hidden() -> Iterator[None]:
+    """The CPU profiler's native code prints start/stop lines on file descriptor 2; hide them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class Setup:
@@ -80,7 +97,7 @@ class Setup:
             self.method_step()
             self.synchronize()
             return torch.cuda.max_memory_allocated(self.device) - before
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with profiler_chatter_hidden(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             self.method_step()
         events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                         if e.name() == "[memory]")
