@@ -54,7 +54,7 @@ def test_compare_writes_table_csv_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args,known", [
-    (["train", "--method", "nope"], "known methods: bp, dfa, drtp, f3, fa, shallow"),
+    (["train", "--method", "nope"], "known methods: bp, dfa, drtp, f3, fa, fg, shallow"),
     (["train", "--method", "f3", "--signal", "nope"], "known signals: current_error"),
     (["train", "--dataset", "nope"], "known datasets: cifar10"),
     (["train", "--model", "nope"], "known models: mlp"),
@@ -119,3 +119,21 @@ def test_divergence_exits_1_with_a_message(tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "training diverged" in err and "smaller learning rate" in err and err.count("\n") == 1
+
+
+def test_approx_and_optimize_commands(tmp_path, capsys):
+    out = tmp_path / "approx"
+    args = ["approx", "--dims", "16", "--tangents", "1,4,16", "--aggregations", "mean,projection",
+            "--samples", "5", "--out", str(out)]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "approx.csv")))
+    assert list(rows[0]) == ["n", "k", "aggregation", "sampler", "cosine_mean", "cosine_std", "norm_ratio_mean",
+                             "norm_ratio_std"]
+    assert len(rows) == 6 and (out / "approx.png").is_file()
+    exact = next(r for r in rows if r["k"] == "16" and r["aggregation"] == "projection")
+    assert float(exact["cosine_mean"]) > 0.9999
+    assert main(["optimize", "--function", "rosenbrock", "--dim", "4", "--tangents", "4", "--steps", "50",
+                 "--lr", "1e-3"]) == 0
+    assert "known minimum 0" in capsys.readouterr().out
+    assert main(["optimize", "--function", "nope"]) == 2
+    assert "known functions: rosenbrock, sphere, styblinski-tang" in capsys.readouterr().err

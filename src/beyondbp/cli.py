@@ -16,7 +16,10 @@ from .compare import compare
 from .data import DATASETS
 from .errors import BeyondBPError
 from .experiment import OPTIMIZERS, RunConfig, run
+from .functions import FUNCTIONS
 from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, METHODS, SIGNALS
+from .methods.aggregation import AGGREGATIONS
+from .methods.tangents import TANGENT_SAMPLERS
 from .models import ACTIVATIONS, MODELS
 from .objectives import OBJECTIVES
 
@@ -57,6 +60,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
     g.add_argument("--unlocked", action="store_true",
                    help="with forward execution: step each block's optimizer as soon as its gradient exists")
+    g = parser.add_argument_group("forward gradient (fg)")
+    g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
+    g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")
+    g.add_argument("--sampler", default=d.sampler, help="normal, rademacher, basis or angle (default normal)")
+    g.add_argument("--perturb", default=d.perturb, help="weights or activities (default weights)")
+    g.add_argument("--angle", type=float, help="pairwise angle of the tangents in degrees (sampler angle)")
     g = parser.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
     g.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
@@ -79,7 +88,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
     return RunConfig(
         method=method, signal=args.signal, feedback_init=args.feedback_init,
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
-        execution=args.execution, unlocked=args.unlocked,
+        execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
+        sampler=args.sampler, perturb=args.perturb, angle=args.angle,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
         hidden=args.hidden, activation=args.activation, loss=args.loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
@@ -149,8 +159,40 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approx(args: argparse.Namespace) -> int:
+    from .approx import approximation_quality, write_approx
+
+    for how in args.aggregations:
+        if how not in AGGREGATIONS:
+            raise BeyondBPError(f"unknown aggregation '{how}'; known aggregations: {', '.join(AGGREGATIONS)}")
+    TANGENT_SAMPLERS.get(args.sampler)
+    rows = approximation_quality(args.dims, args.tangents, args.aggregations, args.sampler, args.samples,
+                                 args.seed, args.angle)
+    if not rows:
+        raise BeyondBPError("no (n, k, aggregation) combination applies; projection needs k <= n")
+    write_approx(rows, args.out)
+    print("| n | k | aggregation | cosine | norm ratio |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['k']} | {r['aggregation']} | {r['cosine_mean']:.4f} ± {r['cosine_std']:.4f} | "
+              f"{r['norm_ratio_mean']:.4g} ± {r['norm_ratio_std']:.2g} |")
+    print(f"results: {args.out / 'approx.csv'}, plot: {args.out / 'approx.png'}")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from .functions import optimize
+
+    result = optimize(args.function, args.dim, args.tangents, args.aggregation, args.steps, args.lr,
+                      args.sampler, args.angle, args.seed)
+    print(f"{args.function}, n={args.dim}, {args.steps} steps, lr {args.lr:g}: forward gradient "
+          f"(k={args.tangents}, {args.aggregation}) reaches {result.final:.6g}; exact gradient {result.exact_final:.6g}; "
+          f"known minimum {result.minimum:.6g} (gap {result.final - result.minimum:.4g})")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
+                ("tangent samplers (fg --sampler)", TANGENT_SAMPLERS), ("test functions (optimize)", FUNCTIONS),
                 ("datasets", DATASETS), ("models", MODELS), ("activations", ACTIVATIONS),
                 ("losses", OBJECTIVES), ("optimizers", OPTIMIZERS)]
     for title, registry in sections:
@@ -165,7 +207,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one model with one method")
-    train.add_argument("--method", default="bp", help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL)")
+    train.add_argument("--method", default="bp", help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL), fg (or fg:VARIANT)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -197,6 +239,30 @@ def build_parser() -> Parser:
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
     results.set_defaults(handler=cmd_results)
+
+    approx = commands.add_parser("approx", help="forward-gradient estimates against the exact gradient")
+    approx.add_argument("--dims", type=int_list, default=(64, 1024), help="dimensions n (default 64,1024)")
+    approx.add_argument("--tangents", type=int_list, default=(1, 4, 16, 64), help="k values (default 1,4,16,64)")
+    approx.add_argument("--aggregations", type=name_list, default=["mean", "sum", "projection"],
+                        help="default mean,sum,projection")
+    approx.add_argument("--sampler", default="normal", help="normal, rademacher, basis or angle")
+    approx.add_argument("--angle", type=float, help="pairwise tangent angle in degrees (sampler angle)")
+    approx.add_argument("--samples", type=int, default=100, help="draws per setting (default 100)")
+    approx.add_argument("--seed", type=int, default=0)
+    approx.add_argument("--out", type=Path, default=Path("runs") / "approx", help="default runs/approx")
+    approx.set_defaults(handler=cmd_approx)
+
+    opt = commands.add_parser("optimize", help="gradient descent on a closed-form test function with forward gradients")
+    opt.add_argument("--function", default="sphere", help="sphere, rosenbrock or styblinski-tang (default sphere)")
+    opt.add_argument("--dim", type=int, default=64, help="dimension n (default 64)")
+    opt.add_argument("--tangents", type=int, default=4, help="k (default 4)")
+    opt.add_argument("--aggregation", default="projection", help="single, mean, sum or projection (default projection)")
+    opt.add_argument("--sampler", default="normal", help="normal, rademacher, basis or angle")
+    opt.add_argument("--angle", type=float, help="pairwise tangent angle in degrees (sampler angle)")
+    opt.add_argument("--steps", type=int, default=1000, help="default 1000")
+    opt.add_argument("--lr", type=float, default=0.01, help="default 0.01")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.set_defaults(handler=cmd_optimize)
 
     lst = commands.add_parser("list", help="methods, signals, feedback inits, data sets, models")
     lst.set_defaults(handler=cmd_list)

@@ -43,6 +43,11 @@ class RunConfig:
     feedback_batch_mean: bool = False
     execution: str = "auto"
     unlocked: bool = False
+    tangents: int = 1
+    aggregation: str = "mean"
+    sampler: str = "normal"
+    perturb: str = "weights"
+    angle: float | None = None
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -61,7 +66,9 @@ class RunConfig:
     def build_method(self) -> Method:
         return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
                            normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean,
-                           execution=self.execution, unlocked=self.unlocked)
+                           execution=self.execution, unlocked=self.unlocked, tangents=self.tangents,
+                           aggregation=self.aggregation, sampler=self.sampler, perturb=self.perturb,
+                           angle=self.angle)
 
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""

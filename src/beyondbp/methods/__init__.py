@@ -14,6 +14,7 @@ from .backprop import Backprop
 from .base import Method, StepResult
 from .direct import DirectFeedback
 from .feedback_init import FEEDBACK_INITS
+from .forward_gradient import ForwardGradient, parse_variant
 from .layerwise import FeedbackAlignment
 from .signals import SIGNALS
 
@@ -39,7 +40,7 @@ def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked
 
 def _direct(name: str, signal: str | None):
     def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False,
-              execution: str = "auto", unlocked: bool = False) -> Method:
+              execution: str = "auto", unlocked: bool = False, **_forward_gradient_options) -> Method:
         return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name)
 
     return build
@@ -63,16 +64,29 @@ def f3(signal: str = DEFAULT_F3_SIGNAL, **direct_options) -> Method:
 
 
 
+@METHODS.register("fg", "forward gradient: k tangents by forward-mode AD, no backward pass (Baydin et al. 2022; "
+                        "Flugel et al. 2024); variants fg:k4-projection-activities")
+def fg(tangents: int = 1, aggregation: str = "mean", sampler: str = "normal", perturb: str = "weights",
+       angle: float | None = None, unlocked: bool = False, **_feedback_options) -> Method:
+    if unlocked:
+        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+    return ForwardGradient(tangents, aggregation, sampler, perturb, angle)
+
+
 def make_method(spec: str, signal: str | None = None, **options) -> Method:
     """Build a method from ``"name"`` or ``"name:signal"`` (e.g. ``"f3:delayed_loss"``).
 
     ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``,
-    ``execution``, ``unlocked``); methods they do not concern ignore them, except that
-    ``unlocked`` is refused where it cannot apply. Only ``f3`` takes a signal.
+    ``execution``, ``unlocked``) and the forward-gradient options (``tangents``,
+    ``aggregation``, ``sampler``, ``perturb``, ``angle``); methods they do not concern ignore
+    them, except that ``unlocked`` is refused where it cannot apply. Only ``f3`` takes a
+    signal; ``fg`` takes a variant such as ``"fg:k4-projection-activities"``.
     """
     name, _, variant = spec.partition(":")
     builder = METHODS.get(name)
-    if variant:
+    if variant and name == "fg":
+        options.update(parse_variant(variant))
+    elif variant:
         if signal is not None and signal != variant:
             raise BeyondBPError(f"method '{spec}' names signal '{variant}' but signal '{signal}' was also given")
         signal = variant
@@ -89,5 +103,5 @@ def make_method(spec: str, signal: str | None = None, **options) -> Method:
 
 __all__ = [
     "METHODS", "SIGNALS", "FEEDBACK_INITS", "DEFAULT_F3_SIGNAL", "Method", "StepResult",
-    "Backprop", "DirectFeedback", "FeedbackAlignment", "make_method",
+    "Backprop", "DirectFeedback", "FeedbackAlignment", "ForwardGradient", "make_method",
 ]

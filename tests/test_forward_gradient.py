@@ -1,0 +1,162 @@
+"""Forward gradients: exactness of projection, the √(k/n) laws, unbiasedness, jvp, and no backward pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from beyondbp.approx import approximation_quality
+from beyondbp.errors import BeyondBPError
+from beyondbp.functions import FUNCTIONS, optimize
+from beyondbp.methods import make_method
+from beyondbp.methods.aggregation import aggregate
+from beyondbp.methods.forward_gradient import directional_derivatives, forward_gradient, parse_variant
+from beyondbp.methods.tangents import sample_tangents
+from beyondbp.objectives import make_objective
+
+BCE = make_objective("bce", "classification")
+cosine = lambda a, b: torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def test_projection_with_k_equal_n_is_exact():
+    torch.manual_seed(0)
+    x = torch.randn(32, dtype=torch.float64)
+    f = FUNCTIONS.get("rosenbrock").f
+    _, estimate = forward_gradient(f, x, torch.randn(32, 32, dtype=torch.float64), "projection")
+    assert cosine(estimate, torch.func.grad(f)(x)) > 0.9999
+    torch.testing.assert_close(estimate, torch.func.grad(f)(x))
+
+
+def test_gaussian_tangents_follow_the_square_root_laws():
+    rows = {r["aggregation"]: r for r in approximation_quality([1024], [16], ["mean", "projection"], samples=200)}
+    expected = math.sqrt(16 / 1024)  # 0.125
+    for how in ("mean", "projection"):
+        assert rows[how]["cosine_mean"] == pytest.approx(expected, abs=0.015)
+    assert rows["mean"]["norm_ratio_mean"] == pytest.approx(math.sqrt(1024 / 16), rel=0.1)  # 8
+    assert rows["projection"]["norm_ratio_mean"] == pytest.approx(expected, abs=0.015)
+
+
+def test_single_tangent_estimates_are_unbiased():
+    torch.manual_seed(1)
+    g = torch.randn(10, dtype=torch.float64)
+    v = torch.randn(40_000, 10, dtype=torch.float64)
+    average = aggregate(v, v @ g, "mean")  # the average of 40,000 single-tangent estimates d_j v_j
+    assert cosine(average, g) > 0.999
+    assert (average.norm() / g.norm()).item() == pytest.approx(1, abs=0.03)
+
+
+def test_projection_does_not_depend_on_the_tangents_angle():
+    narrow, wide = (approximation_quality([256], [8], ["mean", "projection"], sampler="angle", angle=a, samples=60)
+                    for a in (10, 80))
+    by = lambda rows, how: next(r for r in rows if r["aggregation"] == how)["cosine_mean"]
+    assert by(narrow, "projection") == pytest.approx(by(wide, "projection"), abs=0.04)
+    assert by(narrow, "mean") < by(narrow, "projection") - 0.05  # nearly parallel tangents hurt the mean
+
+
+def test_angle_sampler_gives_the_angle():
+    v = sample_tangents("angle", 5, 40, angle=60.0)
+    gram = v @ v.T
+    torch.testing.assert_close(gram.diagonal(), torch.ones(5), atol=1e-5, rtol=0)
+    off = gram[~torch.eye(5, dtype=torch.bool)]
+    torch.testing.assert_close(off, torch.full_like(off, 0.5), atol=1e-5, rtol=0)
+
+
+def test_projection_refuses_what_it_cannot_do():
+    with pytest.raises(BeyondBPError, match="k=5 > n=4"):
+        aggregate(torch.randn(5, 4), torch.randn(5), "projection")
+    dependent = torch.tensor([[1.0, 0, 0], [2.0, 0, 0]])
+    with pytest.raises(BeyondBPError, match="linearly dependent"):
+        aggregate(dependent, torch.randn(2), "projection")
+    with pytest.raises(BeyondBPError, match="one tangent"):
+        make_method("fg:k2-single")
+
+
+def tiny_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.Tanh()), nn.Sequential(nn.Linear(4, 2), nn.Sigmoid()))
+
+
+def batch():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(5, 3, generator=g), torch.eye(2)[torch.tensor([0, 1, 1, 0, 1])], torch.arange(5)
+
+
+def exact_grads(model, x, t):
+    model.zero_grad()
+    BCE(model(x), t).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_model_jvp_equals_finite_difference():
+    model = tiny_model().double()
+    x, t, _ = batch()
+    x, t = x.double(), t.double()
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def loss(vector):
+        pieces = {n: piece.view_as(p) for n, p, piece in zip(names, model.parameters(), vector.split(sizes))}
+        return BCE(torch.func.functional_call(model, pieces, (x,)), t), ()
+
+    v = torch.randn(3, theta.numel(), dtype=torch.float64)
+    _, d, _ = directional_derivatives(loss, theta, v)
+    eps = 1e-6
+    fd = torch.stack([(loss(theta + eps * vj)[0] - loss(theta - eps * vj)[0]) / (2 * eps) for vj in v])
+    torch.testing.assert_close(d, fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("perturb,k", [("weights", 26), ("activities", 20)])
+def test_fg_with_as_many_tangents_as_dimensions_is_backprop(perturb, k):
+    """26 weights; 5 samples × 4 hidden units = 20 activities: projection on a full basis is exact."""
+    model = tiny_model()
+    x, t, index = batch()
+    expected = exact_grads(model, x, t)
+    model.zero_grad()
+    method = make_method(f"fg:k{k}-projection-{perturb}")
+    method.attach(model, num_outputs=2)
+    method.step(model, x, t, index, BCE)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_weight_perturbation_builds_no_autograd_graph():
+    model = tiny_model()
+    x, t, index = batch()
+    saved = []
+    method = make_method("fg:k4-mean")
+    method.attach(model, num_outputs=2)
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: saved.append(tensor) or tensor, lambda tensor: tensor):
+        result = method.step(model, x, t, index, BCE)
+    assert saved == [] and result.loss.grad_fn is None and result.output.grad_fn is None
+    assert all(p.grad is not None and p.grad.grad_fn is None and torch.isfinite(p.grad).all()
+               for p in model.parameters())
+    # and the estimate points the right way: positive cosine with the exact gradient on average
+    exact = torch.cat([g.flatten() for g in exact_grads(model, x, t)])
+    torch.manual_seed(3)
+    estimates = []
+    for _ in range(200):
+        model.zero_grad()
+        method.step(model, x, t, index, BCE)
+        estimates.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert cosine(torch.stack(estimates).mean(0), exact) > 0.8
+
+
+def test_variant_grammar():
+    assert parse_variant("k4-projection-activities-rademacher") == {
+        "tangents": 4, "aggregation": "projection", "perturb": "activities", "sampler": "rademacher"}
+    assert make_method("fg:k2-sum-angle30").label == "fg:k2-sum-weights-angle30"
+    with pytest.raises(BeyondBPError, match="unknown fg variant part 'bogus'"):
+        make_method("fg:k2-bogus")
+
+
+def test_optimize_reaches_the_minimum_of_the_sphere():
+    result = optimize("sphere", dim=16, tangents=16, aggregation="projection", steps=200, lr=0.1)
+    assert result.final < 1e-10 and result.minimum == 0
+    few = optimize("styblinski-tang", dim=8, tangents=2, aggregation="mean", steps=300, lr=0.01, seed=1)
+    assert few.minimum == pytest.approx(-39.16599 * 8)
+    assert few.final < FUNCTIONS.get("styblinski-tang").f(FUNCTIONS.get("styblinski-tang").start(
+        8, torch.Generator().manual_seed(1))).item()
