@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from .compare import compare
 from .data import DATASETS
 from .errors import BeyondBPError
@@ -101,11 +103,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
     out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
-    summary = run(config, out, resume=args.resume, progress=not args.no_progress)
+    summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
     metric = summary["metric"]
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
           f"{summary['train_seconds']:.1f} s training; outputs in {out}")
+    return 0
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .data import load_dataset
+    from .diagnostics import alignment
+    from .experiment import build_run, config_from_checkpoint, resolve_device
+
+    path = args.run / CHECKPOINT_NAME
+    if not path.is_file():
+        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
+    device = resolve_device(args.device)
+    state = load_checkpoint(path, device)
+    config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
+    data = load_dataset(config.dataset, config.data_dir)
+    model, method, _, objective = build_run(config, data, device)
+    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task)
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    n = min(args.batch_size, len(data.train))
+    report = alignment(model, method, data.train.x[:n].to(device), data.train.t[:n].to(device),
+                       torch.arange(n, device=device), objective)
+    (args.run / "alignment.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{method.label} after epoch {len(state['history'])}, on the first {n} training samples of {data.name}:")
+    print("| layer | cosine | angle (deg) | norm ratio |\n|---|---|---|---|")
+    for layer, v in report["layers"].items():
+        print(f"| {layer} | {v['cosine']:.4f} | {v['angle']:.1f} | {v['norm_ratio']:.4g} |")
+    for s in report.get("signals", []):
+        print(f"signal at block {s['block']}: cosine with the true gradient {s['cosine_mean']:.4f} "
+              f"± {s['cosine_std']:.4f} over samples")
+    print(f"written: {args.run / 'alignment.json'}")
     return 0
 
 
@@ -211,6 +245,8 @@ def build_parser() -> Parser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--align-every", type=int, default=0, metavar="N",
+                       help="every N epochs, log alignment with backprop into metrics.jsonl and plot alignment.png")
     add_run_options(train)
     train.set_defaults(handler=cmd_train)
 
@@ -239,6 +275,13 @@ def build_parser() -> Parser:
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
     results.set_defaults(handler=cmd_results)
+
+    align = commands.add_parser("align", help="alignment of a trained run's method with backprop")
+    align.add_argument("--run", type=Path, required=True, help="output folder of 'beyondbp train'")
+    align.add_argument("--batch-size", type=int, default=256, help="first N training samples (default 256)")
+    align.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
+    align.add_argument("--device", default="auto")
+    align.set_defaults(handler=cmd_align)
 
     approx = commands.add_parser("approx", help="forward-gradient estimates against the exact gradient")
     approx.add_argument("--dims", type=int_list, default=(64, 1024), help="dimensions n (default 64,1024)")

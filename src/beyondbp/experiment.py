@@ -105,26 +105,47 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = False, progress: bool = True,
-        data: DataSplit | None = None) -> dict[str, Any]:
-    """Train one run and return its summary (also written to ``out_dir/summary.json``)."""
+        data: DataSplit | None = None, align_every: int = 0) -> dict[str, Any]:
+    """Train one run and return its summary (also written to ``out_dir/summary.json``).
+
+    ``align_every=N`` measures alignment with backprop every N epochs (into ``metrics.jsonl``)
+    and plots it to ``out_dir/alignment.png``.
+    """
     config.validate()
     device = resolve_device(config.device)
     data = data or load_dataset(config.dataset, config.data_dir, config.download)
-    objective = make_objective(config.loss, data.task)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
-                        objective.output_activation(), hidden=config.hidden, activation=config.activation)
-    method = config.build_method()
-    optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
-    trainer = Trainer(model.to(device), method, optimizer, objective, task=data.task,
+    model, method, optimizer, objective = build_run(config, data, device)
+    trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress, run_info=config.run_info())
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
-                          seed=config.seed, resume=resume)
+                          seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)
     if out_dir is not None:
         (Path(out_dir) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+        measured = [r for r in history if "alignment" in r]
+        if measured:
+            from .plots import plot_alignment
+
+            plot_alignment(measured, Path(out_dir) / "alignment.png", title=f"{method.label} on {data.name}")
     return summary
+
+
+def build_run(config: RunConfig, data: DataSplit, device: torch.device):
+    """The seeded model (on ``device``), the method, the optimizer and the objective of a run."""
+    objective = make_objective(config.loss, data.task)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
+                        objective.output_activation(), hidden=config.hidden, activation=config.activation).to(device)
+    method = config.build_method()
+    optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
+    return model, method, optimizer, objective
+
+
+def config_from_checkpoint(state: dict[str, Any], **overrides) -> RunConfig:
+    """The settings a checkpoint was made with (``run_info``), plus e.g. ``data_dir`` or ``device``."""
+    info = dict(state["run_info"], hidden=tuple(state["run_info"]["hidden"]))
+    return RunConfig(**info, epochs=len(state["history"]), **overrides)
 
 
 def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,

@@ -33,3 +33,24 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, pa
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_alignment(records: Sequence[dict], path: Path, title: str = "") -> None:
+    """Per-layer cosine between the method's gradient and backprop's, over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    epochs = [r["epoch"] for r in records]
+    for layer in records[0]["alignment"]["layers"]:
+        ax.plot(epochs, [r["alignment"]["layers"][layer]["cosine"] for r in records], marker="o", label=layer)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cosine with the exact gradient")
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="layer (module)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -27,6 +27,8 @@ from .metrics import evaluate
 from .objectives import Objective
 
 METRICS_NAME = "metrics.jsonl"
+#: Size of the fixed batch on which ``align_every`` measures alignment.
+ALIGN_BATCH = 256
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -65,8 +67,13 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
 
     def fit(self, train: Dataset, epochs: int, eval_set: Dataset | None = None, batch_size: int = 50,
-            seed: int = 0, resume: bool = False) -> list[dict[str, Any]]:
-        """Train for ``epochs`` epochs in total (counting those already in a resumed checkpoint)."""
+            seed: int = 0, resume: bool = False, align_every: int = 0) -> list[dict[str, Any]]:
+        """Train for ``epochs`` epochs in total (counting those already in a resumed checkpoint).
+
+        ``align_every=N`` adds an ``alignment`` entry (see :func:`~beyondbp.diagnostics.alignment`)
+        to every N-th epoch's record, measured on a fixed batch: the first ``ALIGN_BATCH``
+        training samples.
+        """
         if epochs < 1 or batch_size < 1:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
         self.method.attach(self.model, num_outputs=train.num_outputs, num_samples=len(train), task=self.task)
@@ -93,6 +100,8 @@ class Trainer:
                 if eval_set is not None:
                     record.update(evaluate(self.model, eval_set, self.objective, self.task,
                                            self.target_scale, device=self.device))
+                if align_every and epoch % align_every == 0:
+                    record["alignment"] = self._alignment(train)
                 self.history.append(record)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
                 if self.out_dir:
@@ -115,6 +124,14 @@ class Trainer:
             count += len(x)
             bar.update()
         return total / count
+
+    def _alignment(self, train: Dataset) -> dict[str, Any]:
+        from .diagnostics import alignment
+
+        n = min(ALIGN_BATCH, len(train))
+        index = torch.arange(n)
+        x, t = train.x[:n].to(self.device), train.t[:n].to(self.device)
+        return alignment(self.model, self.method, x, t, index.to(self.device), self.objective)
 
     def _step_block(self, block: nn.Module) -> None:
         """Unlocked updates: step the one block that holds a gradient, then clear it.
