@@ -3,7 +3,7 @@
 Every method is a gradient estimator that fills ``p.grad``; one training loop serves all.
 """
 
-from . import data, methods, models
+from . import data, diagnostics, methods, models
 from .errors import BeyondBPError
 from .experiment import RunConfig, run
 from .methods import make_method
@@ -12,5 +12,5 @@ from .train import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["BeyondBPError", "RunConfig", "Trainer", "data", "make_method", "make_objective", "methods",
+__all__ = ["BeyondBPError", "RunConfig", "Trainer", "data", "diagnostics", "make_method", "make_objective", "methods",
            "models", "run", "__version__"]
