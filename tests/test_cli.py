@@ -54,7 +54,7 @@ def test_compare_writes_table_csv_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args,known", [
-    (["train", "--method", "nope"], "known methods: bp, dfa, drtp, f3, fa, fg, shallow"),
+    (["train", "--method", "nope"], "known methods: bp, brsf, dfa, drtp, f3, fa, fg, frsf, ldfa, shallow, usf"),
     (["train", "--method", "f3", "--signal", "nope"], "known signals: current_error"),
     (["train", "--dataset", "nope"], "known datasets: cifar10"),
     (["train", "--model", "nope"], "known models: mlp"),

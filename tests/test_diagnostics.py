@@ -96,3 +96,11 @@ def test_align_every_and_align_command_agree(tmp_path, capsys):
     for layer, values in records[-1]["alignment"]["layers"].items():
         assert measured["layers"][layer]["cosine"] == pytest.approx(values["cosine"], abs=1e-6)
     assert "signal at block 1" in capsys.readouterr().out
+
+
+def test_ldfa_full_rank_feedback_is_w():
+    model, method, x, t, index = setup("ldfa:r10")
+    report = alignment(model, method, x, t, index, BCE)
+    for layer in ("0.1", "1.0", "2.0"):
+        assert report["feedback"][layer]["angle"] == pytest.approx(0.0, abs=0.1)
+    assert report["layers"]["0.1"]["cosine"] == pytest.approx(1.0, abs=1e-5)

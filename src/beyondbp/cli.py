@@ -62,6 +62,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
     g.add_argument("--unlocked", action="store_true",
                    help="with forward execution: step each block's optimizer as soon as its gradient exists")
+    g = parser.add_argument_group("low-dimensional feedback (ldfa)")
+    g.add_argument("--rank", type=int, default=d.rank, help=f"rank r of the feedback P Q (default {d.rank})")
+    g.add_argument("--feedback-rule", default=d.feedback_rule, help="normative or local (default normative)")
+    g.add_argument("--feedback-lr", type=float, default=d.feedback_lr,
+                   help=f"learning rate of P and Q (default {d.feedback_lr:g})")
     g = parser.add_argument_group("forward gradient (fg)")
     g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
     g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")
@@ -91,7 +96,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
         method=method, signal=args.signal, feedback_init=args.feedback_init,
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
         execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
-        sampler=args.sampler, perturb=args.perturb, angle=args.angle,
+        sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
+        feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
         hidden=args.hidden, activation=args.activation, loss=args.loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,

@@ -7,8 +7,8 @@
   injected signal ``s @ B_i`` and the true backpropagated ``∂L/∂h_i``, per sample, as
   mean ± std over the batch (Launay et al. 2019, "Principled Training of NNs with Direct
   Feedback Alignment").
-- Layer-wise feedback (FA): the angle between each ``W`` and its feedback matrix ``B`` and
-  their norm ratio ``|B| / |W|``.
+- Layer-wise feedback (FA, sign symmetry, LDFA): the angle between each ``W`` and its
+  feedback matrix (``B``, ``sign(W) ⊙ M`` or ``P Q``) and their norm ratio.
 
 The model's weights and ``.grad``, the method's state (feedback matrices, F³'s buffer)
 and the random number generators are the same before and after.
@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .methods import Backprop, DirectFeedback, FeedbackAlignment, Method
+from .methods import Backprop, DirectFeedback, Method
+from .methods.layerwise import LayerwiseFeedback
 from .objectives import Objective
 
 
@@ -98,10 +99,13 @@ def alignment(model: nn.Module, method: Method, x: Tensor, t: Tensor, index: Ten
         if isinstance(method, DirectFeedback) and method.signal is not None and method.feedback:
             model.zero_grad(set_to_none=True)
             report["signals"] = _signal_alignment(model, method, x, t, index, objective)
-        if isinstance(method, FeedbackAlignment):
-            report["feedback"] = {name: {"angle": _compare(method.feedback[name], layer.weight)["angle"],
-                                         "norm_ratio": (method.feedback[name].norm() / layer.weight.norm()).item()}
-                                  for name, layer in method.layers.items()}
+        if isinstance(method, LayerwiseFeedback):
+            report["feedback"] = {}
+            for name, layer in method.layers.items():
+                factors = method.factors(name, layer)
+                feedback = factors[0] if len(factors) == 1 else torch.linalg.multi_dot(factors)
+                report["feedback"][name] = {"angle": _compare(feedback, layer.weight)["angle"],
+                                            "norm_ratio": (feedback.norm() / layer.weight.norm()).item()}
         return report
     finally:
         method.load_state_dict(method_state)

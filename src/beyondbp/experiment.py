@@ -48,6 +48,9 @@ class RunConfig:
     sampler: str = "normal"
     perturb: str = "weights"
     angle: float | None = None
+    rank: int = 10
+    feedback_rule: str = "normative"
+    feedback_lr: float = 1e-3
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -68,7 +71,8 @@ class RunConfig:
                            normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean,
                            execution=self.execution, unlocked=self.unlocked, tangents=self.tangents,
                            aggregation=self.aggregation, sampler=self.sampler, perturb=self.perturb,
-                           angle=self.angle)
+                           angle=self.angle, rank=self.rank, feedback_rule=self.feedback_rule,
+                           feedback_lr=self.feedback_lr)
 
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""

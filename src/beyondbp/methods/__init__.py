@@ -15,7 +15,7 @@ from .base import Method, StepResult
 from .direct import DirectFeedback
 from .feedback_init import FEEDBACK_INITS
 from .forward_gradient import ForwardGradient, parse_variant
-from .layerwise import FeedbackAlignment
+from .layerwise import FEEDBACK_RULES, SIGN_SYMMETRY, FeedbackAlignment, LowRankFeedback, SignSymmetry
 from .signals import SIGNALS
 
 DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
@@ -36,6 +36,44 @@ def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked
     if unlocked:
         raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
     return FeedbackAlignment(feedback_init, normalize)
+
+
+def _sign_symmetry(variant: str):
+    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked: bool = False,
+              **_other_options) -> Method:
+        if unlocked:
+            raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+        return SignSymmetry(variant, feedback_init, normalize)
+
+    return build
+
+
+for _variant, _magnitude in SIGN_SYMMETRY.items():
+    METHODS.register(_variant, f"sign-concordant feedback sign(W) with {_magnitude} magnitude "
+                               f"(Liao et al. 2016; biotorch's {_variant})")(_sign_symmetry(_variant))
+
+
+@METHODS.register("ldfa", "low-dimensional feedback P Q of rank r, learned (Hanut & Kadmon 2025); variants "
+                          "ldfa:r10-local")
+def ldfa(rank: int = 10, feedback_rule: str = "normative", feedback_lr: float = 1e-3, unlocked: bool = False,
+         **_other_options) -> Method:
+    if unlocked:
+        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+    return LowRankFeedback(rank, feedback_rule, feedback_lr)
+
+
+def parse_ldfa_variant(variant: str) -> dict:
+    """``"r10-local"`` -> ``{"rank": 10, "feedback_rule": "local"}`` (parts in any order)."""
+    options: dict = {}
+    for token in filter(None, variant.split("-")):
+        if token[:1] == "r" and token[1:].isdigit():
+            options["rank"] = int(token[1:])
+        elif token in FEEDBACK_RULES:
+            options["feedback_rule"] = token
+        else:
+            raise BeyondBPError(f"unknown ldfa variant part '{token}'; use rN and/or {' or '.join(FEEDBACK_RULES)}, "
+                                f"e.g. ldfa:r10-local")
+    return options
 
 
 def _direct(name: str, signal: str | None):
@@ -86,6 +124,8 @@ def make_method(spec: str, signal: str | None = None, **options) -> Method:
     builder = METHODS.get(name)
     if variant and name == "fg":
         options.update(parse_variant(variant))
+    elif variant and name == "ldfa":
+        options.update(parse_ldfa_variant(variant))
     elif variant:
         if signal is not None and signal != variant:
             raise BeyondBPError(f"method '{spec}' names signal '{variant}' but signal '{signal}' was also given")
@@ -103,5 +143,6 @@ def make_method(spec: str, signal: str | None = None, **options) -> Method:
 
 __all__ = [
     "METHODS", "SIGNALS", "FEEDBACK_INITS", "DEFAULT_F3_SIGNAL", "Method", "StepResult",
-    "Backprop", "DirectFeedback", "FeedbackAlignment", "ForwardGradient", "make_method",
+    "Backprop", "DirectFeedback", "FeedbackAlignment", "ForwardGradient", "LowRankFeedback", "SignSymmetry",
+    "make_method",
 ]

@@ -1,9 +1,18 @@
-"""Feedback alignment: a fixed random ``B`` replaces ``Wᵀ`` in the backward chain.
+"""Layer-wise feedback: in the backward chain, each ``Linear``'s ``Wᵀ`` is replaced by a feedback path.
 
-Lillicrap et al. (2016), "Random synaptic feedback weights support error backpropagation
-for deep learning", Eq. (1): for ``y = x Wᵀ + b`` the error passed to the layer below is
-``δ_x = δ_y B`` instead of ``δ_y W``, with ``B`` fixed and of W's shape; the weight
-gradient ``δ_yᵀ x`` and everything else (activations, the loss) are exact.
+For ``y = x Wᵀ + b`` backprop sends ``δ_x = δ_y W`` to the layer below; these methods send
+``δ_x = δ_y F`` with a feedback matrix ``F`` of W's shape (or a product of factors). The
+weight gradient ``δ_yᵀ x`` and everything else (activations, the loss) stay exact.
+
+- ``fa``: ``F = B`` fixed and random (Lillicrap et al. 2016, Eq. 1).
+- ``usf``, ``frsf``, ``brsf``: sign-concordant feedback ``F = sign(W) ⊙ M`` (Liao, Leibo &
+  Poggio 2016; Moskovitz et al. 2018; biotorch's names): uniform magnitude (``M`` = the
+  mean ``|W|``), fixed random magnitude (``M = |R|``, drawn once) or batchwise random
+  magnitude (``|R|`` redrawn every step); ``R`` is drawn like the feedback init.
+- ``ldfa``: low-dimensional feedback ``F = P Q`` of rank r, applied as ``(δ_y P) Q``
+  (Hanut & Kadmon 2025), P, Q initialised from W's truncated SVD and learned after every
+  step with their own learning rate, by the normative rule ``∇P = (PQ − W)Qᵀ,
+  ∇Q = Pᵀ(PQ − W)`` or the local rule ``∇P = (δᵀx)Qᵀ, ∇Q = (δP)ᵀx``.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import BeyondBPError, UnsupportedModelError
 from ..objectives import Objective
 from .base import Method, StepResult
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
@@ -27,60 +36,87 @@ PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class _LinearWithFeedback(torch.autograd.Function):
-    """``F.linear`` whose backward sends ``grad_output @ feedback`` to the input."""
+    """``F.linear`` whose backward sends ``grad_output @ F_1 @ F_2 ...`` to the input.
+
+    ``record`` (a dict or None) receives the layer's weight gradient ``δᵀx`` for rules that need it.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor) -> Tensor:
-        ctx.save_for_backward(x, feedback)
-        ctx.has_bias = bias is not None
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, record: dict | None, *factors: Tensor) -> Tensor:
+        ctx.save_for_backward(x, *factors)
+        ctx.has_bias, ctx.record = bias is not None, record
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        x, feedback = ctx.saved_tensors
-        grad_x = grad_output @ feedback if ctx.needs_input_grad[0] else None
+        x, *factors = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_output
+            for factor in factors:
+                grad_x = grad_x @ factor
         grad_2d = grad_output.reshape(-1, grad_output.shape[-1])
-        grad_weight = grad_2d.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        grad_weight = grad_2d.T @ x.reshape(-1, x.shape[-1])
+        if ctx.record is not None:
+            ctx.record["weight_grad"] = grad_weight
         grad_bias = grad_2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None
+        return (grad_x, grad_weight if ctx.needs_input_grad[1] else None, grad_bias, None,
+                *(None for _ in factors))
 
 
-def _linear_forward(module: nn.Linear, feedback: Tensor, x: Tensor) -> Tensor:
-    return _LinearWithFeedback.apply(x, module.weight, module.bias, feedback)
+def _linear_forward(module: nn.Linear, factors: tuple[Tensor, ...], record: dict | None, x: Tensor) -> Tensor:
+    return _LinearWithFeedback.apply(x, module.weight, module.bias, record, *factors)
 
 
-class FeedbackAlignment(Method):
-    """FA on every ``nn.Linear`` of any model; other weight layers are refused by name."""
+class LayerwiseFeedback(Method):
+    """Base class: collects the ``Linear`` layers and patches their backward during :meth:`step`.
 
-    name = "fa"
+    Subclasses say how each layer's feedback is formed (:meth:`init_layer`,
+    :meth:`factors`) and may learn it after the backward pass (:meth:`after_backward`).
+    """
 
     def __init__(self, feedback_init: str = "kaiming_uniform", normalize: bool = False):
         FEEDBACK_INITS.get(feedback_init)
         self.feedback_init = feedback_init
         self.normalize = normalize
         self.layers: dict[str, nn.Linear] = {}
-        self.feedback: dict[str, Tensor] = {}
 
     def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
                task: str = "classification") -> None:
-        self.layers, self.feedback = {}, {}
+        self.layers = {}
         for name, module in model.named_modules():
-            own_params = list(module.parameters(recurse=False))
             if isinstance(module, nn.Linear):
                 self.layers[name] = module
-                out_features, in_features = module.weight.shape
-                self.feedback[name] = feedback_matrix(
-                    self.feedback_init, out_features, in_features, self.normalize
-                ).to(module.weight.device)
-            elif own_params and not isinstance(module, PASS_THROUGH):
+            elif list(module.parameters(recurse=False)) and not isinstance(module, PASS_THROUGH):
                 raise UnsupportedModelError(
-                    f"fa cannot handle layer '{name}' ({type(module).__name__}); it supports Linear layers"
+                    f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); it supports Linear layers"
                 )
+        for name, layer in self.layers.items():
+            self.init_layer(name, layer)
+
+    def random_matrix(self, layer: nn.Linear) -> Tensor:
+        out_features, in_features = layer.weight.shape
+        return feedback_matrix(self.feedback_init, out_features, in_features, self.normalize).to(layer.weight.device)
+
+    def init_layer(self, name: str, layer: nn.Linear) -> None:
+        """Create the layer's feedback state."""
+
+    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+        """The matrices whose product replaces ``W`` in ``δ_x = δ_y W``."""
+        raise NotImplementedError
+
+    def records(self) -> dict[str, dict] | None:
+        """Per layer, a dict that receives the weight gradient in the backward pass (None: not needed)."""
+        return None
+
+    def after_backward(self, records: dict[str, dict] | None) -> None:
+        """Learn the feedback once the gradients exist."""
 
     @contextmanager
-    def _feedback_paths(self) -> Iterator[None]:
+    def _feedback_paths(self, records: dict[str, dict] | None) -> Iterator[None]:
         for name, layer in self.layers.items():
-            layer.forward = partial(_linear_forward, layer, self.feedback[name])
+            record = records[name] if records is not None else None
+            layer.forward = partial(_linear_forward, layer, self.factors(name, layer), record)
         try:
             yield
         finally:
@@ -88,16 +124,127 @@ class FeedbackAlignment(Method):
                 del layer.forward
 
     def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
-        with self._feedback_paths():
+        records = self.records()
+        with self._feedback_paths(records):
             output = model(x)
         loss = objective(output, t)
         loss.backward()
+        self.after_backward(records)
         return StepResult(output.detach(), loss.detach())
+
+
+class FeedbackAlignment(LayerwiseFeedback):
+    """FA: a fixed random ``B`` of W's shape per layer."""
+
+    name = "fa"
+
+    def __init__(self, feedback_init: str = "kaiming_uniform", normalize: bool = False):
+        super().__init__(feedback_init, normalize)
+        self.feedback: dict[str, Tensor] = {}
+
+    def attach(self, model, num_outputs, num_samples=None, task="classification") -> None:
+        self.feedback = {}
+        super().attach(model, num_outputs, num_samples, task)
+
+    def init_layer(self, name: str, layer: nn.Linear) -> None:
+        self.feedback[name] = self.random_matrix(layer)
+
+    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+        return (self.feedback[name],)
 
     def state_dict(self) -> dict[str, Any]:
         return {"feedback": dict(self.feedback)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state["feedback"]) != set(self.feedback):
+        if set(state["feedback"]) != set(self.layers):
             raise ValueError("checkpoint's feedback matrices do not match the model's Linear layers")
         self.feedback = dict(state["feedback"])
+
+
+SIGN_SYMMETRY = {"usf": "uniform", "frsf": "fixed random", "brsf": "batchwise random"}
+
+
+class SignSymmetry(LayerwiseFeedback):
+    """Sign-concordant feedback ``sign(W) ⊙ M``; ``variant`` is ``usf``, ``frsf`` or ``brsf``."""
+
+    def __init__(self, variant: str, feedback_init: str = "kaiming_uniform", normalize: bool = False):
+        if variant not in SIGN_SYMMETRY:
+            raise BeyondBPError(f"unknown sign-symmetry variant '{variant}'; known: {', '.join(SIGN_SYMMETRY)}")
+        super().__init__(feedback_init, normalize)
+        self.name = variant
+        self.magnitudes: dict[str, Tensor] = {}
+
+    def init_layer(self, name: str, layer: nn.Linear) -> None:
+        if self.name == "frsf":
+            self.magnitudes[name] = self.random_matrix(layer).abs()
+
+    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+        w = layer.weight.detach()
+        if self.name == "usf":
+            return (w.sign() * w.abs().mean(),)
+        magnitude = self.magnitudes[name] if self.name == "frsf" else self.random_matrix(layer).abs()
+        return (w.sign() * magnitude,)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"magnitudes": dict(self.magnitudes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.magnitudes = dict(state["magnitudes"])
+
+
+FEEDBACK_RULES = ("normative", "local")
+
+
+class LowRankFeedback(LayerwiseFeedback):
+    """LDFA: rank-``rank`` feedback ``P Q`` per layer, learned by ``rule`` with step size ``feedback_lr``."""
+
+    name = "ldfa"
+
+    def __init__(self, rank: int = 10, rule: str = "normative", feedback_lr: float = 1e-3):
+        if rank < 1:
+            raise BeyondBPError(f"ldfa needs rank >= 1, got {rank}")
+        if rule not in FEEDBACK_RULES:
+            raise BeyondBPError(f"unknown feedback rule '{rule}'; known feedback rules: {', '.join(FEEDBACK_RULES)}")
+        if feedback_lr < 0:
+            raise BeyondBPError(f"the feedback learning rate must be >= 0, got {feedback_lr}")
+        super().__init__()
+        self.rank, self.rule, self.feedback_lr = rank, rule, feedback_lr
+        self.p: dict[str, Tensor] = {}
+        self.q: dict[str, Tensor] = {}
+
+    @property
+    def label(self) -> str:
+        return f"ldfa:r{self.rank}-{self.rule}"
+
+    def init_layer(self, name: str, layer: nn.Linear) -> None:
+        """``P = U_r S_r^½``, ``Q = S_r^½ V_rᵀ``: ``P Q`` is W's best rank-r approximation."""
+        u, s, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+        r = min(self.rank, len(s))
+        root = s[:r].sqrt()
+        self.p[name] = u[:, :r] * root
+        self.q[name] = root[:, None] * vh[:r]
+
+    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+        return self.p[name], self.q[name]
+
+    def records(self) -> dict[str, dict] | None:
+        return {name: {} for name in self.layers} if self.rule == "local" else None
+
+    def after_backward(self, records: dict[str, dict] | None) -> None:
+        for name, layer in self.layers.items():
+            p, q = self.p[name], self.q[name]
+            if self.rule == "normative":
+                direction = p @ q - layer.weight.detach()
+            elif "weight_grad" in records[name]:
+                direction = records[name]["weight_grad"]
+            else:
+                continue  # the layer took no part in this backward pass
+            grad_p, grad_q = direction @ q.T, p.T @ direction
+            p -= self.feedback_lr * grad_p
+            q -= self.feedback_lr * grad_q
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"p": dict(self.p), "q": dict(self.q)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p, self.q = dict(state["p"]), dict(state["q"])
