@@ -57,8 +57,8 @@ def test_compare_writes_table_csv_and_plot(tmp_path):
     (["train", "--method", "nope"], "known methods: bp, brsf, dfa, drtp, f3, fa, fg, frsf, ldfa, shallow, usf"),
     (["train", "--method", "f3", "--signal", "nope"], "known signals: current_error"),
     (["train", "--dataset", "nope"], "known datasets: cifar10"),
-    (["train", "--model", "nope"], "known models: mlp"),
-    (["train", "--activation", "nope"], "known activations: leaky_relu"),
+    (["train", "--model", "nope"], "known models: cnn, mlp, vit"),
+    (["train", "--activation", "nope"], "known activations: gelu, leaky_relu"),
     (["train", "--feedback-init", "nope"], "known feedback inits: binomial"),
     (["compare", "--methods", "bp,nope"], "known methods"),
     (["train", "--method", "dfa", "--signal", "delayed_error"], "applies to f3 only"),
@@ -107,10 +107,12 @@ def test_direct_feedback_names_a_model_that_is_not_a_sequence():
         make_method("dfa").attach(Net(), num_outputs=2)
 
 
-def test_fa_names_a_layer_it_cannot_handle():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
-    with pytest.raises(UnsupportedModelError, match=r"fa cannot handle layer '0' \(Conv2d\)"):
+def test_layerwise_methods_name_a_layer_they_cannot_handle():
+    model = nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2))
+    with pytest.raises(UnsupportedModelError, match=r"fa cannot handle layer '1' \(MultiheadAttention\)"):
         make_method("fa").attach(model, num_outputs=2)
+    with pytest.raises(UnsupportedModelError, match=r"usf cannot handle layer '0': padding 'same'"):
+        make_method("usf").attach(nn.Sequential(nn.Conv2d(1, 2, 3, padding="same")), num_outputs=2)
 
 
 def test_divergence_exits_1_with_a_message(tmp_path, capsys):

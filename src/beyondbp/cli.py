@@ -80,6 +80,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=d.model, help=f"model (default {d.model})")
     g.add_argument("--hidden", type=int_list, default=d.hidden, help="hidden widths, e.g. 500,500 (default 500)")
     g.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
+    g.add_argument("--channels", type=int_list, default=d.channels, help="cnn: conv channels (default 32,64)")
+    g.add_argument("--depth", type=int, default=d.depth, help=f"vit: transformer blocks (default {d.depth})")
+    g.add_argument("--width", type=int, default=d.width, help=f"vit: token width (default {d.width})")
+    g.add_argument("--heads", type=int, default=d.heads, help=f"vit: attention heads (default {d.heads})")
+    g.add_argument("--head-dim", type=int, help="vit: dimension per head (default width / heads)")
+    g.add_argument("--mlp", type=int, default=d.mlp, help=f"vit: MLP width (default {d.mlp})")
+    g.add_argument("--patch", type=int, help="vit: patch size (default a quarter of the image side)")
     g.add_argument("--loss", help="bce (sigmoid output), ce or mse; default bce for classification, mse for regression")
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
@@ -99,7 +106,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
         sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
         feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
-        hidden=args.hidden, activation=args.activation, loss=args.loss, epochs=args.epochs,
+        hidden=args.hidden, activation=args.activation, channels=args.channels, depth=args.depth,
+        width=args.width, heads=args.heads, head_dim=args.head_dim, mlp=args.mlp, patch=args.patch, loss=args.loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         seed=seed, device=args.device,
     )

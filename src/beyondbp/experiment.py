@@ -57,6 +57,13 @@ class RunConfig:
     model: str = "mlp"
     hidden: tuple[int, ...] = (500,)
     activation: str = "tanh"
+    channels: tuple[int, ...] = (32, 64)
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    head_dim: int | None = None
+    mlp: int = 256
+    patch: int | None = None
     loss: str | None = None
     epochs: int = 10
     batch_size: int = 50
@@ -88,12 +95,18 @@ class RunConfig:
             raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         resolve_device(self.device)
 
+    def model_options(self) -> dict[str, Any]:
+        """Every model setting; each model constructor takes the ones it knows."""
+        return {"hidden": self.hidden, "activation": self.activation, "channels": self.channels,
+                "depth": self.depth, "width": self.width, "heads": self.heads, "head_dim": self.head_dim,
+                "mlp": self.mlp, "patch": self.patch}
+
     def run_info(self) -> dict[str, Any]:
         """Settings that a resumed run must share with its checkpoint (everything but epochs and device)."""
         info = dataclasses.asdict(self)
         for key in ("epochs", "device", "data_dir", "download", "execution"):
             info.pop(key)
-        info["hidden"] = list(self.hidden)
+        info["hidden"], info["channels"] = list(self.hidden), list(self.channels)
         return info
 
 
@@ -140,7 +153,7 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device):
     objective = make_objective(config.loss, data.task)
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
-                        objective.output_activation(), hidden=config.hidden, activation=config.activation).to(device)
+                        objective.output_activation(), **config.model_options()).to(device)
     method = config.build_method()
     optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
     return model, method, optimizer, objective
@@ -148,7 +161,8 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device):
 
 def config_from_checkpoint(state: dict[str, Any], **overrides) -> RunConfig:
     """The settings a checkpoint was made with (``run_info``), plus e.g. ``data_dir`` or ``device``."""
-    info = dict(state["run_info"], hidden=tuple(state["run_info"]["hidden"]))
+    info = dict(state["run_info"], hidden=tuple(state["run_info"]["hidden"]),
+                channels=tuple(state["run_info"]["channels"]))
     return RunConfig(**info, epochs=len(state["history"]), **overrides)
 
 

@@ -1,8 +1,10 @@
-"""Layer-wise feedback: in the backward chain, each ``Linear``'s ``Wᵀ`` is replaced by a feedback path.
+"""Layer-wise feedback: in the backward chain, each weight layer's ``Wᵀ`` is replaced by a feedback path.
 
 For ``y = x Wᵀ + b`` backprop sends ``δ_x = δ_y W`` to the layer below; these methods send
 ``δ_x = δ_y F`` with a feedback matrix ``F`` of W's shape (or a product of factors). The
 weight gradient ``δ_yᵀ x`` and everything else (activations, the loss) stay exact.
+``Conv2d`` layers work the same way with W as the ``out × in·k·k`` matrix: the input
+gradient is the transposed convolution with ``F`` in place of ``W``.
 
 - ``fa``: ``F = B`` fixed and random (Lillicrap et al. 2016, Eq. 1).
 - ``usf``, ``frsf``, ``brsf``: sign-concordant feedback ``F = sign(W) ⊙ M`` (Liao, Leibo &
@@ -26,13 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import BeyondBPError, UnsupportedModelError
+from ..models.vit import PositionEmbedding
 from ..objectives import Objective
 from .base import Method, StepResult
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 
-#: Modules with parameters that need no weight transport (elementwise or normalising):
+#: Modules with parameters that need no weight transport (elementwise, normalising or additive):
 #: they keep their exact backward.
-PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, PositionEmbedding)
+SUPPORTED = (nn.Linear, nn.Conv2d)
 
 
 class _LinearWithFeedback(torch.autograd.Function):
@@ -64,8 +68,39 @@ class _LinearWithFeedback(torch.autograd.Function):
                 *(None for _ in factors))
 
 
-def _linear_forward(module: nn.Linear, factors: tuple[Tensor, ...], record: dict | None, x: Tensor) -> Tensor:
-    return _LinearWithFeedback.apply(x, module.weight, module.bias, record, *factors)
+class _Conv2dWithFeedback(torch.autograd.Function):
+    """``F.conv2d`` whose backward sends the transposed convolution with ``feedback`` (W's shape) to the input."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, record: dict | None, geometry: tuple,
+                feedback: Tensor) -> Tensor:
+        ctx.save_for_backward(x, feedback)
+        ctx.has_bias, ctx.record, ctx.geometry, ctx.weight_shape = bias is not None, record, geometry, weight.shape
+        return F.conv2d(x, weight, bias, *geometry)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        x, feedback = ctx.saved_tensors
+        grad_x = (torch.nn.grad.conv2d_input(x.shape, feedback, grad_output, *ctx.geometry)
+                  if ctx.needs_input_grad[0] else None)
+        grad_weight = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, grad_output, *ctx.geometry)
+        if ctx.record is not None:
+            ctx.record["weight_grad"] = grad_weight.flatten(1)
+        grad_bias = grad_output.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight if ctx.needs_input_grad[1] else None, grad_bias, None, None, None
+
+
+def _layer_forward(module: nn.Module, factors: tuple[Tensor, ...], record: dict | None, x: Tensor) -> Tensor:
+    if isinstance(module, nn.Linear):
+        return _LinearWithFeedback.apply(x, module.weight, module.bias, record, *factors)
+    feedback = (factors[0] if len(factors) == 1 else torch.linalg.multi_dot(factors)).view_as(module.weight)
+    geometry = (module.stride, module.padding, module.dilation, module.groups)
+    return _Conv2dWithFeedback.apply(x, module.weight, module.bias, record, geometry, feedback)
+
+
+def weight_matrix(layer: nn.Module) -> Tensor:
+    """The layer's weight as a matrix: ``out × in`` (Linear) or ``out × in·k·k`` (Conv2d), detached."""
+    return layer.weight.detach().flatten(1)
 
 
 class LayerwiseFeedback(Method):
@@ -79,29 +114,33 @@ class LayerwiseFeedback(Method):
         FEEDBACK_INITS.get(feedback_init)
         self.feedback_init = feedback_init
         self.normalize = normalize
-        self.layers: dict[str, nn.Linear] = {}
+        self.layers: dict[str, nn.Module] = {}
 
     def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
                task: str = "classification") -> None:
         self.layers = {}
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
+                raise UnsupportedModelError(f"{self.name} cannot handle layer '{name}': padding '{module.padding}' "
+                                            f"given as a string; give it in pixels")
+            if isinstance(module, SUPPORTED):
                 self.layers[name] = module
             elif list(module.parameters(recurse=False)) and not isinstance(module, PASS_THROUGH):
                 raise UnsupportedModelError(
-                    f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); it supports Linear layers"
+                    f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); "
+                    f"it supports Linear and Conv2d layers"
                 )
         for name, layer in self.layers.items():
             self.init_layer(name, layer)
 
-    def random_matrix(self, layer: nn.Linear) -> Tensor:
-        out_features, in_features = layer.weight.shape
+    def random_matrix(self, layer: nn.Module) -> Tensor:
+        out_features, in_features = weight_matrix(layer).shape
         return feedback_matrix(self.feedback_init, out_features, in_features, self.normalize).to(layer.weight.device)
 
-    def init_layer(self, name: str, layer: nn.Linear) -> None:
+    def init_layer(self, name: str, layer: nn.Module) -> None:
         """Create the layer's feedback state."""
 
-    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+    def factors(self, name: str, layer: nn.Module) -> tuple[Tensor, ...]:
         """The matrices whose product replaces ``W`` in ``δ_x = δ_y W``."""
         raise NotImplementedError
 
@@ -116,7 +155,7 @@ class LayerwiseFeedback(Method):
     def _feedback_paths(self, records: dict[str, dict] | None) -> Iterator[None]:
         for name, layer in self.layers.items():
             record = records[name] if records is not None else None
-            layer.forward = partial(_linear_forward, layer, self.factors(name, layer), record)
+            layer.forward = partial(_layer_forward, layer, self.factors(name, layer), record)
         try:
             yield
         finally:
@@ -146,10 +185,10 @@ class FeedbackAlignment(LayerwiseFeedback):
         self.feedback = {}
         super().attach(model, num_outputs, num_samples, task)
 
-    def init_layer(self, name: str, layer: nn.Linear) -> None:
+    def init_layer(self, name: str, layer: nn.Module) -> None:
         self.feedback[name] = self.random_matrix(layer)
 
-    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+    def factors(self, name: str, layer: nn.Module) -> tuple[Tensor, ...]:
         return (self.feedback[name],)
 
     def state_dict(self) -> dict[str, Any]:
@@ -174,12 +213,12 @@ class SignSymmetry(LayerwiseFeedback):
         self.name = variant
         self.magnitudes: dict[str, Tensor] = {}
 
-    def init_layer(self, name: str, layer: nn.Linear) -> None:
+    def init_layer(self, name: str, layer: nn.Module) -> None:
         if self.name == "frsf":
             self.magnitudes[name] = self.random_matrix(layer).abs()
 
-    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
-        w = layer.weight.detach()
+    def factors(self, name: str, layer: nn.Module) -> tuple[Tensor, ...]:
+        w = weight_matrix(layer)
         if self.name == "usf":
             return (w.sign() * w.abs().mean(),)
         magnitude = self.magnitudes[name] if self.name == "frsf" else self.random_matrix(layer).abs()
@@ -216,15 +255,15 @@ class LowRankFeedback(LayerwiseFeedback):
     def label(self) -> str:
         return f"ldfa:r{self.rank}-{self.rule}"
 
-    def init_layer(self, name: str, layer: nn.Linear) -> None:
+    def init_layer(self, name: str, layer: nn.Module) -> None:
         """``P = U_r S_r^½``, ``Q = S_r^½ V_rᵀ``: ``P Q`` is W's best rank-r approximation."""
-        u, s, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+        u, s, vh = torch.linalg.svd(weight_matrix(layer), full_matrices=False)
         r = min(self.rank, len(s))
         root = s[:r].sqrt()
         self.p[name] = u[:, :r] * root
         self.q[name] = root[:, None] * vh[:r]
 
-    def factors(self, name: str, layer: nn.Linear) -> tuple[Tensor, ...]:
+    def factors(self, name: str, layer: nn.Module) -> tuple[Tensor, ...]:
         return self.p[name], self.q[name]
 
     def records(self) -> dict[str, dict] | None:
@@ -234,7 +273,7 @@ class LowRankFeedback(LayerwiseFeedback):
         for name, layer in self.layers.items():
             p, q = self.p[name], self.q[name]
             if self.rule == "normative":
-                direction = p @ q - layer.weight.detach()
+                direction = p @ q - weight_matrix(layer)
             elif "weight_grad" in records[name]:
                 direction = records[name]["weight_grad"]
             else:

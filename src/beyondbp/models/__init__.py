@@ -5,6 +5,8 @@ the last block is the output head and always receives its true local gradient.
 """
 
 from .registry import ACTIVATIONS, MODELS, activation, build_model
+from .cnn import cnn
 from .mlp import mlp
+from .vit import PositionEmbedding, vit
 
-__all__ = ["ACTIVATIONS", "MODELS", "activation", "build_model", "mlp"]
+__all__ = ["ACTIVATIONS", "MODELS", "PositionEmbedding", "activation", "build_model", "cnn", "mlp", "vit"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 from torch import nn
 
+from ..errors import BeyondBPError
 from ..registry import Registry
 
 MODELS: Registry[Callable[..., nn.Sequential]] = Registry("model")
@@ -15,6 +17,7 @@ ACTIVATIONS.register("tanh", "hyperbolic tangent (F³ paper)")(nn.Tanh)
 ACTIVATIONS.register("relu", "rectified linear unit")(nn.ReLU)
 ACTIVATIONS.register("leaky_relu", "leaky ReLU, slope 0.01")(nn.LeakyReLU)
 ACTIVATIONS.register("sigmoid", "logistic sigmoid")(nn.Sigmoid)
+ACTIVATIONS.register("gelu", "Gaussian error linear unit (transformers)")(nn.GELU)
 
 
 def activation(name: str) -> nn.Module:
@@ -29,5 +32,15 @@ def build_model(
     output_activation: nn.Module,
     **options,
 ) -> nn.Sequential:
-    """Build the model called ``name`` for inputs of ``input_shape`` (without the batch dimension)."""
-    return MODELS.get(name)(input_shape, num_outputs, output_activation=output_activation, **options)
+    """Build the model called ``name`` for inputs of ``input_shape`` (without the batch dimension).
+
+    ``options`` may hold settings of every model (``hidden``, ``channels``, ``depth``, ...); each
+    model takes those it knows. A size that does not fit the input is a :class:`BeyondBPError`.
+    """
+    constructor = MODELS.get(name)
+    accepted = inspect.signature(constructor).parameters
+    try:
+        return constructor(input_shape, num_outputs, output_activation=output_activation,
+                           **{k: v for k, v in options.items() if k in accepted and v is not None})
+    except ValueError as error:
+        raise BeyondBPError(f"model '{name}': {error}") from None

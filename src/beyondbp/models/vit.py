@@ -1,0 +1,106 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) as a sequence of blocks.
+
+Blocks: patch embedding (non-overlapping patches, a Linear projection, learned position
+embeddings), ``depth`` pre-norm transformer blocks (``x + MHA(LN(x))``, then
+``x + MLP(LN(x))``), and the output block (LayerNorm, mean over tokens, Linear). All
+projections, including those of the attention, are ``nn.Linear`` so that layer-wise
+feedback methods can replace them. The F³ paper's setting (Flügel et al. 2023): depth 5,
+width 512, 8 heads of dimension 64, MLP 128, patch 7 on 28×28, tanh.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .registry import MODELS, activation as make_activation
+
+
+class PositionEmbedding(nn.Module):
+    """Learned additive position embeddings (no weight transport: the gradient passes unchanged)."""
+
+    def __init__(self, tokens: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.weight
+
+
+class Patches(nn.Module):
+    """``[B, C, H, W]`` -> ``[B, (H/p)(W/p), C p p]``: non-overlapping ``p × p`` patches."""
+
+    def __init__(self, patch: int):
+        super().__init__()
+        self.patch = patch
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.unfold(x, self.patch, stride=self.patch).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate ``Linear`` projections for queries, keys, values and output."""
+
+    def __init__(self, width: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.query, self.key, self.value = (nn.Linear(width, inner) for _ in range(3))
+        self.out = nn.Linear(inner, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        split = lambda z: z.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, width: int, heads: int, head_dim: int, mlp: int, activation: str):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = SelfAttention(width, heads, head_dim)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp), make_activation(activation), nn.Linear(mlp, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MeanTokens(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=1)
+
+
+@MODELS.register("vit", "vision transformer: patch embedding, --depth transformer blocks, mean-pooled head")
+def vit(
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 4,
+    width: int = 128,
+    heads: int = 4,
+    head_dim: int | None = None,
+    mlp: int = 256,
+    patch: int | None = None,
+    activation: str = "gelu",
+    output_activation: nn.Module | None = None,
+) -> nn.Sequential:
+    """``patch`` defaults to a quarter of the image side (7 on 28×28, 8 on 32×32, 2 on 8×8);
+    ``head_dim`` to ``width // heads``."""
+    if len(input_shape) != 3:
+        raise ValueError(f"vit needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
+    channels, height, width_px = input_shape
+    patch = patch or max(1, height // 4)
+    if height % patch or width_px % patch:
+        raise ValueError(f"patch size {patch} does not divide the {height}x{width_px} image")
+    head_dim = head_dim or max(1, width // heads)
+    tokens = (height // patch) * (width_px // patch)
+    embed = nn.Sequential(Patches(patch), nn.Linear(channels * patch * patch, width), PositionEmbedding(tokens, width))
+    blocks = [TransformerBlock(width, heads, head_dim, mlp, activation) for _ in range(depth)]
+    head = nn.Sequential(nn.LayerNorm(width), MeanTokens(), nn.Linear(width, num_outputs),
+                         output_activation or nn.Identity())
+    return nn.Sequential(embed, *blocks, head)

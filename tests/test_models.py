@@ -1,0 +1,101 @@
+"""CNN and ViT: shapes for every input size, every method lowers the loss, and a conv block's DFA update by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from beyondbp.errors import BeyondBPError
+from beyondbp.methods import make_method
+from beyondbp.models import build_model
+from beyondbp.objectives import make_objective
+
+BCE = make_objective("bce", "classification")
+SMALL = {"cnn": {"channels": (4, 8), "hidden": (16,)},
+         "vit": {"depth": 2, "width": 16, "heads": 2, "mlp": 32}}
+
+
+@pytest.mark.parametrize("model", ["cnn", "vit"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_shapes(model, shape):
+    net = build_model(model, shape, 10, nn.Sigmoid(), **SMALL[model])
+    out = net(torch.randn(3, *shape))
+    assert out.shape == (3, 10) and ((0 < out) & (out < 1)).all()
+
+
+def test_vit_paper_setting_builds():
+    net = build_model("vit", (1, 28, 28), 10, nn.Identity(), depth=5, width=512, heads=8, head_dim=64, mlp=128,
+                      patch=7, activation="tanh")
+    assert len(net) == 7 and net[1].attention.query.out_features == 512
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_sizes_that_do_not_fit_are_refused():
+    with pytest.raises(BeyondBPError, match="patch size 3 does not divide"):
+        build_model("vit", (1, 8, 8), 10, nn.Identity(), patch=3)
+    with pytest.raises(BeyondBPError, match="halve 8x8 too often"):
+        build_model("cnn", (1, 8, 8), 10, nn.Identity(), channels=(4, 4, 4, 4))
+
+
+METHODS = ["bp", "shallow", "fa", "usf", "frsf", "brsf", "ldfa:r4", "dfa", "drtp", "f3", "f3:delayed_error_softmax",
+           "fg:k8-projection", "fg:k8-mean-activities"]
+
+
+@pytest.mark.parametrize("model", ["cnn", "vit"])
+@pytest.mark.parametrize("spec", METHODS)
+def test_every_method_lowers_the_loss(model, spec):
+    torch.manual_seed(0)
+    net = build_model(model, (1, 8, 8), 4, nn.Sigmoid(), **SMALL[model])
+    x = torch.randn(16, 1, 8, 8)
+    t = torch.eye(4)[torch.arange(16) % 4]
+    index = torch.arange(16)
+    method = make_method(spec)
+    method.attach(net, num_outputs=4, num_samples=16)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(method.step(net, x, t, index, BCE).loss.item())
+        optimizer.step()
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_conv_block_dfa_update_by_hand():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    model = nn.Sequential(nn.Sequential(conv, nn.Tanh()), nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3),
+                                                                       nn.Sigmoid()))
+    x = torch.randn(5, 1, 4, 4)
+    t = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
+    method = make_method("dfa")
+    method.attach(model, num_outputs=3)
+    method.step(model, x, t, torch.arange(5), BCE)
+    b = method.feedback[0]  # 3 × 32
+    with torch.no_grad():
+        h = torch.tanh(torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
+        y = model[1](h)
+        delta = ((t - y) @ b).view_as(h) * (1 - h ** 2)  # ∂L/∂(conv output) := (e B) ⊙ tanh'
+        grad_w = torch.nn.grad.conv2d_weight(x, conv.weight.shape, delta, padding=1)
+    torch.testing.assert_close(conv.weight.grad, grad_w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(conv.bias.grad, delta.sum((0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_conv_fa_sends_the_feedback_through_the_transposed_convolution():
+    torch.manual_seed(0)
+    first, second = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
+    model = nn.Sequential(first, nn.Tanh(), second, nn.Flatten(), nn.Linear(3 * 4 * 4, 2), nn.Sigmoid())
+    x, t = torch.randn(4, 1, 4, 4), torch.eye(2)[torch.tensor([0, 1, 1, 0])]
+    method = make_method("fa")
+    method.attach(model, num_outputs=2)
+    method.step(model, x, t, torch.arange(4), BCE)
+    # by hand: δ at the second conv's output through the head's feedback matrix, then the transposed
+    # convolution with the second conv's feedback B in place of its weight W
+    with torch.no_grad():
+        h1 = torch.tanh(first(x))
+        y = model[5](model[4](model[3](second(h1))))
+        delta2 = (((y - t) / t.numel()) @ method.feedback["4"]).view(4, 3, 4, 4)
+        b2 = method.feedback["2"].view_as(second.weight)
+        delta1 = torch.nn.grad.conv2d_input(h1.shape, b2, delta2, padding=1) * (1 - h1 ** 2)
+    expected = torch.nn.grad.conv2d_weight(x, first.weight.shape, delta1, padding=1)
+    torch.testing.assert_close(first.weight.grad, expected, rtol=1e-5, atol=1e-6)
