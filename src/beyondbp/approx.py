@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .bench.report import write_rows
+from .tables import write_rows
 from .methods.aggregation import aggregate
 from .methods.tangents import sample_tangents
 

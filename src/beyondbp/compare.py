@@ -7,7 +7,6 @@ interrupted ones resume), ``OUT/results.csv`` (one row per run), ``OUT/results.m
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import statistics
@@ -20,6 +19,7 @@ from .data import load_dataset
 from .experiment import RunConfig, run
 from .metrics import HEADLINE
 from .plots import plot_curves
+from .tables import mean_std, write_rows
 from .train import METRICS_NAME
 
 CSV_COLUMNS = ("method", "seed", "dataset", "model", "epochs", "train_seconds", "metric", "final", "best")
@@ -57,18 +57,10 @@ def compare(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], out_d
 
 
 def write_csv(summaries: Sequence[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for s in summaries:
-            metric = s["metric"]
-            writer.writerow([s["method"], s["seed"], s["dataset"], s["model"], s["epochs"],
-                             f"{s['train_seconds']:.2f}", metric, f"{s[metric]:.6f}", f"{s['best_' + metric]:.6f}"])
-
-
-def mean_std(values: Sequence[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+    write_rows([{"method": s["method"], "seed": s["seed"], "dataset": s["dataset"], "model": s["model"],
+                 "epochs": s["epochs"], "train_seconds": f"{s['train_seconds']:.2f}", "metric": s["metric"],
+                 "final": f"{s[s['metric']]:.6f}", "best": f"{s['best_' + s['metric']]:.6f}"} for s in summaries],
+               path, CSV_COLUMNS)
 
 
 def settings_line(base: RunConfig, seeds: Sequence[int]) -> str:

@@ -2,53 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..plots import plot_curves
+from ..tables import mean_std, read_rows, write_rows
 from .suite import SUITES_DIR, Suite, load_suite
 
 CSV_COLUMNS = ("dataset", "model", "method", "seed", "epochs", "metric", "final", "best")
 LARGER_IS_BETTER = {"test_accuracy": True, "test_mae": False}
 
 
-def write_rows(rows: list[dict[str, Any]], path: Path, columns: Iterable[str] | None = None) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns or rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def write_suite_csv(rows: list[dict[str, Any]], path: Path) -> None:
     write_rows(rows, path, CSV_COLUMNS)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    def parse(value: str) -> Any:
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return {"True": True, "False": False}.get(value, value)
-
-    with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values and not any(math.isnan(v) for v in values) else math.nan
-
-
-def mean_std(values: list[float]) -> str:
-    if any(math.isnan(v) for v in values):
-        return f"diverged in {sum(math.isnan(v) for v in values)} of {len(values)} runs"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
 
 
 def gap_closed(method: float, baseline: float, bp: float) -> float:

@@ -29,7 +29,8 @@ from ..errors import DivergenceError
 from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
 from ..train import METRICS_NAME
-from .report import plot_suite, suite_markdown, write_rows, write_suite_csv
+from ..tables import write_rows
+from .report import plot_suite, suite_markdown, write_suite_csv
 from .suite import Suite
 
 RESULTS_DIR = Path("benchmarks") / "results"

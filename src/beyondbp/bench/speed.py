@@ -31,7 +31,7 @@ from ..experiment import resolve_device
 from ..methods import make_method
 from ..models import build_model
 from ..objectives import make_objective
-from .report import write_rows
+from ..tables import write_rows
 
 SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio")
 NUM_OUTPUTS = 10
