@@ -29,8 +29,14 @@ epochs_fraction = 0.5
 
 def test_gap_closed_for_accuracy_and_error():
     assert gap_closed(0.96, 0.90, 0.98) == pytest.approx(0.75)
-    assert gap_closed(2.0, 3.0, 1.0) == pytest.approx(0.5)  # MAE: lower is better, same formula
+    assert gap_closed(2.0, 3.0, 1.0, larger_is_better=False) == pytest.approx(0.5)  # MAE: the same formula
     assert math.isnan(gap_closed(0.9, 0.9, 0.9))
+    assert math.isnan(gap_closed(46.9, 45.4, 47.5, larger_is_better=False))  # BP worse than DRTP: no gap
+
+
+def test_no_verdict_without_a_gap():
+    lines = gap_lines({"bp": 47.5, "drtp": 45.4, "f3:a": 46.9}, goal=0.9, larger_is_better=False)
+    assert "| f3:a | n/a |" in lines[2] and "no gap to close" in lines[-1]
 
 
 def test_gap_lines_give_the_verdict():

@@ -24,10 +24,12 @@ def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values and not any(math.isnan(v) for v in values) else math.nan
 
 
-def gap_closed(method: float, baseline: float, bp: float) -> float:
+def gap_closed(method: float, baseline: float, bp: float, larger_is_better: bool = True) -> float:
     """Fraction of the gap between ``baseline`` and BP that ``method`` closes:
-    ``(method - baseline) / (bp - baseline)``; the same formula holds for errors (signs cancel)."""
-    return (method - baseline) / (bp - baseline) if bp != baseline else math.nan
+    ``(method - baseline) / (bp - baseline)``; the same formula holds for errors (signs cancel).
+    NaN where BP is not better than the baseline: there is no gap to close."""
+    bp_ahead = bp > baseline if larger_is_better else bp < baseline
+    return (method - baseline) / (bp - baseline) if bp_ahead else math.nan
 
 
 def percent(value: float) -> str:
@@ -75,30 +77,31 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
                          f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
                          f"{len(runs)} |")
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
-        lines += [""] + gap_lines(means, suite.goal_gap_closed)
+        lines += [""] + gap_lines(means, suite.goal_gap_closed, larger)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
     lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
                  "epochs, shown for reference only (choosing it would tune on the test set).")
     return "\n".join(lines) + "\n"
 
 
-def gap_lines(means: dict[str, float], goal: float | None) -> list[str]:
+def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: bool = True) -> list[str]:
     """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict."""
     f3 = [m for m in means if m.startswith("f3")]
     if "bp" not in means or not f3:
         return []
+    closed = lambda m, baseline: gap_closed(means[m], means.get(baseline, math.nan), means["bp"], larger_is_better)
     lines = ["| F³ variant | gap to BP closed over DRTP | over DFA |", "|---|---|---|"]
-    for m in f3:
-        lines.append(f"| {m} | {percent(gap_closed(means[m], means.get('drtp', math.nan), means['bp']))} | "
-                     f"{percent(gap_closed(means[m], means.get('dfa', math.nan), means['bp']))} |")
-    if goal is not None and "drtp" in means:
-        best = max(f3, key=lambda m: -math.inf if math.isnan(means[m]) else gap_closed(means[m], means["drtp"],
-                                                                                           means["bp"]))
-        value = gap_closed(means[best], means["drtp"], means["bp"])
-        verdict = "met" if value >= goal else "not met"
-        lines += ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Best variant "
-                      f"{best}: {percent(value)}, goal **{verdict}**."]
-    return lines
+    lines += [f"| {m} | {percent(closed(m, 'drtp'))} | {percent(closed(m, 'dfa'))} |" for m in f3]
+    if goal is None or "drtp" not in means:
+        return lines
+    if math.isnan(closed(f3[0], "drtp")):
+        return lines + ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Here BP is not "
+                            "better than DRTP, so there is no gap to close (n/a)."]
+    best = max(f3, key=lambda m: -math.inf if math.isnan(closed(m, "drtp")) else closed(m, "drtp"))
+    value = closed(best, "drtp")
+    verdict = "met" if value >= goal else "not met"
+    return lines + ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Best variant "
+                        f"{best}: {percent(value)}, goal **{verdict}**."]
 
 
 SPEED_NOTE = (
