@@ -67,6 +67,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--feedback-rule", default=d.feedback_rule, help="normative or local (default normative)")
     g.add_argument("--feedback-lr", type=float, default=d.feedback_lr,
                    help=f"learning rate of P and Q (default {d.feedback_lr:g})")
+    g = parser.add_argument_group("low-rank training")
+    g.add_argument("--lowrank", choices=("oialr",), help="train low rank with OIALR (any method but layer-wise)")
+    g.add_argument("--oialr-start", type=int, default=d.oialr_start, help=f"full-rank steps first ({d.oialr_start})")
+    g.add_argument("--oialr-every", type=int, default=d.oialr_every,
+                   help=f"steps between re-orthogonalisation and cut ({d.oialr_every})")
+    g.add_argument("--oialr-cutoff", type=float, default=d.oialr_cutoff,
+                   help=f"cut singular values below this fraction of the largest ({d.oialr_cutoff})")
     g = parser.add_argument_group("forward gradient (fg)")
     g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
     g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")
@@ -104,7 +111,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
         execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
         sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
-        feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr,
+        feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr, lowrank=args.lowrank,
+        oialr_start=args.oialr_start, oialr_every=args.oialr_every, oialr_cutoff=args.oialr_cutoff,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
         hidden=args.hidden, activation=args.activation, channels=args.channels, depth=args.depth,
         width=args.width, heads=args.heads, head_dim=args.head_dim, mlp=args.mlp, patch=args.patch, loss=args.loss, epochs=args.epochs,

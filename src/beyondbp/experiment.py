@@ -16,7 +16,9 @@ import torch
 
 from .data import DATASETS, DataSplit, load_dataset
 from .errors import BeyondBPError
+from .lowrank import OIALR
 from .methods import Method, make_method
+from .methods.layerwise import LayerwiseFeedback
 from .metrics import HEADLINE
 from .models import ACTIVATIONS, MODELS, build_model
 from .objectives import make_objective
@@ -51,6 +53,10 @@ class RunConfig:
     rank: int = 10
     feedback_rule: str = "normative"
     feedback_lr: float = 1e-3
+    lowrank: str | None = None
+    oialr_start: int = 1000
+    oialr_every: int = 250
+    oialr_cutoff: float = 0.15
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -94,6 +100,17 @@ class RunConfig:
         if any(h < 1 for h in self.hidden):
             raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         resolve_device(self.device)
+        if self.lowrank not in (None, "oialr"):
+            raise BeyondBPError(f"unknown low-rank scheme '{self.lowrank}'; known: oialr")
+        if self.lowrank and isinstance(self.build_method(), LayerwiseFeedback):
+            raise BeyondBPError(f"--lowrank oialr composes with bp, shallow, dfa, drtp, f3 and fg; layer-wise "
+                                f"feedback ({self.method}) has no feedback path for U S V^T layers yet")
+        self.build_lowrank()
+
+    def build_lowrank(self) -> OIALR | None:
+        if self.lowrank is None:
+            return None
+        return OIALR(start=self.oialr_start, every=self.oialr_every, cutoff=self.oialr_cutoff)
 
     def model_options(self) -> dict[str, Any]:
         """Every model setting; each model constructor takes the ones it knows."""
@@ -134,7 +151,7 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     model, method, optimizer, objective = build_run(config, data, device)
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
-                      progress=progress, run_info=config.run_info())
+                      progress=progress, run_info=config.run_info(), lowrank=config.build_lowrank())
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)
@@ -193,4 +210,6 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
     }
     if data.task == "regression":
         summary["test_rmse"] = last["test_rmse"]
+    if "trainable_fraction" in last:
+        summary.update(trainable_fraction=last["trainable_fraction"], ranks=last["ranks"])
     return summary

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, batches
 from .errors import BeyondBPError, DivergenceError
+from .lowrank import OIALR
 from .methods import Method
 from .metrics import evaluate
 from .objectives import Objective
@@ -44,12 +45,13 @@ class Trainer:
         target_scale: per-output scale that turns standardised regression errors into original units.
         out_dir: where metrics and checkpoints go; None keeps everything in memory.
         run_info: settings stored in the checkpoint; resuming with different ones is refused.
+        lowrank: an :class:`~beyondbp.lowrank.OIALR` schedule, called after every optimizer step.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
-                 progress: bool = True, run_info: dict[str, Any] | None = None):
+                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | None = None):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -60,6 +62,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.run_info = run_info or {}
+        self.lowrank = lowrank
         self.history: list[dict[str, Any]] = []
 
     @property
@@ -94,9 +97,11 @@ class Trainer:
         with bar:
             for epoch in range(len(self.history) + 1, epochs + 1):
                 started = time.perf_counter()
-                train_loss = self._train_epoch(train, batch_size, seed, epoch, bar)
+                train_loss, lowrank_events = self._train_epoch(train, batch_size, seed, epoch, bar)
                 train_seconds += time.perf_counter() - started
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
+                if self.lowrank is not None:
+                    record.update(oialr=lowrank_events, **self.lowrank.report(self.model))
                 if eval_set is not None:
                     record.update(evaluate(self.model, eval_set, self.objective, self.task,
                                            self.target_scale, device=self.device))
@@ -109,9 +114,9 @@ class Trainer:
                     self._save()
         return self.history
 
-    def _train_epoch(self, train: Dataset, batch_size: int, seed: int, epoch: int, bar: tqdm) -> float:
+    def _train_epoch(self, train: Dataset, batch_size: int, seed: int, epoch: int, bar: tqdm) -> tuple[float, list]:
         self.model.train()
-        total, count = 0.0, 0
+        total, count, lowrank_events = 0.0, 0, []
         for number, (x, t, index) in enumerate(
             batches(train, batch_size, epoch_generator(seed, epoch), self.device), start=1
         ):
@@ -120,10 +125,14 @@ class Trainer:
             if not math.isfinite(loss):
                 raise DivergenceError(self._divergence_message(loss, epoch, number))
             self.optimizer.step()
+            if self.lowrank is not None:
+                event = self.lowrank.after_step(self.model, self.optimizer)
+                if event is not None:
+                    lowrank_events.append(event)
             total += loss * len(x)
             count += len(x)
             bar.update()
-        return total / count
+        return total / count, lowrank_events
 
     def _alignment(self, train: Dataset) -> dict[str, Any]:
         from .diagnostics import alignment
@@ -155,6 +164,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
+            "lowrank": self.lowrank.state_dict(self.model) if self.lowrank is not None else None,
             "torch_rng": torch.get_rng_state(),
         }, self.checkpoint_path)
 
@@ -167,6 +177,8 @@ class Trainer:
             changed = sorted(k for k in set(state["run_info"]) | set(self.run_info)
                              if state["run_info"].get(k) != self.run_info.get(k))
             raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
+        if self.lowrank is not None:
+            self.lowrank.prepare_to_load(self.model, state["lowrank"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
