@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -124,13 +125,34 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, args.argv)
     out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     metric = summary["metric"]
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
           f"{summary['train_seconds']:.1f} s training; outputs in {out}")
     return 0
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run this same command under ``torchrun`` with ``nproc`` processes on this machine."""
+    import subprocess
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "beyondbp", *rest]
+    return subprocess.run(command).returncode
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -267,6 +289,8 @@ def build_parser() -> Parser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="data-parallel on N processes of this machine (launches torchrun); see README")
     train.add_argument("--align-every", type=int, default=0, metavar="N",
                        help="every N epochs, log alignment with backprop into metrics.jsonl and plot alignment.png")
     add_run_options(train)
@@ -335,7 +359,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except BeyondBPError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .data import DATASETS, DataSplit, load_dataset
+from .distributed import from_environment
 from .errors import BeyondBPError
 from .lowrank import OIALR
 from .methods import Method, make_method
@@ -147,14 +149,22 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     """
     config.validate()
     device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    parallel = from_environment(device)
     data = data or load_dataset(config.dataset, config.data_dir, config.download)
     model, method, optimizer, objective = build_run(config, data, device)
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
-                      progress=progress, run_info=config.run_info(), lowrank=config.build_lowrank())
+                      progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),
+                      lowrank=config.build_lowrank(), parallel=parallel)
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)
+    if parallel is not None:
+        summary.update(world_size=parallel.world, comm_bytes_per_step=parallel.comm_bytes_per_step())
+        if not parallel.is_main:
+            return summary
     if out_dir is not None:
         (Path(out_dir) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
         measured = [r for r in history if "alignment" in r]

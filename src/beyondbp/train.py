@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, batches
 from .errors import BeyondBPError, DivergenceError
+from .distributed import DataParallel
 from .lowrank import OIALR
 from .methods import Method
 from .metrics import evaluate
@@ -46,12 +47,15 @@ class Trainer:
         out_dir: where metrics and checkpoints go; None keeps everything in memory.
         run_info: settings stored in the checkpoint; resuming with different ones is refused.
         lowrank: an :class:`~beyondbp.lowrank.OIALR` schedule, called after every optimizer step.
+        parallel: data-parallel training (see :mod:`beyondbp.distributed`): ``batch_size`` is per rank,
+            gradients are averaged over ranks, only rank 0 writes files.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
-                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | None = None):
+                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | None = None,
+                 parallel: DataParallel | None = None):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -63,6 +67,8 @@ class Trainer:
         self.progress = progress
         self.run_info = run_info or {}
         self.lowrank = lowrank
+        self.parallel = parallel
+        self.writes = parallel is None or parallel.is_main
         self.history: list[dict[str, Any]] = []
 
     @property
@@ -81,16 +87,23 @@ class Trainer:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
         self.method.attach(self.model, num_outputs=train.num_outputs, num_samples=len(train), task=self.task)
         if getattr(self.method, "unlocked", False):
+            if self.parallel is not None:
+                raise BeyondBPError("unlocked updates cannot be combined with data-parallel training: "
+                                    "each block would step before the ranks' gradients are averaged")
             self.method.after_block = self._step_block
-        if self.out_dir:
+        self.method.parallel = self.parallel
+        if self.parallel is not None and getattr(self.method, "buffer", None) is not None:
+            self.method.buffer.sync = self.parallel.gather_rows
+        if self.out_dir and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.history = self._restore() if resume else []
         if len(self.history) > epochs:
             raise BeyondBPError(f"cannot resume: {self.checkpoint_path} already holds {len(self.history)} epochs, "
                                 f"more than the {epochs} asked for")
-        if self.out_dir:
+        if self.out_dir and self.writes:
             self._rewrite_metrics()
-        steps = math.ceil(len(train) / batch_size)
+        world = self.parallel.world if self.parallel else 1
+        steps = math.ceil(len(train) / (batch_size * world))
         bar = tqdm(total=epochs * steps, initial=len(self.history) * steps, desc=self.method.label,
                    disable=None if self.progress else True, dynamic_ncols=True, leave=False)
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
@@ -109,7 +122,7 @@ class Trainer:
                     record["alignment"] = self._alignment(train)
                 self.history.append(record)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
-                if self.out_dir:
+                if self.out_dir and self.writes:
                     self._append_metrics(record)
                     self._save()
         return self.history
@@ -117,11 +130,19 @@ class Trainer:
     def _train_epoch(self, train: Dataset, batch_size: int, seed: int, epoch: int, bar: tqdm) -> tuple[float, list]:
         self.model.train()
         total, count, lowrank_events = 0.0, 0, []
+        world = self.parallel.world if self.parallel else 1
         for number, (x, t, index) in enumerate(
-            batches(train, batch_size, epoch_generator(seed, epoch), self.device), start=1
+            batches(train, batch_size * world, epoch_generator(seed, epoch), self.device), start=1
         ):
+            if self.parallel is not None:
+                if len(x) < world:
+                    continue  # a last global batch too small to give every rank a sample
+                part = self.parallel.local_slice(len(x))
+                x, t, index = x[part], t[part], index[part]
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
+            if self.parallel is not None and not self.method.exchanges_estimates:
+                loss = self.parallel.average_gradients(self.model, loss, len(x))
             if not math.isfinite(loss):
                 raise DivergenceError(self._divergence_message(loss, epoch, number))
             self.optimizer.step()
@@ -166,6 +187,7 @@ class Trainer:
             "method": self.method.state_dict(),
             "lowrank": self.lowrank.state_dict(self.model) if self.lowrank is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }, self.checkpoint_path)
 
     def _restore(self) -> list[dict[str, Any]]:
@@ -183,6 +205,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         return state["history"]
 
     def _append_metrics(self, record: dict[str, Any]) -> None:

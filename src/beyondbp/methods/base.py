@@ -9,12 +9,15 @@ per-sample buffers), then for each batch computes the outputs and the loss and w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ..objectives import Objective
+
+if TYPE_CHECKING:
+    from ..distributed import DataParallel
 
 
 @dataclass
@@ -35,6 +38,15 @@ class Method:
 
     #: Registry name, e.g. ``"f3"``.
     name: str = "method"
+
+    #: Set by the trainer in data-parallel training (:mod:`beyondbp.distributed`), else None.
+    parallel: DataParallel | None = None
+
+    @property
+    def exchanges_estimates(self) -> bool:
+        """True when :meth:`step` has already combined the ranks' estimates (and the mean loss)
+        itself, so that the trainer must not average ``.grad`` over the ranks again."""
+        return False
 
     def attach(
         self,

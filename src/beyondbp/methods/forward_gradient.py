@@ -7,7 +7,8 @@ computed once, the k tangents in one batched pass. They are combined by
 
 - ``perturb="weights"`` (Baydin et al. 2022; Flügel et al. 2024): tangents on all trainable
   parameters of any ``nn.Module`` (through ``torch.func.functional_call``); no autograd
-  graph is built anywhere.
+  graph is built anywhere. In data-parallel training the ranks exchange only the k
+  directional derivatives (see :attr:`ForwardGradient.exchanges_estimates`).
 - ``perturb="activities"`` (Ren et al. 2023, "Scaling Forward Gradient With Local Losses"):
   tangents on the outputs of the hidden blocks of a sequence-of-blocks model, which
   estimates ``∂L/∂h_i`` with far fewer dimensions per sample; each block then forms its
@@ -105,6 +106,14 @@ class ForwardGradient(Method):
             sampler = "" if self.sampler == "normal" else f"-{self.sampler}"
         return f"fg:k{self.tangents}-{self.aggregation}-{self.perturb}{sampler}"
 
+    @property
+    def exchanges_estimates(self) -> bool:
+        """Data-parallel weight perturbation: every rank draws the same tangents (the generator is
+        seeded alike everywhere and consumed alike), so the ranks exchange only their k directional
+        derivatives and each rebuilds the same estimate, which equals the average of the ranks' full
+        estimates because every aggregation is linear in the derivatives."""
+        return self.parallel is not None and self.perturb == "weights"
+
     def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
                task: str = "classification") -> None:
         if self.perturb == "activities":
@@ -131,6 +140,9 @@ class ForwardGradient(Method):
             theta = torch.cat([p.detach().reshape(-1) for _, p in named])
             tangents = self._tangents(theta.numel(), theta.device)
             loss, derivatives, output = directional_derivatives(loss_of, theta, tangents)
+            if self.exchanges_estimates:
+                derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
+                loss = loss.new_tensor(mean_loss)
             estimate = aggregate(tangents, derivatives, self.aggregation)
             for (_, p), g in zip(named, estimate.split(sizes)):
                 g = g.view_as(p)

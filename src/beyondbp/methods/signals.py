@@ -76,11 +76,15 @@ class DelayedBuffer:
     def __init__(self, num_samples: int, num_outputs: int, device: torch.device):
         self.values = torch.zeros(num_samples, num_outputs, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        #: In data-parallel training: gathers every rank's ``(index, values)`` so all buffers stay equal.
+        self.sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def read(self, index: Tensor, t: Tensor) -> Tensor:
         return torch.where(self.written[index, None], self.values[index], t)
 
     def write(self, index: Tensor, values: Tensor) -> None:
+        if self.sync is not None:
+            index, values = self.sync(index, values.detach())
         self.values[index] = values.detach()
         self.written[index] = True
 
