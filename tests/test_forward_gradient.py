@@ -123,6 +123,23 @@ def test_fg_with_as_many_tangents_as_dimensions_is_backprop(perturb, k):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("perturb", ["weights", "activities"])
+def test_k_separate_passes_give_the_batched_estimate(perturb):
+    model = tiny_model()
+    x, t, index = batch()
+    grads = []
+    for spec in (f"fg:k3-projection-{perturb}", f"fg:k3-projection-{perturb}-loop"):
+        model.zero_grad(set_to_none=True)
+        method = make_method(spec)
+        method.attach(model, num_outputs=2)
+        torch.manual_seed(5)
+        method.step(model, x, t, index, BCE)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert make_method("fg:k3-loop").label == "fg:k3-mean-weights-loop"
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert grads[0].abs().sum() > 0
+
+
 def test_weight_perturbation_builds_no_autograd_graph():
     model = tiny_model()
     x, t, index = batch()

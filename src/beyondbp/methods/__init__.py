@@ -105,10 +105,10 @@ def f3(signal: str = DEFAULT_F3_SIGNAL, **direct_options) -> Method:
 @METHODS.register("fg", "forward gradient: k tangents by forward-mode AD, no backward pass (Baydin et al. 2022; "
                         "Flugel et al. 2024); variants fg:k4-projection-activities")
 def fg(tangents: int = 1, aggregation: str = "mean", sampler: str = "normal", perturb: str = "weights",
-       angle: float | None = None, unlocked: bool = False, **_feedback_options) -> Method:
+       angle: float | None = None, batched: bool = True, unlocked: bool = False, **_feedback_options) -> Method:
     if unlocked:
         raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
-    return ForwardGradient(tangents, aggregation, sampler, perturb, angle)
+    return ForwardGradient(tangents, aggregation, sampler, perturb, angle, batched)
 
 
 def make_method(spec: str, signal: str | None = None, **options) -> Method:

@@ -35,16 +35,22 @@ PERTURBATIONS = ("weights", "activities")
 
 
 def directional_derivatives(f: Callable[[Tensor], tuple[Tensor, Any]], primal: Tensor,
-                            tangents: Tensor) -> tuple[Tensor, Tensor, Any]:
+                            tangents: Tensor, batched: bool = True) -> tuple[Tensor, Tensor, Any]:
     """``(f(primal), [∇f · v_j for each row v_j of tangents], aux)`` for ``f: R^n -> (R, aux)``.
 
-    One batched forward-mode pass: the k tangents are vmapped, the primal is not.
+    ``batched``: one forward-mode pass with the k tangents vmapped and the primal computed
+    once. Otherwise k separate passes, each recomputing the primal: the reference that the
+    batched pass must beat (``fg:...-loop``).
     """
     def along(tangent: Tensor):
         value, derivative, aux = jvp(f, (primal,), (tangent,), has_aux=True)
         return value, derivative, aux
 
-    return vmap(along, out_dims=(None, 0, None))(tangents)
+    if batched:
+        return vmap(along, out_dims=(None, 0, None))(tangents)
+    passes = [along(tangent) for tangent in tangents]
+    value, _, aux = passes[-1]
+    return value, torch.stack([derivative for _, derivative, _ in passes]), aux
 
 
 def forward_gradient(f: Callable[[Tensor], Tensor], x: Tensor, tangents: Tensor,
@@ -66,13 +72,15 @@ def parse_variant(variant: str) -> dict[str, Any]:
             options["perturb"] = token
         elif token in TANGENT_SAMPLERS:
             options["sampler"] = token
+        elif token == "loop":
+            options["batched"] = False
         elif token.startswith("angle") and token[5:].replace(".", "", 1).isdigit():
             options.update(sampler="angle", angle=float(token[5:]))
         else:
             raise BeyondBPError(
                 f"unknown fg variant part '{token}'; use kN, an aggregation ({', '.join(AGGREGATIONS)}), "
                 f"a perturbation ({', '.join(PERTURBATIONS)}), a sampler ({', '.join(TANGENT_SAMPLERS.names())}) "
-                f"or angleDEG, joined by '-', e.g. fg:k4-projection-activities"
+                f"angleDEG or loop (k separate passes), joined by '-', e.g. fg:k4-projection-activities"
             )
     return options
 
@@ -83,7 +91,7 @@ class ForwardGradient(Method):
     name = "fg"
 
     def __init__(self, tangents: int = 1, aggregation: str = "mean", sampler: str = "normal",
-                 perturb: str = "weights", angle: float | None = None):
+                 perturb: str = "weights", angle: float | None = None, batched: bool = True):
         if tangents < 1:
             raise BeyondBPError(f"fg needs at least one tangent, got {tangents}")
         if aggregation not in AGGREGATIONS:
@@ -96,7 +104,7 @@ class ForwardGradient(Method):
         if sampler == "angle" and angle is None:
             raise BeyondBPError("the angle sampler needs an angle (--angle DEGREES)")
         self.tangents, self.aggregation, self.sampler = tangents, aggregation, sampler
-        self.perturb, self.angle = perturb, angle
+        self.perturb, self.angle, self.batched = perturb, angle, batched
 
     @property
     def label(self) -> str:
@@ -104,7 +112,7 @@ class ForwardGradient(Method):
             sampler = f"-angle{self.angle:g}"
         else:
             sampler = "" if self.sampler == "normal" else f"-{self.sampler}"
-        return f"fg:k{self.tangents}-{self.aggregation}-{self.perturb}{sampler}"
+        return f"fg:k{self.tangents}-{self.aggregation}-{self.perturb}{sampler}{'' if self.batched else '-loop'}"
 
     @property
     def exchanges_estimates(self) -> bool:
@@ -139,7 +147,7 @@ class ForwardGradient(Method):
         with torch.no_grad():
             theta = torch.cat([p.detach().reshape(-1) for _, p in named])
             tangents = self._tangents(theta.numel(), theta.device)
-            loss, derivatives, output = directional_derivatives(loss_of, theta, tangents)
+            loss, derivatives, output = directional_derivatives(loss_of, theta, tangents, self.batched)
             if self.exchanges_estimates:
                 derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
                 loss = loss.new_tensor(mean_loss)
@@ -168,7 +176,7 @@ class ForwardGradient(Method):
 
             zeros = torch.zeros(sum(sizes), device=x.device)
             tangents = self._tangents(zeros.numel(), x.device)
-            _, derivatives, _ = directional_derivatives(loss_of, zeros, tangents)
+            _, derivatives, _ = directional_derivatives(loss_of, zeros, tangents, self.batched)
             estimates = aggregate(tangents, derivatives, self.aggregation).split(sizes)
         for block, block_input, g, shape in zip(hidden_blocks, inputs, estimates, shapes):
             out = block(block_input)
