@@ -69,12 +69,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--feedback-lr", type=float, default=d.feedback_lr,
                    help=f"learning rate of P and Q (default {d.feedback_lr:g})")
     g = parser.add_argument_group("low-rank training")
-    g.add_argument("--lowrank", choices=("oialr",), help="train low rank with OIALR (any method but layer-wise)")
+    g.add_argument("--lowrank", help="oialr (OIALR) or ab (AB-training, data-parallel with --nproc >= 2)")
     g.add_argument("--oialr-start", type=int, default=d.oialr_start, help=f"full-rank steps first ({d.oialr_start})")
     g.add_argument("--oialr-every", type=int, default=d.oialr_every,
                    help=f"steps between re-orthogonalisation and cut ({d.oialr_every})")
     g.add_argument("--oialr-cutoff", type=float, default=d.oialr_cutoff,
                    help=f"cut singular values below this fraction of the largest ({d.oialr_cutoff})")
+    g.add_argument("--ab-start", type=int, default=d.ab_start, help=f"ab: full-rank warm-up steps ({d.ab_start})")
+    g.add_argument("--ab-sync-every", type=int, default=d.ab_sync_every,
+                   help=f"ab: steps the A and B groups train apart before synchronising ({d.ab_sync_every})")
+    g.add_argument("--ab-full-steps", type=int, default=d.ab_full_steps,
+                   help=f"ab: full-rank steps after each synchronisation ({d.ab_full_steps})")
+    g.add_argument("--ab-rank", type=float, default=d.ab_rank,
+                   help=f"ab: rank of A B as a fraction of the full rank ({d.ab_rank})")
+    g.add_argument("--ab-sync", default=d.ab_sync, help="ab: factors (A of the A group times B of the B group) "
+                                                        "or products (average of A B over ranks)")
     g = parser.add_argument_group("forward gradient (fg)")
     g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
     g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")
@@ -114,6 +123,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
         sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
         feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr, lowrank=args.lowrank,
         oialr_start=args.oialr_start, oialr_every=args.oialr_every, oialr_cutoff=args.oialr_cutoff,
+        ab_start=args.ab_start, ab_sync_every=args.ab_sync_every, ab_full_steps=args.ab_full_steps,
+        ab_rank=args.ab_rank, ab_sync=args.ab_sync,
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
         hidden=args.hidden, activation=args.activation, channels=args.channels, depth=args.depth,
         width=args.width, heads=args.heads, head_dim=args.head_dim, mlp=args.mlp, patch=args.patch, loss=args.loss, epochs=args.epochs,
@@ -125,7 +136,11 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    launched = "WORLD_SIZE" in os.environ
+    if config.lowrank == "ab" and args.nproc < 2 and not launched:
+        raise BeyondBPError("--lowrank ab needs data-parallel training on at least 2 processes: add --nproc 2 "
+                            "(or launch with torchrun)")
+    if args.nproc > 1 and not launched:
         return launch(args.nproc, args.argv)
     out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)

@@ -34,7 +34,7 @@ class DataParallel:
     def __init__(self, rank: int, world: int, device: torch.device):
         self.rank, self.world, self.device = rank, world, device
         self.bytes_sent = 0  # by this rank, in all collectives
-        self.steps = 0
+        self.steps = 0  # counted by the trainer
 
     @property
     def is_main(self) -> bool:
@@ -44,22 +44,23 @@ class DataParallel:
         """This rank's share of a global batch: contiguous, sizes differing by at most one."""
         return slice(self.rank * global_size // self.world, (self.rank + 1) * global_size // self.world)
 
-    def _all_reduce(self, tensor: Tensor) -> Tensor:
+    def all_reduce(self, tensor: Tensor, group=None) -> Tensor:
+        """Sum ``tensor`` in place over all ranks (or over ``group``), counting the bytes sent."""
         self.bytes_sent += tensor.numel() * tensor.element_size()
         try:
-            dist.all_reduce(tensor)
+            dist.all_reduce(tensor, group=group)
         except RuntimeError as error:
             raise BeyondBPError(f"rank {self.rank}: a collective failed (another rank died or timed out after "
                                 f"{TIMEOUT.seconds} s): {str(error).splitlines()[0]}") from None
         return tensor
 
-    def average(self, values: Tensor, loss: float, local_count: int) -> tuple[Tensor, float]:
+    def average(self, values: Tensor, loss: float, local_count: int, group=None) -> tuple[Tensor, float]:
         """The ranks' ``values`` and losses averaged, weighted by their sample counts: one all-reduce
-        of ``len(values) + 2`` numbers. A NaN loss on any rank reaches every rank, so all stop together."""
+        of ``len(values) + 2`` numbers over all ranks (or ``group``). A NaN loss on any rank reaches
+        every rank, so all stop together."""
         flat = torch.cat([values.reshape(-1) * local_count,
                           torch.tensor([loss * local_count, float(local_count)], device=values.device)])
-        self._all_reduce(flat)
-        self.steps += 1
+        self.all_reduce(flat, group)
         total = flat[-1]
         return flat[:-2] / total, (flat[-2] / total).item()
 

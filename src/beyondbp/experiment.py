@@ -15,16 +15,20 @@ from typing import Any, Callable
 
 import torch
 
+from .ab_training import ABTraining
 from .data import DATASETS, DataSplit, load_dataset
-from .distributed import from_environment
+from .distributed import DataParallel, from_environment
 from .errors import BeyondBPError
 from .lowrank import OIALR
-from .methods import Method, make_method
+from .methods import ForwardGradient, Method, make_method
 from .methods.layerwise import LayerwiseFeedback
 from .metrics import HEADLINE
 from .models import ACTIVATIONS, MODELS, build_model
 from .objectives import make_objective
 from .registry import Registry
+
+#: Low-rank training schemes for ``--lowrank``.
+LOWRANK = ("oialr", "ab")
 from .train import Trainer
 
 SUMMARY_NAME = "summary.json"
@@ -59,6 +63,11 @@ class RunConfig:
     oialr_start: int = 1000
     oialr_every: int = 250
     oialr_cutoff: float = 0.15
+    ab_start: int = 500
+    ab_sync_every: int = 100
+    ab_full_steps: int = 10
+    ab_rank: float = 0.25
+    ab_sync: str = "factors"
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -102,17 +111,27 @@ class RunConfig:
         if any(h < 1 for h in self.hidden):
             raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         resolve_device(self.device)
-        if self.lowrank not in (None, "oialr"):
-            raise BeyondBPError(f"unknown low-rank scheme '{self.lowrank}'; known: oialr")
-        if self.lowrank and isinstance(self.build_method(), LayerwiseFeedback):
-            raise BeyondBPError(f"--lowrank oialr composes with bp, shallow, dfa, drtp, f3 and fg; layer-wise "
-                                f"feedback ({self.method}) has no feedback path for U S V^T layers yet")
-        self.build_lowrank()
+        if self.lowrank not in (None, *LOWRANK):
+            raise BeyondBPError(f"unknown low-rank scheme '{self.lowrank}'; known: {', '.join(LOWRANK)}")
+        method = self.build_method()
+        if self.lowrank and isinstance(method, LayerwiseFeedback):
+            raise BeyondBPError(f"--lowrank {self.lowrank} composes with bp, shallow, dfa, drtp, f3 and fg; layer-wise "
+                                f"feedback ({self.method}) has no feedback path for factored layers yet")
+        if self.lowrank == "ab":
+            if isinstance(method, ForwardGradient):
+                raise BeyondBPError("--lowrank ab does not compose with fg: fg exchanges its directional derivatives "
+                                    "over all ranks, AB-training trains the factors in separate groups")
+            ABTraining.check(self.ab_start, self.ab_sync_every, self.ab_full_steps, self.ab_rank, self.ab_sync)
+        else:
+            self.build_lowrank()
 
-    def build_lowrank(self) -> OIALR | None:
-        if self.lowrank is None:
-            return None
-        return OIALR(start=self.oialr_start, every=self.oialr_every, cutoff=self.oialr_cutoff)
+    def build_lowrank(self, parallel: DataParallel | None = None) -> OIALR | ABTraining | None:
+        if self.lowrank == "ab":
+            return ABTraining(parallel, start=self.ab_start, sync_every=self.ab_sync_every,
+                              full_steps=self.ab_full_steps, rank=self.ab_rank, sync=self.ab_sync)
+        if self.lowrank == "oialr":
+            return OIALR(start=self.oialr_start, every=self.oialr_every, cutoff=self.oialr_cutoff)
+        return None
 
     def model_options(self) -> dict[str, Any]:
         """Every model setting; each model constructor takes the ones it knows."""
@@ -157,7 +176,7 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),
-                      lowrank=config.build_lowrank(), parallel=parallel)
+                      lowrank=config.build_lowrank(parallel), parallel=parallel)
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)

@@ -68,6 +68,8 @@ def _transform_state(optimizer: torch.optim.Optimizer, param: nn.Parameter,
 class OIALR:
     """The schedule and the surgery; :meth:`after_step` is called after every optimizer step."""
 
+    name = "oialr"
+
     start: int = 1000
     every: int = 250
     cutoff: float = 0.15
@@ -99,6 +101,9 @@ class OIALR:
         else:
             return None
         return {"step": self.steps, **self.report(model)}
+
+    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """OIALR does nothing special at the end of an epoch."""
 
     @staticmethod
     def layers(model: nn.Module) -> dict[str, LowRankLinear]:

@@ -23,6 +23,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, batches
 from .errors import BeyondBPError, DivergenceError
 from .distributed import DataParallel
+from .ab_training import ABTraining
 from .lowrank import OIALR
 from .methods import Method
 from .metrics import evaluate
@@ -46,7 +47,8 @@ class Trainer:
         target_scale: per-output scale that turns standardised regression errors into original units.
         out_dir: where metrics and checkpoints go; None keeps everything in memory.
         run_info: settings stored in the checkpoint; resuming with different ones is refused.
-        lowrank: an :class:`~beyondbp.lowrank.OIALR` schedule, called after every optimizer step.
+        lowrank: an :class:`~beyondbp.lowrank.OIALR` or :class:`~beyondbp.ab_training.ABTraining`
+            schedule, called after every optimizer step and at the end of every epoch.
         parallel: data-parallel training (see :mod:`beyondbp.distributed`): ``batch_size`` is per rank,
             gradients are averaged over ranks, only rank 0 writes files.
     """
@@ -54,7 +56,7 @@ class Trainer:
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
-                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | None = None,
+                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | ABTraining | None = None,
                  parallel: DataParallel | None = None):
         self.model = model.to(device)
         self.method = method
@@ -114,7 +116,7 @@ class Trainer:
                 train_seconds += time.perf_counter() - started
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
                 if self.lowrank is not None:
-                    record.update(oialr=lowrank_events, **self.lowrank.report(self.model))
+                    record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
                 if eval_set is not None:
                     record.update(evaluate(self.model, eval_set, self.objective, self.task,
                                            self.target_scale, device=self.device))
@@ -141,8 +143,12 @@ class Trainer:
                 x, t, index = x[part], t[part], index[part]
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
-            if self.parallel is not None and not self.method.exchanges_estimates:
+            if isinstance(self.lowrank, ABTraining):
+                loss = self.lowrank.average_gradients(self.model, loss, len(x))
+            elif self.parallel is not None and not self.method.exchanges_estimates:
                 loss = self.parallel.average_gradients(self.model, loss, len(x))
+            if self.parallel is not None:
+                self.parallel.steps += 1
             if not math.isfinite(loss):
                 raise DivergenceError(self._divergence_message(loss, epoch, number))
             self.optimizer.step()
@@ -153,6 +159,10 @@ class Trainer:
             total += loss * len(x)
             count += len(x)
             bar.update()
+        if self.lowrank is not None:
+            event = self.lowrank.end_epoch(self.model, self.optimizer)
+            if event is not None:
+                lowrank_events.append(event)
         return total / count, lowrank_events
 
     def _alignment(self, train: Dataset) -> dict[str, Any]:
