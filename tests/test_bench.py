@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -91,3 +92,53 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert "## Suite `tiny`" in md and "| f3:delayed_error |" in md and "gap to BP closed" in md
     assert "![digits mlp-1x16](results/tiny-digits-mlp-1x16.png)" in md
     assert (results / "tiny-digits-mlp-1x16.png").is_file()
+
+
+SWEEP = """
+description = "models, variants, alignment and a sweep"
+activation = "relu"
+seeds = [1]
+methods = ["bp", "dfa", "ldfa:r2", "ldfa:r4", "bp-oialr"]
+align = true
+sweep = { over = "method", pattern = "ldfa:r(\\\\d+)", label = "rank r" }
+[models.narrow]
+hidden = [64, 2, 64]
+[variants.bp-oialr]
+method = "bp"
+lowrank = "oialr"
+oialr_start = 5
+oialr_every = 5
+oialr_cutoff = 0.5
+[datasets.digits]
+epochs = 2
+[tuning]
+lrs = [1e-2]
+"""
+
+
+def test_suite_with_model_tables_variants_alignment_and_a_sweep(tmp_path):
+    suites, runs, results = tmp_path / "suites", tmp_path / "runs", tmp_path / "results"
+    suites.mkdir()
+    (suites / "sweep.toml").write_text(SWEEP)
+    suite = load_suite("sweep", suites_dir=suites)
+    config = suite.config("digits", "narrow", "bp-oialr", 1, 1e-2, 2)
+    assert (config.method, config.lowrank, config.hidden, config.activation) == ("bp", "oialr", (64, 2, 64), "relu")
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+
+    rows = list(csv.DictReader(open(results / "sweep.csv")))
+    assert [r["method"] for r in rows] == ["bp", "dfa", "ldfa:r2", "ldfa:r4", "bp-oialr"]
+    assert json.loads((runs / "sweep" / "digits" / "narrow" / "bp-oialr" / "seed1-lr0.01" / "summary.json")
+                      .read_text())["trainable_fraction"] < 1
+    alignment = list(csv.DictReader(open(results / "sweep-alignment.csv")))
+    bp_cosines = [float(r["cosine"]) for r in alignment if r["method"] == "bp"]
+    assert len(bp_cosines) == 4 and all(c == pytest.approx(1.0, abs=1e-5) for c in bp_cosines)
+    assert any(float(r["cosine"]) < 0.99 for r in alignment if r["method"] == "dfa")
+    assert (results / "sweep-digits-narrow-sweep.png").is_file()
+    md = (results / "sweep.md").read_text()
+    assert "alignment with backprop after the last epoch" in md and "sweep-digits-narrow-sweep.png" in md
+
+
+def test_malformed_suite_settings_are_named(tmp_path):
+    (tmp_path / "typo.toml").write_text(SWEEP.replace('activation = "relu"', 'activaton = "relu"'))
+    with pytest.raises(BeyondBPError, match="unknown run settings activaton"):
+        load_suite("typo", suites_dir=tmp_path)

@@ -35,6 +35,35 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, pa
     plt.close(fig)
 
 
+def plot_sweep(points: Mapping[str, Mapping[float, Sequence[float]]], baselines: Mapping[str, Sequence[float]],
+               metric: str, xlabel: str, path: Path, title: str = "") -> None:
+    """A metric against a swept number (rank, width): one line per series with ± one std over
+    seeds, and each baseline method as a dashed horizontal line at its mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, by_x in points.items():
+        xs = sorted(by_x)
+        ax.errorbar(xs, [np.mean(by_x[x]) for x in xs], yerr=[np.std(by_x[x]) for x in xs], marker="o",
+                    capsize=3, label=label)
+    for i, (label, values) in enumerate(baselines.items()):
+        ax.axhline(np.mean(values), linestyle="--", color=f"C{len(points) + i}", label=label)
+    xs = [x for by_x in points.values() for x in by_x]
+    if xs and min(xs) > 0 and max(xs) / min(xs) >= 16:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_alignment(records: Sequence[dict], path: Path, title: str = "") -> None:
     """Per-layer cosine between the method's gradient and backprop's, over epochs."""
     import matplotlib

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any
 
-from ..plots import plot_curves
+from ..plots import plot_curves, plot_sweep
 from ..tables import mean_std, read_rows, write_rows
 from .suite import SUITES_DIR, Suite, load_suite
 
 CSV_COLUMNS = ("dataset", "model", "method", "seed", "epochs", "metric", "final", "best")
 LARGER_IS_BETTER = {"test_accuracy": True, "test_mae": False}
+NOTES_NAME = "NOTES.md"  # hand-written analysis next to RESULTS.md, linked from it
 
 
 def write_suite_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -44,8 +46,58 @@ def plot_suite(name: str, curves: dict[tuple[str, str, str], dict[str, list[list
                     title=f"{name}: {dataset}, {model} (mean ± std over seeds)")
 
 
+def sweep_points(suite: Suite, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For a suite with a sweep: per data set (and model or method), the final metric against the
+    swept number (the first group of the sweep's pattern), and the other methods as baselines."""
+    pattern, over = re.compile(suite.sweep["pattern"]), suite.sweep["over"]
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        other = "method" if over == "model" else "model"
+        plot = groups.setdefault(f"{row['dataset']}-{row[other]}" if over == "method" else row["dataset"],
+                                 {"points": {}, "baselines": {}, "metric": row["metric"]})
+        match = pattern.fullmatch(row[over])
+        series = row[other] if over == "model" else pattern.sub("", row[over]) or over
+        if match:
+            plot["points"].setdefault(series, {}).setdefault(float(match.group(1)), []).append(row["final"])
+        else:
+            plot["baselines"].setdefault(row[over] if over == "method" else f"{row[over]} ({row[other]})",
+                                         []).append(row["final"])
+    return groups
+
+
+def plot_sweeps(suite: Suite, rows: list[dict[str, Any]], results_dir: Path) -> list[str]:
+    """The sweep plots of a suite that has one; their file names."""
+    if suite.sweep is None:
+        return []
+    names = []
+    for key, plot in sweep_points(suite, rows).items():
+        name = f"{suite.name}-{key}-sweep.png"
+        plot_sweep(plot["points"], plot["baselines"], plot["metric"], suite.sweep.get("label", "x"),
+                   results_dir / name, title=f"{suite.name}: {key} (mean ± std over seeds)")
+        names.append(name)
+    return names
+
+
+def alignment_lines(alignment_rows: list[dict[str, Any]], dataset: str, model: str, heading: str) -> list[str]:
+    """Per method and layer: the cosine between the method's gradient and backprop's after the last epoch."""
+    mine = [r for r in alignment_rows if r["dataset"] == dataset and r["model"] == model]
+    if not mine:
+        return []
+    layers = list(dict.fromkeys(r["layer"] for r in mine))
+    lines = [f"{heading}## {dataset}, {model}: alignment with backprop after the last epoch", "",
+             "Cosine between each layer's update and backprop's gradient on the same batch (mean ± std over "
+             "seeds).", "", "| method | " + " | ".join(f"layer {layer}" for layer in layers) + " |",
+             "|---|" + "---|" * len(layers)]
+    for method in dict.fromkeys(r["method"] for r in mine):
+        cells = [mean_std([float(r["cosine"]) for r in mine if r["method"] == method and r["layer"] == layer])
+                 for layer in layers]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
-                   meta: dict[str, Any], image_prefix: str = "", heading: str = "#") -> str:
+                   meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
+                   image_prefix: str = "", heading: str = "#") -> str:
     epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
     t = suite.tuning
     lines = [
@@ -53,10 +105,9 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         suite.description, "",
         f"- Command: `beyondbp bench {suite.name} --jobs {meta['jobs']}`; suite file "
         f"`benchmarks/suites/{suite.name}.toml`.",
-        f"- Settings: {suite.model}, hidden width {suite.width}, depths {', '.join(map(str, suite.depths))}, "
-        f"{suite.activation}, loss {suite.loss or 'default'}, {suite.optimizer}, batch {suite.batch_size}, "
-        f"seeds {', '.join(map(str, suite.seeds))}; epochs: {epochs}. Feedback init kaiming_uniform.",
-        f"- Learning rate per method, depth and data set: the best final validation metric among "
+        f"- Settings: {suite.settings_text()}; seeds {', '.join(map(str, suite.seeds))}; epochs: {epochs}. "
+        f"Everything not named has the `beyondbp train` default.",
+        f"- Learning rate per method, model and data set: the best final validation metric among "
         f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
         f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose.",
         f"- Machine: {meta['machine']}. Finished {meta['finished']}, wall time {meta['wall_seconds'] / 60:.0f} min "
@@ -79,6 +130,10 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
+        lines += alignment_lines(alignment_rows or [], dataset, model, heading)
+    if suite.sweep is not None:
+        lines += [f"![sweep {key}]({image_prefix}{suite.name}-{key}-sweep.png)" for key in sweep_points(suite, rows)]
+        lines.append("")
     lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
                  "epochs, shown for reference only (choosing it would tune on the test set).")
     return "\n".join(lines) + "\n"
@@ -121,8 +176,10 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         suite = load_suite(meta["suite"], suites_dir=suites_dir)
         rows = read_rows(results_dir / f"{suite.name}.csv")
         lr_rows = read_rows(results_dir / f"{suite.name}-lr.csv")
+        alignment_path = results_dir / f"{suite.name}-alignment.csv"
+        alignment_rows = read_rows(alignment_path) if alignment_path.is_file() else None
         prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
-        sections.append(suite_markdown(suite, rows, lr_rows, meta, image_prefix=prefix, heading="##"))
+        sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, image_prefix=prefix, heading="##"))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown
@@ -132,5 +189,7 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         sections.append("\n".join(text))
     header = ("# Benchmark results\n\nGenerated by `beyondbp results` from the files in `benchmarks/results/` "
               "(each written by the `beyondbp bench` command named in its section). Do not edit by hand.\n\n")
+    if (out_path.parent / NOTES_NAME).is_file():
+        header += f"What we found in these numbers, and why goals were missed: [{NOTES_NAME}]({NOTES_NAME}).\n\n"
     out_path.write_text(header + "\n".join(sections) if sections else header + "No suite has finished yet.\n")
     return out_path

@@ -30,7 +30,7 @@ from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
 from ..train import METRICS_NAME
 from ..tables import write_rows
-from .report import plot_suite, suite_markdown, write_suite_csv
+from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
 
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -45,6 +45,9 @@ class Job:
     config: RunConfig
     out_dir: Path
     validation: tuple[float, int] | None = None
+    model: str = ""  # the suite's labels of the model and the method
+    method: str = ""
+    align_every: int = 0
 
     def outcome(self) -> dict[str, Any] | None:
         """The finished run's summary (``{"diverged": message}`` for a diverged one), or None."""
@@ -68,7 +71,7 @@ def execute_job(job: Job) -> dict[str, Any]:
     if job.validation is not None:
         data = validation_split(data, *job.validation)
     try:
-        return run(job.config, job.out_dir, resume=True, progress=False, data=data)
+        return run(job.config, job.out_dir, resume=True, progress=False, data=data, align_every=job.align_every)
     except DivergenceError as error:
         outcome = {"diverged": str(error)}
         (job.out_dir / DIVERGED_NAME).write_text(json.dumps(outcome) + "\n")
@@ -102,28 +105,32 @@ def headline_value(outcome: dict[str, Any]) -> float:
     return math.nan if "diverged" in outcome else outcome[outcome["metric"]]
 
 
+def run_dir(runs_dir: Path, dataset: str, model: str, method: str, name: str) -> Path:
+    return runs_dir / dataset / model / method.replace(":", "-") / name
+
+
 def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> list[dict[str, Any]]:
-    """Per (dataset, depth, method): the lr with the best final validation metric."""
+    """Per (dataset, model, method): the lr with the best final validation metric."""
     cells = suite.cells()
-    jobs = [Job(suite.config(d, depth, m, suite.tuning.seed, lr, suite.tuning_epochs(d)),
-                runs_dir / d / suite.model_label(depth) / m.replace(":", "-") / f"tune-lr{lr:g}",
-                (suite.tuning.validation_fraction, suite.tuning.seed))
-            for d, depth, m in cells for lr in suite.tuning.lrs]
+    jobs = [Job(suite.config(d, model, m, suite.tuning.seed, lr, suite.tuning_epochs(d)),
+                run_dir(runs_dir, d, model, m, f"tune-lr{lr:g}"), (suite.tuning.validation_fraction, suite.tuning.seed))
+            for d, model, m in cells for lr in suite.tuning.lrs]
     outcomes = iter(execute(jobs, n_jobs, f"{suite.name}: lr selection"))
     rows = []
-    for dataset, depth, method in cells:
+    for dataset, model, method in cells:
         larger_is_better = HEADLINE[cached_dataset(dataset).task][1]
         scored = [(lr, headline_value(next(outcomes))) for lr in suite.tuning.lrs]
         valid = [(lr, v) for lr, v in scored if not math.isnan(v)]
         best = (max if larger_is_better else min)(valid, key=lambda lv: lv[1])[0] if valid else suite.tuning.lrs[0]
         for lr, value in scored:
-            rows.append({"dataset": dataset, "model": suite.model_label(depth), "method": method, "lr": lr,
+            rows.append({"dataset": dataset, "model": model, "method": method, "lr": lr,
                          "validation": value, "chosen": lr == best})
     return rows
 
 
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
-    """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``.md``, ``-meta.json`` and plots."""
+    """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``.md``, ``-meta.json`` and plots
+    (and ``-alignment.csv`` for a suite that measures alignment)."""
     started = time.time()
     runs_dir, results_dir = Path(runs_dir) / suite.name, Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -132,32 +139,39 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
     chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
 
     jobs = []
-    for dataset, depth, method in suite.cells():
-        lr = chosen[(dataset, suite.model_label(depth), method)]
+    for dataset, model, method in suite.cells():
+        lr = chosen[(dataset, model, method)]
+        epochs = suite.datasets[dataset]["epochs"]
         for seed in suite.seeds:
-            jobs.append(Job(suite.config(dataset, depth, method, seed, lr, suite.datasets[dataset]["epochs"]),
-                            runs_dir / dataset / suite.model_label(depth) / method.replace(":", "-")
-                            / f"seed{seed}-lr{lr:g}"))
+            jobs.append(Job(suite.config(dataset, model, method, seed, lr, epochs),
+                            run_dir(runs_dir, dataset, model, method, f"seed{seed}-lr{lr:g}"),
+                            model=model, method=method, align_every=epochs if suite.align else 0))
     outcomes = execute(jobs, n_jobs, f"{suite.name}: runs")
-    rows, curves = [], {}
+    rows, curves, alignment_rows = [], {}, []
     for job, outcome in zip(jobs, outcomes):
         c = job.config
-        model = suite.model_label(len(c.hidden))
         metric = HEADLINE[cached_dataset(c.dataset).task][0]
+        key = {"dataset": c.dataset, "model": job.model, "method": job.method, "seed": c.seed}
         if "diverged" in outcome:
             final = best = math.nan
         else:
             final, best = outcome[metric], outcome[f"best_{metric}"]
             history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
-            curves.setdefault((c.dataset, model, metric), {}).setdefault(c.method, []).append([r[metric] for r in history])
-        rows.append({"dataset": c.dataset, "model": model, "method": c.method, "seed": c.seed, "epochs": c.epochs,
-                     "metric": metric, "final": final, "best": best})
+            curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
+                [r[metric] for r in history])
+            if suite.align:
+                alignment_rows += [{**key, "layer": layer, "cosine": values["cosine"], "angle": values["angle"]}
+                                   for layer, values in history[-1]["alignment"]["layers"].items()]
+        rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
+    if suite.align:
+        write_rows(alignment_rows, results_dir / f"{suite.name}-alignment.csv")
     plot_suite(suite.name, curves, results_dir)
+    plot_sweeps(suite, rows, results_dir)
     meta = {"suite": suite.name, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
     (results_dir / f"{suite.name}-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta))
+    (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows))
     return results_dir / f"{suite.name}.csv"
 
 
