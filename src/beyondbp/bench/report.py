@@ -97,7 +97,7 @@ def alignment_lines(alignment_rows: list[dict[str, Any]], dataset: str, model: s
 
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
                    meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
-                   image_prefix: str = "", heading: str = "#") -> str:
+                   cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#") -> str:
     epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
     t = suite.tuning
     lines = [
@@ -110,8 +110,8 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         f"- Learning rate per method, model and data set: the best final validation metric among "
         f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
         f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose.",
-        f"- Machine: {meta['machine']}. Finished {meta['finished']}, wall time {meta['wall_seconds'] / 60:.0f} min "
-        f"with {meta['jobs']} parallel job(s).",
+        f"- Machine: {meta['machine']}. Finished {meta['finished']}; the invocation that finished it took "
+        f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} parallel job(s).",
         "",
     ]
     chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
@@ -122,11 +122,15 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         metric = next(iter(by_method.values()))[0]["metric"]
         larger = LARGER_IS_BETTER[metric]
         lines += [f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)", "",
-                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds |", "|---|---|---|---|---|"]
+                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |",
+                  "|---|---|---|---|---|---|---|"]
         for method, runs in by_method.items():
+            costs = [r for r in cost_rows or [] if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+            seconds = f"{mean([float(r['seconds_per_epoch']) for r in costs]):.1f}" if costs else "–"
+            trainable = f"{mean([float(r['trainable_fraction']) for r in costs]):.0%}" if costs else "–"
             lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
                          f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
-                         f"{len(runs)} |")
+                         f"{len(runs)} | {seconds} | {trainable} |")
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
@@ -135,7 +139,9 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         lines += [f"![sweep {key}]({image_prefix}{suite.name}-{key}-sweep.png)" for key in sweep_points(suite, rows)]
         lines.append("")
     lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
-                 "epochs, shown for reference only (choosing it would tune on the test set).")
+                 "epochs, shown for reference only (choosing it would tune on the test set). 's / epoch': training "
+                 "seconds per epoch (runs shared the machine with the other jobs, so compare within a suite only); "
+                 "'trainable': the fraction of parameters trained at the end (below 100% with low-rank training).")
     return "\n".join(lines) + "\n"
 
 
@@ -178,8 +184,11 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         lr_rows = read_rows(results_dir / f"{suite.name}-lr.csv")
         alignment_path = results_dir / f"{suite.name}-alignment.csv"
         alignment_rows = read_rows(alignment_path) if alignment_path.is_file() else None
+        cost_path = results_dir / f"{suite.name}-cost.csv"
+        cost_rows = read_rows(cost_path) if cost_path.is_file() else None
         prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
-        sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, image_prefix=prefix, heading="##"))
+        sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, cost_rows, image_prefix=prefix,
+                                       heading="##"))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown

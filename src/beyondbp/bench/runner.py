@@ -82,8 +82,8 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def execute(jobs: list[Job], n_jobs: int, desc: str) -> list[dict[str, Any]]:
-    """Run the unfinished jobs (in ``n_jobs`` processes) and return every job's outcome, in order."""
+def execute(jobs: list[Job], n_jobs: int, desc: str) -> tuple[list[dict[str, Any]], int]:
+    """Run the unfinished jobs (in ``n_jobs`` processes); every job's outcome, in order, and how many ran."""
     pending = [job for job in jobs if job.outcome() is None]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, dynamic_ncols=True)
     with bar:
@@ -98,7 +98,7 @@ def execute(jobs: list[Job], n_jobs: int, desc: str) -> list[dict[str, Any]]:
                 for future in as_completed([pool.submit(execute_job, job) for job in pending]):
                     future.result()
                     bar.update()
-    return [job.outcome() for job in jobs]
+    return [job.outcome() for job in jobs], len(pending)
 
 
 def headline_value(outcome: dict[str, Any]) -> float:
@@ -109,13 +109,14 @@ def run_dir(runs_dir: Path, dataset: str, model: str, method: str, name: str) ->
     return runs_dir / dataset / model / method.replace(":", "-") / name
 
 
-def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> list[dict[str, Any]]:
-    """Per (dataset, model, method): the lr with the best final validation metric."""
+def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[list[dict[str, Any]], int]:
+    """Per (dataset, model, method): the lr with the best final validation metric; and how many runs ran."""
     cells = suite.cells()
     jobs = [Job(suite.config(d, model, m, suite.tuning.seed, lr, suite.tuning_epochs(d)),
                 run_dir(runs_dir, d, model, m, f"tune-lr{lr:g}"), (suite.tuning.validation_fraction, suite.tuning.seed))
             for d, model, m in cells for lr in suite.tuning.lrs]
-    outcomes = iter(execute(jobs, n_jobs, f"{suite.name}: lr selection"))
+    outcomes, ran = execute(jobs, n_jobs, f"{suite.name}: lr selection")
+    outcomes = iter(outcomes)
     rows = []
     for dataset, model, method in cells:
         larger_is_better = HEADLINE[cached_dataset(dataset).task][1]
@@ -125,16 +126,17 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> list[dic
         for lr, value in scored:
             rows.append({"dataset": dataset, "model": model, "method": method, "lr": lr,
                          "validation": value, "chosen": lr == best})
-    return rows
+    return rows, ran
 
 
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
-    """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``.md``, ``-meta.json`` and plots
-    (and ``-alignment.csv`` for a suite that measures alignment)."""
+    """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
+    per epoch and trainable fraction per run), ``.md``, ``-meta.json`` and plots (and ``-alignment.csv`` for a
+    suite that measures alignment)."""
     started = time.time()
     runs_dir, results_dir = Path(runs_dir) / suite.name, Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    lr_rows = choose_learning_rates(suite, runs_dir, n_jobs)
+    lr_rows, tuned = choose_learning_rates(suite, runs_dir, n_jobs)
     write_rows(lr_rows, results_dir / f"{suite.name}-lr.csv")
     chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
 
@@ -146,8 +148,8 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
             jobs.append(Job(suite.config(dataset, model, method, seed, lr, epochs),
                             run_dir(runs_dir, dataset, model, method, f"seed{seed}-lr{lr:g}"),
                             model=model, method=method, align_every=epochs if suite.align else 0))
-    outcomes = execute(jobs, n_jobs, f"{suite.name}: runs")
-    rows, curves, alignment_rows = [], {}, []
+    outcomes, ran = execute(jobs, n_jobs, f"{suite.name}: runs")
+    rows, curves, alignment_rows, cost_rows = [], {}, [], []
     for job, outcome in zip(jobs, outcomes):
         c = job.config
         metric = HEADLINE[cached_dataset(c.dataset).task][0]
@@ -159,19 +161,27 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
             history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
             curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
                 [r[metric] for r in history])
+            cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
+                              "trainable_fraction": outcome.get("trainable_fraction", 1.0)})
             if suite.align:
                 alignment_rows += [{**key, "layer": layer, "cosine": values["cosine"], "angle": values["angle"]}
                                    for layer, values in history[-1]["alignment"]["layers"].items()]
         rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
+    write_rows(cost_rows, results_dir / f"{suite.name}-cost.csv")
     if suite.align:
         write_rows(alignment_rows, results_dir / f"{suite.name}-alignment.csv")
     plot_suite(suite.name, curves, results_dir)
     plot_sweeps(suite, rows, results_dir)
-    meta = {"suite": suite.name, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
-    (results_dir / f"{suite.name}-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows))
+    meta_path = results_dir / f"{suite.name}-meta.json"
+    if tuned + ran == 0 and meta_path.is_file():  # nothing ran: the reports are rebuilt, the record stays
+        meta = json.loads(meta_path.read_text())
+    else:
+        meta = {"suite": suite.name, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows,
+                                                                        cost_rows))
     return results_dir / f"{suite.name}.csv"
 
 
