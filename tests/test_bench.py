@@ -142,3 +142,28 @@ def test_malformed_suite_settings_are_named(tmp_path):
     (tmp_path / "typo.toml").write_text(SWEEP.replace('activation = "relu"', 'activaton = "relu"'))
     with pytest.raises(BeyondBPError, match="unknown run settings activaton"):
         load_suite("typo", suites_dir=tmp_path)
+
+
+def test_a_suite_variant_runs_data_parallel_on_two_processes(tmp_path):
+    (tmp_path / "ddp.toml").write_text("""
+description = "one process and two"
+width = 16
+depths = [1]
+seeds = [1]
+methods = ["bp", "bp-2"]
+[variants.bp-2]
+method = "bp"
+nproc = 2
+[datasets.digits]
+epochs = 2
+[tuning]
+lrs = [1e-2]
+""")
+    suite = load_suite("ddp", suites_dir=tmp_path)
+    run_suite(suite, n_jobs=1, runs_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    rows = {r["method"]: float(r["final"]) for r in csv.DictReader(open(tmp_path / "results" / "ddp.csv"))}
+    assert rows["bp"] > 0.8 and rows["bp-2"] > 0.8
+    cost = {r["method"]: float(r["comm_bytes_per_step"]) for r in csv.DictReader(open(tmp_path / "results" / "ddp-cost.csv"))}
+    params = 64 * 16 + 16 + 16 * 10 + 10
+    assert cost == {"bp": 0.0, "bp-2": 4 * (params + 2)}  # the gradient, the loss and the sample count
+    assert "bytes sent / step" in (tmp_path / "results" / "ddp.md").read_text()

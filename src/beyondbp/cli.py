@@ -112,6 +112,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", default=d.optimizer, help="adam or sgd (default adam)")
     g.add_argument("--momentum", type=float, default=d.momentum, help=f"for sgd (default {d.momentum})")
     g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--nproc", type=int, default=d.nproc, metavar="N",
+                   help="data-parallel training on N processes of this machine (launches torchrun); see README")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -129,19 +131,15 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
         hidden=args.hidden, activation=args.activation, channels=args.channels, depth=args.depth,
         width=args.width, heads=args.heads, head_dim=args.head_dim, mlp=args.mlp, patch=args.patch, loss=args.loss, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        seed=seed, device=args.device,
+        seed=seed, device=args.device, nproc=args.nproc,
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
-    launched = "WORLD_SIZE" in os.environ
-    if config.lowrank == "ab" and args.nproc < 2 and not launched:
-        raise BeyondBPError("--lowrank ab needs data-parallel training on at least 2 processes: add --nproc 2 "
-                            "(or launch with torchrun)")
-    if args.nproc > 1 and not launched:
-        return launch(args.nproc, args.argv)
+    if "WORLD_SIZE" in os.environ:  # launched by torchrun: one rank of the run
+        config.nproc = int(os.environ["WORLD_SIZE"])
     out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
     if os.environ.get("RANK", "0") != "0":
@@ -151,23 +149,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
           f"{summary['train_seconds']:.1f} s training; outputs in {out}")
     return 0
-
-
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run this same command under ``torchrun`` with ``nproc`` processes on this machine."""
-    import subprocess
-
-    rest, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            rest.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "beyondbp", *rest]
-    return subprocess.run(command).returncode
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -304,8 +285,6 @@ def build_parser() -> Parser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    train.add_argument("--nproc", type=int, default=1, metavar="N",
-                       help="data-parallel on N processes of this machine (launches torchrun); see README")
     train.add_argument("--align-every", type=int, default=0, metavar="N",
                        help="every N epochs, log alignment with backprop into metrics.jsonl and plot alignment.png")
     add_run_options(train)
@@ -374,9 +353,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
     try:
         return args.handler(args)
     except BeyondBPError as error:

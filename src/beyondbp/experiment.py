@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .ab_training import ABTraining
-from .data import DATASETS, DataSplit, load_dataset
+from .data import DATASETS, DataSplit, load_dataset, validation_split
 from .distributed import DataParallel, from_environment
 from .errors import BeyondBPError
 from .lowrank import OIALR
@@ -89,6 +89,7 @@ class RunConfig:
     momentum: float = 0.9
     seed: int = 0
     device: str = "auto"
+    nproc: int = 1  # data-parallel processes on this machine (see beyondbp.launch)
 
     def build_method(self) -> Method:
         return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
@@ -105,6 +106,11 @@ class RunConfig:
         ACTIVATIONS.get(self.activation)
         OPTIMIZERS.get(self.optimizer)
         MODELS.get(self.model)
+        if self.nproc < 1:
+            raise BeyondBPError(f"nproc must be at least 1, got {self.nproc}")
+        if self.lowrank == "ab" and self.nproc < 2 and "WORLD_SIZE" not in os.environ:
+            raise BeyondBPError("--lowrank ab needs data-parallel training on at least 2 processes: add --nproc 2 "
+                                "(or launch with torchrun)")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
                                 f"{self.batch_size}, {self.lr}")
@@ -160,18 +166,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = False, progress: bool = True,
-        data: DataSplit | None = None, align_every: int = 0) -> dict[str, Any]:
+        data: DataSplit | None = None, align_every: int = 0,
+        validation: tuple[float, int] | None = None) -> dict[str, Any]:
     """Train one run and return its summary (also written to ``out_dir/summary.json``).
 
     ``align_every=N`` measures alignment with backprop every N epochs (into ``metrics.jsonl``)
-    and plots it to ``out_dir/alignment.png``.
+    and plots it to ``out_dir/alignment.png``. ``validation=(fraction, seed)`` trains on the
+    training set minus a held-out split and evaluates on that split. ``config.nproc > 1``
+    launches the run on that many processes (:func:`beyondbp.launch.launch`; ``data`` is then
+    loaded by each process).
     """
     config.validate()
+    if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .launch import launch
+
+        return launch(config, out_dir, resume, progress, align_every, validation)
     device = resolve_device(config.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     parallel = from_environment(device)
+    if parallel is not None and parallel.world != config.nproc:
+        raise BeyondBPError(f"this run was launched on {parallel.world} processes but its settings say nproc "
+                            f"{config.nproc}: pass --nproc {parallel.world}")
     data = data or load_dataset(config.dataset, config.data_dir, config.download)
+    if validation is not None:
+        data = validation_split(data, *validation)
     model, method, optimizer, objective = build_run(config, data, device)
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,

@@ -107,14 +107,16 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         f"`benchmarks/suites/{suite.name}.toml`.",
         f"- Settings: {suite.settings_text()}; seeds {', '.join(map(str, suite.seeds))}; epochs: {epochs}. "
         f"Everything not named has the `beyondbp train` default.",
-        f"- Learning rate per method, model and data set: the best final validation metric among "
-        f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
-        f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose.",
+        (f"- Learning rate per method, model and data set: the best final validation metric among "
+         f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
+         f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose."
+         if len(t.lrs) > 1 else f"- Learning rate {t.lrs[0]:g} for every method (fixed, not tuned)."),
         f"- Machine: {meta['machine']}. Finished {meta['finished']}; the invocation that finished it took "
         f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} parallel job(s).",
         "",
     ]
     chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
+    communicates = any(float(r.get("comm_bytes_per_step", 0) or 0) > 0 for r in cost_rows or [])
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["model"]), {}).setdefault(row["method"], []).append(row)
@@ -122,15 +124,17 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         metric = next(iter(by_method.values()))[0]["metric"]
         larger = LARGER_IS_BETTER[metric]
         lines += [f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)", "",
-                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
+                  + (" bytes sent / step |" if communicates else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if communicates else "")]
         for method, runs in by_method.items():
             costs = [r for r in cost_rows or [] if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
-            seconds = f"{mean([float(r['seconds_per_epoch']) for r in costs]):.1f}" if costs else "–"
-            trainable = f"{mean([float(r['trainable_fraction']) for r in costs]):.0%}" if costs else "–"
+            cost = lambda column, form: form.format(mean([float(r[column]) for r in costs])) if costs else "–"
             lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
                          f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
-                         f"{len(runs)} | {seconds} | {trainable} |")
+                         f"{len(runs)} | {cost('seconds_per_epoch', '{:.1f}')} | "
+                         f"{cost('trainable_fraction', '{:.0%}')} |"
+                         + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else ""))
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
@@ -141,7 +145,8 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
     lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
                  "epochs, shown for reference only (choosing it would tune on the test set). 's / epoch': training "
                  "seconds per epoch (runs shared the machine with the other jobs, so compare within a suite only); "
-                 "'trainable': the fraction of parameters trained at the end (below 100% with low-rank training).")
+                 "'trainable': the fraction of parameters trained at the end (below 100% with low-rank training); "
+                 "'bytes sent / step' (data-parallel runs): what each rank sent per step, averaged over the run.")
     return "\n".join(lines) + "\n"
 
 

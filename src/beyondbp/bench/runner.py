@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data import DataSplit, load_dataset, validation_split
+from ..data import DataSplit, load_dataset
 from ..errors import DivergenceError
 from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
@@ -67,11 +67,10 @@ def cached_dataset(name: str) -> DataSplit:
 
 
 def execute_job(job: Job) -> dict[str, Any]:
-    data = cached_dataset(job.config.dataset)
-    if job.validation is not None:
-        data = validation_split(data, *job.validation)
+    data = cached_dataset(job.config.dataset) if job.config.nproc == 1 else None  # launched runs load their own
     try:
-        return run(job.config, job.out_dir, resume=True, progress=False, data=data, align_every=job.align_every)
+        return run(job.config, job.out_dir, resume=True, progress=False, data=data, align_every=job.align_every,
+                   validation=job.validation)
     except DivergenceError as error:
         outcome = {"diverged": str(error)}
         (job.out_dir / DIVERGED_NAME).write_text(json.dumps(outcome) + "\n")
@@ -110,8 +109,12 @@ def run_dir(runs_dir: Path, dataset: str, model: str, method: str, name: str) ->
 
 
 def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[list[dict[str, Any]], int]:
-    """Per (dataset, model, method): the lr with the best final validation metric; and how many runs ran."""
+    """Per (dataset, model, method): the lr with the best final validation metric; and how many runs ran.
+    A grid of one learning rate is no choice: nothing runs and the validation score is NaN."""
     cells = suite.cells()
+    if len(suite.tuning.lrs) == 1:
+        return [{"dataset": d, "model": model, "method": m, "lr": suite.tuning.lrs[0], "validation": math.nan,
+                 "chosen": True} for d, model, m in cells], 0
     jobs = [Job(suite.config(d, model, m, suite.tuning.seed, lr, suite.tuning_epochs(d)),
                 run_dir(runs_dir, d, model, m, f"tune-lr{lr:g}"), (suite.tuning.validation_fraction, suite.tuning.seed))
             for d, model, m in cells for lr in suite.tuning.lrs]
@@ -131,7 +134,7 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
 
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
     """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
-    per epoch and trainable fraction per run), ``.md``, ``-meta.json`` and plots (and ``-alignment.csv`` for a
+    per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and ``-alignment.csv`` for a
     suite that measures alignment)."""
     started = time.time()
     runs_dir, results_dir = Path(runs_dir) / suite.name, Path(results_dir)
@@ -162,7 +165,8 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
             curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
                 [r[metric] for r in history])
             cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
-                              "trainable_fraction": outcome.get("trainable_fraction", 1.0)})
+                              "trainable_fraction": outcome.get("trainable_fraction", 1.0),
+                              "comm_bytes_per_step": outcome.get("comm_bytes_per_step", 0.0)})
             if suite.align:
                 alignment_rows += [{**key, "layer": layer, "cosine": values["cosine"], "angle": values["angle"]}
                                    for layer, values in history[-1]["alignment"]["layers"].items()]
