@@ -132,7 +132,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
             cost = lambda column, form: form.format(mean([float(r[column]) for r in costs])) if costs else "–"
             lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
                          f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
-                         f"{len(runs)} | {cost('seconds_per_epoch', '{:.1f}')} | "
+                         f"{len(runs)} | {cost('seconds_per_epoch', '{:.3g}')} | "
                          f"{cost('trainable_fraction', '{:.0%}')} |"
                          + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else ""))
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
