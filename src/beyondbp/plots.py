@@ -1,85 +1,69 @@
-"""Plots of test metrics per epoch (matplotlib, no display needed)."""
+"""Plots of test metrics per epoch, of sweeps and of alignment (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 
-def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, path: Path, title: str = "") -> None:
-    """One line per label: the mean over seeds of ``metric`` per epoch, with a band of ± one std."""
+@contextmanager
+def figure(path: Path, xlabel: str, ylabel: str, title: str, legend_title: str | None = None) -> Iterator[Any]:
+    """Axes to draw on; on leaving, labelled, titled, saved to ``path`` and closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, runs in curves.items():
-        length = min(len(r) for r in runs)
-        values = np.array([r[:length] for r in runs], dtype=float)
-        epochs = np.arange(1, length + 1)
-        mean, std = values.mean(axis=0), values.std(axis=0)
-        ax.plot(epochs, mean, label=label)
-        if len(runs) > 1:
-            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(textwrap.fill(title, 90), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(textwrap.fill(title, 90), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title=legend_title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, path: Path, title: str = "") -> None:
+    """One line per label: the mean over seeds of ``metric`` per epoch, with a band of ± one std."""
+    with figure(path, "epoch", metric.replace("_", " "), title) as ax:
+        for label, runs in curves.items():
+            length = min(len(r) for r in runs)
+            values = np.array([r[:length] for r in runs], dtype=float)
+            epochs = np.arange(1, length + 1)
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            ax.plot(epochs, mean, label=label)
+            if len(runs) > 1:
+                ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
 
 
 def plot_sweep(points: Mapping[str, Mapping[float, Sequence[float]]], baselines: Mapping[str, Sequence[float]],
                metric: str, xlabel: str, path: Path, title: str = "") -> None:
     """A metric against a swept number (rank, width): one line per series with ± one std over
     seeds, and each baseline method as a dashed horizontal line at its mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, by_x in points.items():
-        xs = sorted(by_x)
-        ax.errorbar(xs, [np.mean(by_x[x]) for x in xs], yerr=[np.std(by_x[x]) for x in xs], marker="o",
-                    capsize=3, label=label)
-    for i, (label, values) in enumerate(baselines.items()):
-        ax.axhline(np.mean(values), linestyle="--", color=f"C{len(points) + i}", label=label)
-    xs = [x for by_x in points.values() for x in by_x]
-    if xs and min(xs) > 0 and max(xs) / min(xs) >= 16:
-        ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(textwrap.fill(title, 90), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, xlabel, metric.replace("_", " "), title) as ax:
+        for label, by_x in points.items():
+            xs = sorted(by_x)
+            ax.errorbar(xs, [np.mean(by_x[x]) for x in xs], yerr=[np.std(by_x[x]) for x in xs], marker="o",
+                        capsize=3, label=label)
+        for i, (label, values) in enumerate(baselines.items()):
+            ax.axhline(np.mean(values), linestyle="--", color=f"C{len(points) + i}", label=label)
+        xs = [x for by_x in points.values() for x in by_x]
+        if xs and min(xs) > 0 and max(xs) / min(xs) >= 16:
+            ax.set_xscale("log", base=2)
 
 
 def plot_alignment(records: Sequence[dict], path: Path, title: str = "") -> None:
     """Per-layer cosine between the method's gradient and backprop's, over epochs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    epochs = [r["epoch"] for r in records]
-    for layer in records[0]["alignment"]["layers"]:
-        ax.plot(epochs, [r["alignment"]["layers"][layer]["cosine"] for r in records], marker="o", label=layer)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cosine with the exact gradient")
-    ax.set_title(textwrap.fill(title, 90), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="layer (module)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, "epoch", "cosine with the exact gradient", title, legend_title="layer (module)") as ax:
+        epochs = [r["epoch"] for r in records]
+        for layer in records[0]["alignment"]["layers"]:
+            ax.plot(epochs, [r["alignment"]["layers"][layer]["cosine"] for r in records], marker="o", label=layer)
