@@ -157,6 +157,7 @@ def test_nproc_run_killed_mid_training_resumes_to_the_same_result(tmp_path):
     assert out.count("test_accuracy") == 1  # only rank 0 reports
     summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["comm_bytes_per_step"] > 0
+    assert all(r["comm_bytes_per_step"] > 0 for r in metrics(tmp_path / "whole"))  # logged every epoch
 
     killed = cli_train(tmp_path / "parts", epochs, background=True)
     deadline = time.monotonic() + DEADLINE

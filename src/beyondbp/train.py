@@ -117,6 +117,8 @@ class Trainer:
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
                 if self.lowrank is not None:
                     record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
+                if self.parallel is not None:
+                    record["comm_bytes_per_step"] = self.parallel.comm_bytes_per_step()
                 if eval_set is not None:
                     record.update(evaluate(self.model, eval_set, self.objective, self.task,
                                            self.target_scale, device=self.device))
