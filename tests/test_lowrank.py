@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from beyondbp.cli import main
-from beyondbp.lowrank import OIALR, LowRankLinear
+from beyondbp.lowrank import OIALR, LowRankConv2d, LowRankLinear
 
 
 def two_layer(seed: int = 0) -> nn.Sequential:
@@ -105,8 +105,40 @@ def test_ranks_fall_and_resume_across_shape_changes(tmp_path):
     assert ranks[-1]["0.1"] < 64 and whole[-1]["trainable_fraction"] < whole[0]["trainable_fraction"]
     summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert summary["trainable_fraction"] == whole[-1]["trainable_fraction"]
+    assert (tmp_path / "whole" / "ranks.png").is_file()
 
 
 def test_layerwise_methods_are_refused(capsys):
     assert main(["train", "--method", "fa", "--lowrank", "oialr", "--epochs", "1"]) == 2
     assert "layer-wise" in capsys.readouterr().err
+
+
+def test_conv2d_layers_become_low_rank_with_the_same_function():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 40, 3, padding=1, stride=2), nn.Tanh(), nn.Flatten(), nn.Linear(40 * 9, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.randn(8, 4, 6, 6)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+    before, kernel = model(x).detach(), model[0].weight.detach().clone()
+    schedule = OIALR(min_size=8, cutoff=0.5, max_cut=1.0)
+    schedule.convert(model, optimizer)
+    layer = model[0]
+    assert isinstance(layer, LowRankConv2d) and layer.rank == 36 and isinstance(model[3], nn.Linear)
+    torch.testing.assert_close(layer.weight(), kernel.reshape(40, 36), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+    assert optimizer.state[layer.core]["exp_avg"].shape == (36, 36)
+    losses = []
+    for _ in range(5):  # the core trains like any parameter
+        optimizer.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    schedule.reorthogonalize(layer, optimizer)
+    kept = schedule.cut(layer, optimizer)
+    sigma = layer.core.detach().diagonal()  # diagonal after re-orthogonalisation, sorted
+    assert kept == layer.rank < 36 and sigma[-1] >= 0.5 * sigma[0] - 1e-5

@@ -210,6 +210,11 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
             from .plots import plot_alignment
 
             plot_alignment(measured, Path(out_dir) / "alignment.png", title=f"{method.label} on {data.name}")
+        events = [event for r in history for event in r.get(config.lowrank or "", [])]
+        if config.lowrank == "oialr" and events:
+            from .plots import plot_ranks
+
+            plot_ranks(events, Path(out_dir) / "ranks.png", title=f"OIALR ranks: {method.label} on {data.name}")
     return summary
 
 

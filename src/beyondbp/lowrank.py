@@ -1,8 +1,9 @@
 """OIALR: orthogonality-informed adaptive low-rank training (Coquelin, Flügel, Weiel et al. 2024,
 "Harnessing Orthogonality to Train Low-Rank Neural Networks").
 
-After ``start`` optimizer steps at full rank, every eligible ``Linear`` layer ``W`` (out × in)
-is replaced by ``U S Vᵀ`` from its SVD, with the orthonormal bases ``U`` (out × r) and ``V``
+After ``start`` optimizer steps at full rank, every eligible ``Linear`` layer ``W`` (out × in;
+a ``Conv2d`` kernel as out × in·kh·kw; attention projections are Linear layers) is replaced
+by ``U S Vᵀ`` from its SVD, with the orthonormal bases ``U`` (out × r) and ``V``
 (in × r) fixed and only the dense core ``S`` (r × r) trained. Every ``every`` steps the core
 is re-orthogonalised (``S = A Σ Bᵀ``; ``U ← U A``, ``V ← V B``, ``S ← Σ``: the product is
 unchanged) and the singular values below ``cutoff`` × the largest are cut (at most
@@ -13,7 +14,7 @@ working; its state follows every change: first moments and momentum are rotated 
 (``m ← Aᵀ m B``, at the switch ``m ← Uᵀ m V``), Adam's second moments with the squared
 rotation (``v ← (A∘A)ᵀ v (B∘B)``, exact where the moments are diagonal in the new basis),
 and a cut keeps the rows and columns of the kept directions. The output layer stays full
-rank by default; layers with ``min(out, in) < min_size`` are skipped (too small to gain).
+rank by default; layers with ``min(out, fan_in) < min_size`` are skipped (too small to gain).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import BeyondBPError
@@ -31,8 +33,9 @@ LINEAR_STATE = ("exp_avg", "momentum_buffer")
 QUADRATIC_STATE = ("exp_avg_sq", "max_exp_avg_sq")
 
 
-class LowRankLinear(nn.Module):
-    """``y = x V Sᵀ Uᵀ + b``: a Linear layer stored as ``U S Vᵀ``, only ``S`` (and ``b``) trainable."""
+class LowRank(nn.Module):
+    """A layer whose weight (as a matrix ``out × fan_in``) is stored as ``U S Vᵀ``; only ``S`` (and
+    the bias) trainable. Subclasses say how the factors act on the input."""
 
     def __init__(self, u: Tensor, core: nn.Parameter, v: Tensor, bias: nn.Parameter | None):
         super().__init__()
@@ -46,11 +49,31 @@ class LowRankLinear(nn.Module):
         return self.core.shape[0]
 
     def weight(self) -> Tensor:
+        """``U S Vᵀ`` as a matrix (``out × fan_in``)."""
         return self.u @ self.core @ self.v.T
+
+
+class LowRankLinear(LowRank):
+    """``y = x V Sᵀ Uᵀ + b``: a Linear layer stored as ``U S Vᵀ``."""
 
     def forward(self, x: Tensor) -> Tensor:
         out = ((x @ self.v) @ self.core.T) @ self.u.T
         return out + self.bias if self.bias is not None else out
+
+
+class LowRankConv2d(LowRank):
+    """A Conv2d whose kernel, reshaped to ``out × (in·kh·kw)``, is ``U S Vᵀ``: a convolution with the
+    ``r`` kernels of ``Vᵀ`` (same stride, padding, dilation), then a 1×1 convolution with ``U S``."""
+
+    def __init__(self, u: Tensor, core: nn.Parameter, v: Tensor, conv: nn.Conv2d):
+        super().__init__(u, core, v, conv.bias)
+        self.in_channels, self.kernel_size = conv.in_channels, conv.kernel_size
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernels = self.v.T.reshape(self.rank, self.in_channels, *self.kernel_size)
+        mixed = F.conv2d(x, kernels, stride=self.stride, padding=self.padding, dilation=self.dilation)
+        return F.conv2d(mixed, (self.u @ self.core)[:, :, None, None], self.bias)
 
 
 def _transform_state(optimizer: torch.optim.Optimizer, param: nn.Parameter,
@@ -84,10 +107,14 @@ class OIALR:
                                 f"{self.start}, {self.every}, {self.cutoff}, {self.max_cut}")
 
     def eligible(self, model: nn.Module) -> list[str]:
-        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if self.keep_output_full and linears:
-            linears = linears[:-1]
-        return [name for name in linears if min(model.get_submodule(name).weight.shape) >= self.min_size]
+        """Linear layers and Conv2d layers (``groups=1``, string padding excepted) with both sides of
+        their weight matrix at least ``min_size``; the last Linear (the output layer) is kept."""
+        layers = [(name, m) for name, m in model.named_modules()
+                  if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1
+                                                  and not isinstance(m.padding, str))]
+        if self.keep_output_full and layers and isinstance(layers[-1][1], nn.Linear):
+            layers = layers[:-1]
+        return [name for name, m in layers if min(m.weight.shape[0], m.weight[0].numel()) >= self.min_size]
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Advance one step; at the switch or an update, change the layers and return what happened."""
@@ -106,26 +133,28 @@ class OIALR:
         """OIALR does nothing special at the end of an epoch."""
 
     @staticmethod
-    def layers(model: nn.Module) -> dict[str, LowRankLinear]:
-        return {name: m for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    def layers(model: nn.Module) -> dict[str, LowRank]:
+        return {name: m for name, m in model.named_modules() if isinstance(m, LowRank)}
 
     def convert(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         """Replace every eligible Linear by its full-rank ``U S Vᵀ`` (outputs unchanged)."""
         for name in self.eligible(model):
-            linear = model.get_submodule(name)
-            weight = linear.weight
+            layer = model.get_submodule(name)
+            weight = layer.weight
             with torch.no_grad():
-                u, s, vh = torch.linalg.svd(weight, full_matrices=False)
-            v = vh.T.contiguous()
+                u, s, vh = torch.linalg.svd(weight.reshape(len(weight), -1), full_matrices=False)
+            u, v = u.contiguous(), vh.T.contiguous()
             if optimizer is not None:
-                _transform_state(optimizer, weight, lambda m: u.T @ m @ v, lambda q: (u * u).T @ q @ (v * v))
+                _transform_state(optimizer, weight, lambda m: u.T @ m.reshape(len(u), -1) @ v,
+                                 lambda q: (u * u).T @ q.reshape(len(u), -1) @ (v * v))
             weight.data = torch.diag(s)
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child,
-                    LowRankLinear(u.contiguous(), weight, v, linear.bias))
+            replacement = (LowRankLinear(u, weight, v, layer.bias) if isinstance(layer, nn.Linear)
+                           else LowRankConv2d(u, weight, v, layer))
+            setattr(model.get_submodule(parent) if parent else model, child, replacement)
 
     @staticmethod
-    def reorthogonalize(layer: LowRankLinear, optimizer: torch.optim.Optimizer | None) -> None:
+    def reorthogonalize(layer: LowRank, optimizer: torch.optim.Optimizer | None) -> None:
         """Fold the SVD of the core into the bases: ``U S Vᵀ`` unchanged, the core diagonal."""
         with torch.no_grad():
             a, sigma, bh = torch.linalg.svd(layer.core, full_matrices=False)
@@ -136,7 +165,7 @@ class OIALR:
             _transform_state(optimizer, layer.core, lambda m: a.T @ m @ b, lambda q: (a * a).T @ q @ (b * b))
         layer.core.data = torch.diag(sigma)
 
-    def cut(self, layer: LowRankLinear, optimizer: torch.optim.Optimizer | None) -> int:
+    def cut(self, layer: LowRank, optimizer: torch.optim.Optimizer | None) -> int:
         """Drop the directions whose singular value is below ``cutoff`` × the largest; the new rank.
 
         Expects a diagonal core with sorted singular values (right after :meth:`reorthogonalize`).

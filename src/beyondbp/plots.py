@@ -67,3 +67,12 @@ def plot_alignment(records: Sequence[dict], path: Path, title: str = "") -> None
         epochs = [r["epoch"] for r in records]
         for layer in records[0]["alignment"]["layers"]:
             ax.plot(epochs, [r["alignment"]["layers"][layer]["cosine"] for r in records], marker="o", label=layer)
+
+
+def plot_ranks(events: Sequence[dict], path: Path, title: str = "") -> None:
+    """Rank of every low-rank layer at each update of the low-rank schedule, over training steps."""
+    with figure(path, "optimizer step", "rank", title, legend_title="layer (module)") as ax:
+        layers = list(dict.fromkeys(layer for event in events for layer in event["ranks"]))
+        for layer in layers:
+            points = [(e["step"], e["ranks"][layer]) for e in events if layer in e["ranks"]]
+            ax.plot(*zip(*points), marker=".", drawstyle="steps-post", label=layer)
