@@ -40,6 +40,13 @@ def test_no_verdict_without_a_gap():
     assert "| f3:a | n/a |" in lines[2] and "no gap to close" in lines[-1]
 
 
+def test_no_verdict_when_the_gap_is_within_the_seed_spread():
+    means = {"bp": 0.9778, "drtp": 0.9741, "f3:a": 0.9778}
+    lines = gap_lines(means, goal=0.56, spreads={"bp": 0.0028, "drtp": 0.0016, "f3:a": 0.0028})
+    assert "| f3:a | 100% |" in lines[2] and lines[-1].endswith("no verdict.")
+    assert gap_lines(means, goal=0.56, spreads={"bp": 0.001, "drtp": 0.001, "f3:a": 0.0})[-1].endswith("**met**.")
+
+
 def test_gap_lines_give_the_verdict():
     lines = gap_lines({"bp": 0.98, "drtp": 0.90, "dfa": 0.94, "f3:a": 0.92, "f3:b": 0.96}, goal=0.56)
     assert "| f3:b | 75% | 50% |" in lines

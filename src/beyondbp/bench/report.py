@@ -136,7 +136,9 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
                          f"{cost('trainable_fraction', '{:.0%}')} |"
                          + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else ""))
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
-        lines += [""] + gap_lines(means, suite.goal_gap_closed, larger)
+        spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
+                   for m, runs in by_method.items()}
+        lines += [""] + gap_lines(means, suite.goal_gap_closed, larger, spreads)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
         lines += alignment_lines(alignment_rows or [], dataset, model, heading)
     if suite.sweep is not None:
@@ -150,8 +152,10 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
     return "\n".join(lines) + "\n"
 
 
-def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: bool = True) -> list[str]:
-    """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict."""
+def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: bool = True,
+              spreads: dict[str, float] | None = None) -> list[str]:
+    """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict;
+    no verdict where the gap between DRTP and BP is no larger than their seeds' spreads (std) together."""
     f3 = [m for m in means if m.startswith("f3")]
     if "bp" not in means or not f3:
         return []
@@ -163,6 +167,11 @@ def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: boo
     if math.isnan(closed(f3[0], "drtp")):
         return lines + ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Here BP is not "
                             "better than DRTP, so there is no gap to close (n/a)."]
+    gap = abs(means["bp"] - means["drtp"])
+    if spreads is not None and gap <= spreads["bp"] + spreads["drtp"]:
+        return lines + ["", f"Goal: F³ closes at least {goal:.0%} of the gap between DRTP and BP. Here the gap "
+                            f"({gap:.4g}) is within the seeds' spread (std of BP {spreads['bp']:.2g} + DRTP "
+                            f"{spreads['drtp']:.2g}): too small to measure a share of it; no verdict."]
     best = max(f3, key=lambda m: -math.inf if math.isnan(closed(m, "drtp")) else closed(m, "drtp"))
     value = closed(best, "drtp")
     verdict = "met" if value >= goal else "not met"
