@@ -21,8 +21,10 @@ Two executions, with identical gradients:
 - ``"forward"``: for a signal known before the forward pass (DRTP, F³'s delayed
   signals, shallow), each block computes its gradient as soon as its output exists and
   its graph is freed at once: only one block's activations are alive at a time (F³
-  paper, Sec. 3.3). ``unlocked=True`` also applies the optimizer to each block right
-  away (no update locking); the caller provides that step as :attr:`after_block`.
+  paper, Sec. 3.3). ``Linear`` + activation blocks skip autograd and update in place
+  (:mod:`.local_update`: three activation-sized tensors alive instead of five).
+  ``unlocked=True`` also applies the optimizer to each block right away (no update
+  locking); the caller provides that step as :attr:`after_block`.
 
 ``"auto"`` (default) picks ``"forward"`` where the signal allows it.
 """
@@ -38,6 +40,7 @@ from ..errors import BeyondBPError, UnsupportedModelError
 from ..objectives import Objective
 from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
+from .local_update import linear_block, local_update
 from .signals import SIGNALS, DelayedBuffer, Signal
 
 EXECUTIONS = ("auto", "autograd", "forward")
@@ -152,13 +155,19 @@ class DirectFeedback(Method):
                 p.grad = None  # only the current block may carry a gradient when it is stepped
         h = x
         for i, block in enumerate(hidden_blocks):
-            with torch.set_grad_enabled(s is not None):
-                h = block(h)
-            if s is not None and h.requires_grad:
+            parts = linear_block(block) if s is not None else None
+            if parts is not None:  # Linear + activation: the update in place, without autograd
+                h = local_update(parts, h, lambda out: self._injected(s, self._matrix(i, out), out))
+            else:
+                with torch.set_grad_enabled(s is not None):
+                    h = block(h)
+                if s is None or not h.requires_grad:
+                    h = h.detach()
+                    continue
                 h.backward(self._injected(s, self._matrix(i, h), h))
-                if self.after_block is not None:
-                    self.after_block(block)
-            h = h.detach()
+                h = h.detach()
+            if self.after_block is not None:
+                self.after_block(block)
         y = head(h)
         loss = objective(y, t)
         loss.backward()
