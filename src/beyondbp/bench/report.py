@@ -157,7 +157,7 @@ def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: boo
     """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict;
     no verdict where the gap between DRTP and BP is no larger than their seeds' spreads (std) together."""
     f3 = [m for m in means if m.startswith("f3")]
-    if "bp" not in means or not f3:
+    if "bp" not in means or not f3 or not {"drtp", "dfa"} & set(means):
         return []
     closed = lambda m, baseline: gap_closed(means[m], means.get(baseline, math.nan), means["bp"], larger_is_better)
     lines = ["| F³ variant | gap to BP closed over DRTP | over DFA |", "|---|---|---|"]
