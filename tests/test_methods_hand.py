@@ -189,3 +189,26 @@ def test_f3_one_hot_target_is_drtp_and_current_error_is_dfa(tiny):
             grads.append([p.grad.clone() for p in model.parameters()])
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b)
+
+
+def test_dfa_feeds_back_the_softmax_error_under_cross_entropy(tiny):
+    """With logits y and softmax cross-entropy, DFA's signal is t - softmax(y) = -B·∂L/∂y, not t - y."""
+    model, x, t, index = tiny
+    model[1][1] = torch.nn.Identity()
+    ce = make_objective("ce", "classification")
+    method = make_method("dfa")
+    method.attach(model, num_outputs=2, num_samples=4)
+    b1 = torch.tensor([[0.3, -0.5, 0.9], [-0.7, 0.2, 0.4]])
+    method.feedback = [b1]
+    model.zero_grad()
+    method.step(model, x, t, index, ce)
+    logits = model(x).detach()
+    softmax_error = t - torch.softmax(logits, dim=1)
+    w1 = model[0][0].weight.detach()
+    h1 = torch.tanh(x @ w1.T + model[0][0].bias.detach())
+    delta_a1 = (softmax_error @ b1) * (1 - h1 ** 2)
+    torch.testing.assert_close(model[0][0].weight.grad, delta_a1.T @ x)
+    # and it is the true output gradient, rescaled by the batch size
+    logits.requires_grad_(True)
+    ce(logits, t).backward()
+    torch.testing.assert_close(softmax_error, -len(x) * logits.grad)

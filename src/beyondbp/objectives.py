@@ -36,6 +36,14 @@ class Objective:
     def __call__(self, y: Tensor, t: Tensor) -> Tensor:
         return self.per_sample(y, t).mean()
 
+    def prediction(self, y: Tensor) -> Tensor:
+        """The prediction ``ŷ`` compared with the target: ``y`` itself unless the loss applies a link.
+
+        ``t - ŷ`` is then proportional to ``-∂ℓ/∂a`` for the output block's pre-activation ``a``
+        (sigmoid + BCE, linear + MSE, softmax + CE alike), the error DFA feeds back.
+        """
+        return y
+
     def output_gradient(self, y: Tensor, t: Tensor) -> Tensor:
         """Per-sample ``∂ℓ_n/∂y_n`` (not divided by the batch size), without touching ``y``'s graph."""
         y = y.detach().requires_grad_(True)
@@ -66,6 +74,9 @@ class CrossEntropy(Objective):
 
     def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
         return F.cross_entropy(y, t, reduction="none")
+
+    def prediction(self, y: Tensor) -> Tensor:
+        return torch.softmax(y, dim=1)
 
 
 @OBJECTIVES.register("mse", "linear output, mean squared error")

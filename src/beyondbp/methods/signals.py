@@ -14,7 +14,7 @@ the model output (after the output activation) and ``ℓ_n`` the per-sample loss
 signal                     source     value
 =========================  =========  ===========================================
 ``one_hot_target``         target     ``t`` (= DRTP, Frenkel et al. 2021)
-``current_error``          current    ``t - y`` of this forward pass (= DFA)
+``current_error``          current    ``t - ŷ`` of this forward pass (= DFA)
 ``delayed_error``          delayed    ``t - y_prev``
 ``delayed_loss``           delayed    ``-∂ℓ_n/∂y`` at ``y_prev``
 ``delayed_error_softmax``  delayed    ``t - softmax(y_prev)``
@@ -23,6 +23,10 @@ signal                     source     value
                                       delayed signal scales DRTP's target
 =========================  =========  ===========================================
 
+``ŷ`` is the prediction (``softmax(y)`` for cross-entropy on logits, else ``y``), so that
+DFA's signal is the true output error ``-∂ℓ_n/∂a`` up to a constant for every loss
+(Nøkland 2016, Eq. 2 with ``e = ŷ - t``); the delayed signals keep the F³ paper's
+``t - y`` with the softmax variants spelled out.
 ``y_prev`` is the sample's output at its previous visit (the previous epoch); before the
 first visit the stored value is the target itself, so epoch 1 of every delayed signal
 equals DRTP. The loss gradients are per sample; the official code stores the gradient
@@ -46,6 +50,11 @@ ErrorFn = Callable[[Tensor, Tensor, Objective], Tensor]
 def output_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
     """``t - y``."""
     return t - y
+
+
+def prediction_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
+    """``t - ŷ`` with ``ŷ = objective.prediction(y)``."""
+    return t - objective.prediction(y)
 
 
 def loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
@@ -146,7 +155,8 @@ def _add(signal: Signal, help: str) -> None:
 
 
 _add(Signal("one_hot_target", "target"), "the target t (= DRTP)")
-_add(Signal("current_error", "current", output_error), "t - y of the current pass (= DFA)")
+_add(Signal("current_error", "current", prediction_error),
+     "t - prediction of the current pass, the true output error (= DFA)")
 _add(Signal("delayed_error", "delayed", output_error), "t - y from the sample's previous visit")
 _add(Signal("delayed_loss", "delayed", loss_error), "-dL/dy from the sample's previous visit")
 _add(
