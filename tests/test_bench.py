@@ -6,11 +6,12 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from beyondbp.bench import load_suite, run_suite, write_results_md
-from beyondbp.bench.report import gap_closed, gap_lines
+from beyondbp.bench.report import gap_closed, gap_lines, sweep_points
 from beyondbp.errors import BeyondBPError
 
 TINY = """
@@ -174,3 +175,12 @@ lrs = [1e-2]
     params = 64 * 16 + 16 + 16 * 10 + 10
     assert cost == {"bp": 0.0, "bp-2": 4 * (params + 2)}  # the gradient, the loss and the sample count
     assert "bytes sent / step" in (tmp_path / "results" / "ddp.md").read_text()
+
+
+def test_sweep_points_name_the_swept_method_and_keep_baselines():
+    suite = SimpleNamespace(sweep={"over": "method", "pattern": r"ldfa:r(\d+)"})
+    rows = [{"dataset": "digits", "model": "m", "method": method, "metric": "test_accuracy", "final": final}
+            for method, final in [("ldfa:r2", 0.5), ("ldfa:r2", 0.7), ("ldfa:r16", 0.9), ("bp", 0.95)]]
+    plot = sweep_points(suite, rows)["digits-m"]
+    assert plot["points"] == {"ldfa:r": {2.0: [0.5, 0.7], 16.0: [0.9]}}
+    assert plot["baselines"] == {"bp": [0.95]}

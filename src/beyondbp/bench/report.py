@@ -56,8 +56,9 @@ def sweep_points(suite: Suite, rows: list[dict[str, Any]]) -> dict[str, dict[str
         plot = groups.setdefault(f"{row['dataset']}-{row[other]}" if over == "method" else row["dataset"],
                                  {"points": {}, "baselines": {}, "metric": row["metric"]})
         match = pattern.fullmatch(row[over])
-        series = row[other] if over == "model" else pattern.sub("", row[over]) or over
         if match:
+            # a swept method is named by what surrounds the number, e.g. 'ldfa:r' for 'ldfa:r(\d+)'
+            series = row[other] if over == "model" else row[over][:match.start(1)] + row[over][match.end(1):]
             plot["points"].setdefault(series, {}).setdefault(float(match.group(1)), []).append(row["final"])
         else:
             plot["baselines"].setdefault(row[over] if over == "method" else f"{row[over]} ({row[other]})",
