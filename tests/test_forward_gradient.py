@@ -64,6 +64,14 @@ def test_angle_sampler_gives_the_angle():
     torch.testing.assert_close(off, torch.full_like(off, 0.5), atol=1e-5, rtol=0)
 
 
+def test_rademacher_sampler_draws_balanced_signs():
+    torch.manual_seed(0)
+    v = sample_tangents("rademacher", 4, 50_000)
+    assert set(v.unique().tolist()) == {-1.0, 1.0}
+    assert v.mean().item() == pytest.approx(0, abs=0.01)
+    assert v.shape == (4, 50_000)
+
+
 def test_projection_refuses_what_it_cannot_do():
     with pytest.raises(BeyondBPError, match="k=5 > n=4"):
         aggregate(torch.randn(5, 4), torch.randn(5), "projection")
