@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from beyondbp.bench import load_suite, run_suite, write_results_md
-from beyondbp.bench.report import gap_closed, gap_lines, sweep_points
+from beyondbp.bench.report import gap_closed, gap_lines, model_sweep_lines, sweep_points
 from beyondbp.errors import BeyondBPError
 
 TINY = """
@@ -184,3 +184,15 @@ def test_sweep_points_name_the_swept_method_and_keep_baselines():
     plot = sweep_points(suite, rows)["digits-m"]
     assert plot["points"] == {"ldfa:r": {2.0: [0.5, 0.7], 16.0: [0.9]}}
     assert plot["baselines"] == {"bp": [0.95]}
+
+
+def test_model_sweep_table_puts_width_accuracy_and_alignment_side_by_side():
+    suite = SimpleNamespace(sweep={"over": "model", "pattern": r"b(\d+)", "label": "width b"})
+    rows = [{"dataset": "d", "model": model, "method": method, "metric": "test_accuracy", "final": final}
+            for model, method, final in [("b1", "bp", 0.7), ("b1", "dfa", 0.4), ("full", "bp", 0.9), ("full", "dfa", 0.8)]]
+    alignment = [{"dataset": "d", "model": model, "method": method, "layer": "1.0", "cosine": cosine}
+                 for model, method, cosine in [("b1", "bp", "1.0"), ("b1", "dfa", "0.1"), ("full", "dfa", "0.7")]]
+    lines = model_sweep_lines(suite, rows, alignment, "#")
+    assert lines[2] == "| model | width b | bp | dfa | dfa cosine, layer 1.0 |"
+    assert lines[4] == "| b1 | 1 | 0.7000 ± 0.0000 | 0.4000 ± 0.0000 | 0.1000 ± 0.0000 |"
+    assert lines[5] == "| full | – | 0.9000 ± 0.0000 | 0.8000 ± 0.0000 | 0.7000 ± 0.0000 |"

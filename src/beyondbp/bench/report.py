@@ -96,6 +96,35 @@ def alignment_lines(alignment_rows: list[dict[str, Any]], dataset: str, model: s
     return lines + [""]
 
 
+def model_sweep_lines(suite: Suite, rows: list[dict[str, Any]], alignment_rows: list[dict[str, Any]],
+                      heading: str) -> list[str]:
+    """For a sweep over models: one row per model (the swept number, e.g. a bottleneck width) with every
+    method's final metric and each non-BP method's per-layer cosine with backprop, side by side."""
+    if suite.sweep is None or suite.sweep["over"] != "model":
+        return []
+    pattern = re.compile(suite.sweep["pattern"])
+    cell = lambda values: mean_std(values) if values else "–"
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        aligned = [r for r in alignment_rows if r["dataset"] == dataset and r["method"] != "bp"]
+        columns = list(dict.fromkeys((r["method"], r["layer"]) for r in aligned))
+        lines += [f"{heading}# {dataset}: {suite.sweep.get('label', 'model')} against {mine[0]['metric']} and "
+                  "alignment", "",
+                  "| model | " + suite.sweep.get("label", "x") + " | " + " | ".join(methods)
+                  + "".join(f" | {m} cosine, layer {layer}" for m, layer in columns) + " |",
+                  "|---|---|" + "---|" * (len(methods) + len(columns))]
+        for model in dict.fromkeys(r["model"] for r in mine):
+            match = pattern.fullmatch(model)
+            finals = [cell([r["final"] for r in mine if r["model"] == model and r["method"] == m]) for m in methods]
+            cosines = [cell([float(r["cosine"]) for r in aligned
+                                 if r["model"] == model and (r["method"], r["layer"]) == column]) for column in columns]
+            lines.append(f"| {model} | {match.group(1) if match else '–'} | " + " | ".join(finals + cosines) + " |")
+        lines.append("")
+    return lines
+
+
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
                    meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
                    cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#") -> str:
@@ -142,6 +171,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger, spreads)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
         lines += alignment_lines(alignment_rows or [], dataset, model, heading)
+    lines += model_sweep_lines(suite, rows, alignment_rows or [], heading)
     if suite.sweep is not None:
         lines += [f"![sweep {key}]({image_prefix}{suite.name}-{key}-sweep.png)" for key in sweep_points(suite, rows)]
         lines.append("")
