@@ -212,3 +212,31 @@ def test_dfa_feeds_back_the_softmax_error_under_cross_entropy(tiny):
     logits.requires_grad_(True)
     ce(logits, t).backward()
     torch.testing.assert_close(softmax_error, -len(x) * logits.grad)
+
+
+def _token_model():
+    """[batch, 3 tokens, 2] -> Linear(2, 4) per token -> mean over tokens -> Linear(4, 2) -> sigmoid."""
+    from beyondbp.models.vit import MeanTokens
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 4)),
+                               torch.nn.Sequential(MeanTokens(), torch.nn.Linear(4, 2), torch.nn.Sigmoid()))
+
+
+@pytest.mark.parametrize("token_feedback", ["shared", "per-token"])
+def test_token_sequences_get_shared_or_per_token_feedback(token_feedback):
+    model = _token_model()
+    x, t = torch.randn(2, 3, 2), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    method = DirectFeedback("one_hot_target", token_feedback=token_feedback)
+    method.attach(model, num_outputs=2, num_samples=2)
+    model.zero_grad()
+    method.step(model, x, t, torch.tensor([0, 1]), BCE)
+    (b,) = method.feedback
+    if token_feedback == "shared":
+        assert b.shape == (2, 4)
+        delta = (t @ b / 3).unsqueeze(1).expand(2, 3, 4)  # the same for every token, / number of tokens
+    else:
+        assert b.shape == (2, 12)
+        delta = (t @ b).view(2, 3, 4)
+    expected = torch.einsum("btj,bti->ji", delta, x)
+    torch.testing.assert_close(model[0][0].weight.grad, expected)
+    torch.testing.assert_close(model[0][0].bias.grad, delta.sum((0, 1)))

@@ -58,6 +58,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--feedback-normalize", action="store_true", help="divide feedback matrices by sqrt(width)")
     g.add_argument("--feedback-batch-mean", action="store_true",
                    help="divide the injected direct-feedback gradient by the batch size (matters for SGD)")
+    g.add_argument("--token-feedback", default=d.token_feedback, choices=("shared", "per-token"),
+                   help="direct feedback on token sequences (ViT): one C x width matrix for every token "
+                        "(default) or one per position")
     g.add_argument("--execution", default=d.execution, choices=("auto", "autograd", "forward"),
                    help="direct feedback: 'forward' updates each block as the forward pass reaches it (signals "
                         "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
@@ -121,6 +124,7 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
     return RunConfig(
         method=method, signal=args.signal, feedback_init=args.feedback_init,
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
+        token_feedback=args.token_feedback,
         execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
         sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
         feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr, lowrank=args.lowrank,

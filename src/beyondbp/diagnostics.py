@@ -64,7 +64,7 @@ def _signal_alignment(model, method: DirectFeedback, x, t, index, objective) -> 
         s = method.signal.after_pass(y, t, index, objective, method.buffer)
     rows = []
     for i, (g, b) in enumerate(zip(true, method.feedback)):
-        cosines = torch.nn.functional.cosine_similarity((s @ b).flatten(1), g.flatten(1), dim=1)
+        cosines = torch.nn.functional.cosine_similarity(method.injected(s, b, g).flatten(1), g.flatten(1), dim=1)
         rows.append({"block": i, "cosine_mean": cosines.mean().item(),
                      "cosine_std": cosines.std().item() if len(cosines) > 1 else 0.0})
     return rows

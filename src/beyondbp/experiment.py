@@ -49,6 +49,7 @@ class RunConfig:
     feedback_init: str = "kaiming_uniform"
     feedback_normalize: bool = False
     feedback_batch_mean: bool = False
+    token_feedback: str = "shared"
     execution: str = "auto"
     unlocked: bool = False
     tangents: int = 1
@@ -94,6 +95,7 @@ class RunConfig:
     def build_method(self) -> Method:
         return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
                            normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean,
+                           token_feedback=self.token_feedback,
                            execution=self.execution, unlocked=self.unlocked, tangents=self.tangents,
                            aggregation=self.aggregation, sampler=self.sampler, perturb=self.perturb,
                            angle=self.angle, rank=self.rank, feedback_rule=self.feedback_rule,

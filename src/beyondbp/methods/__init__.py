@@ -78,8 +78,10 @@ def parse_ldfa_variant(variant: str) -> dict:
 
 def _direct(name: str, signal: str | None):
     def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False,
-              execution: str = "auto", unlocked: bool = False, **_forward_gradient_options) -> Method:
-        return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name)
+              execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
+              **_forward_gradient_options) -> Method:
+        return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name,
+                              token_feedback=token_feedback)
 
     return build
 
@@ -88,7 +90,7 @@ METHODS.register("shallow", "only the output block learns; hidden blocks stay at
     _direct("shallow", None)
 )
 
-METHODS.register("dfa", "direct feedback alignment: current error t - y to every hidden block (Nokland 2016)")(
+METHODS.register("dfa", "direct feedback alignment: the current output error to every hidden block (Nokland 2016)")(
     _direct("dfa", "current_error")
 )
 METHODS.register("drtp", "direct random target projection: the target to every hidden block (Frenkel et al. 2021)")(
@@ -115,7 +117,7 @@ def make_method(spec: str, signal: str | None = None, **options) -> Method:
     """Build a method from ``"name"`` or ``"name:signal"`` (e.g. ``"f3:delayed_loss"``).
 
     ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``,
-    ``execution``, ``unlocked``) and the forward-gradient options (``tangents``,
+    ``execution``, ``unlocked``, ``token_feedback``) and the forward-gradient options (``tangents``,
     ``aggregation``, ``sampler``, ``perturb``, ``angle``); methods they do not concern ignore
     them, except that ``unlocked`` is refused where it cannot apply. Only ``f3`` takes a
     signal; ``fg`` takes a variant such as ``"fg:k4-projection-activities"``.

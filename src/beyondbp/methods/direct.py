@@ -13,6 +13,15 @@ block's input is detached, so no input gradient is ever computed and there is no
 sequential backward chain. The injected value is *not* divided by the batch size (F³
 paper), unlike the mean-reduced loss at the output; ``batch_mean=True`` divides it.
 
+Token sequences (outputs ``[batch, tokens, width]``, the ViT's blocks): by default
+(``token_feedback="shared"``) ``B_i`` is C × width and every token receives ``s @ B_i``
+divided by the number of tokens, the form the true gradient takes behind the ViT's
+mean over tokens, and the form Launay et al. (2020, "Direct Feedback Alignment Scales
+to Modern Deep Learning Tasks and Architectures") use for transformers, with one
+feedback matrix for all positions. ``"per-token"`` draws
+C × (tokens · width), an independent matrix per position; only its mean over tokens
+reaches the output, so most of what it injects is noise to the output.
+
 Two executions, with identical gradients:
 
 - ``"autograd"``: the whole forward pass, then one short ``backward`` per block (each block's
@@ -44,6 +53,7 @@ from .local_update import linear_block, local_update
 from .signals import SIGNALS, DelayedBuffer, Signal
 
 EXECUTIONS = ("auto", "autograd", "forward")
+TOKEN_FEEDBACK = ("shared", "per-token")
 
 
 def blocks_of(model: nn.Module, method: str) -> list[nn.Module]:
@@ -64,6 +74,7 @@ class DirectFeedback(Method):
         feedback_init: initialisation of the ``B_i`` (see :mod:`.feedback_init`).
         normalize: divide ``B_i`` by ``sqrt(n_i)``.
         batch_mean: divide the injected gradient by the batch size.
+        token_feedback: ``"shared"`` or ``"per-token"`` feedback for token sequences (see above).
         execution: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
         unlocked: step each block as soon as its gradient exists (needs ``"forward"``).
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
@@ -78,8 +89,12 @@ class DirectFeedback(Method):
         execution: str = "auto",
         unlocked: bool = False,
         name: str = "direct",
+        token_feedback: str = "shared",
     ):
         FEEDBACK_INITS.get(feedback_init)
+        if token_feedback not in TOKEN_FEEDBACK:
+            raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
+        self.token_feedback = token_feedback
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
         in_advance = self.signal is None or self.signal.known_in_advance
         if execution not in EXECUTIONS:
@@ -125,14 +140,20 @@ class DirectFeedback(Method):
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
+            size = h.shape[-1] if self.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
             self.feedback.append(
-                feedback_matrix(self.feedback_init, self.num_outputs, h[0].numel(), self.normalize).to(h.device)
+                feedback_matrix(self.feedback_init, self.num_outputs, size, self.normalize).to(h.device)
             )
         return self.feedback[i]
 
-    def _injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
-        """``s @ B`` shaped like ``h`` (divided by the batch size with ``batch_mean``)."""
-        grad = (s @ b).view_as(h)
+    def injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
+        """``s @ B`` shaped like ``h``: a C × width ``B`` on a token sequence gives every token the same
+        value divided by the number of tokens (divided by the batch size too with ``batch_mean``)."""
+        grad = s @ b
+        if grad.shape[1] == h[0].numel():
+            grad = grad.view_as(h)
+        else:
+            grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
         return grad / len(h) if self.batch_mean else grad
 
     def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
@@ -157,14 +178,14 @@ class DirectFeedback(Method):
         for i, block in enumerate(hidden_blocks):
             parts = linear_block(block) if s is not None else None
             if parts is not None:  # Linear + activation: the update in place, without autograd
-                h = local_update(parts, h, lambda out: self._injected(s, self._matrix(i, out), out))
+                h = local_update(parts, h, lambda out: self.injected(s, self._matrix(i, out), out))
             else:
                 with torch.set_grad_enabled(s is not None):
                     h = block(h)
                 if s is None or not h.requires_grad:
                     h = h.detach()
                     continue
-                h.backward(self._injected(s, self._matrix(i, h), h))
+                h.backward(self.injected(s, self._matrix(i, h), h))
                 h = h.detach()
             if self.after_block is not None:
                 self.after_block(block)
@@ -193,7 +214,7 @@ class DirectFeedback(Method):
             matrices = [self._matrix(i, h_i) for i, h_i in enumerate(hidden)]
             for h_i, b_i in reversed(list(zip(hidden, matrices))):
                 if h_i.requires_grad:
-                    h_i.backward(self._injected(s, b_i, h_i))
+                    h_i.backward(self.injected(s, b_i, h_i))
         return y.detach(), loss
 
     def state_dict(self) -> dict[str, Any]:
