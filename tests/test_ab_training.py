@@ -63,6 +63,7 @@ def ab_worker(rank: int, port: int, sync: str, out: str, die: bool) -> None:
     step()
     result["refactor_event"] = step()
     torch.save(result, f"{out}/rank{rank}.pt")
+    parallel.close(completed=True)
 
 
 @pytest.fixture(scope="module", params=["factors", "products"])

@@ -61,6 +61,7 @@ def worker(rank: int, port: int, spec: str, out: str, die: bool) -> None:
     except BeyondBPError as error:
         result = {"error": str(error)}
     torch.save(result, f"{out}/rank{rank}.pt")
+    parallel.close(completed="error" not in result)
 
 
 def fg_worker(rank: int, port: int, spec: str, out: str, die: bool) -> None:
@@ -87,6 +88,7 @@ def fg_worker(rank: int, port: int, spec: str, out: str, die: bool) -> None:
     full = estimate(exchange=False)
     dist.all_reduce(full)
     torch.save({"exchanged": exchanged, "averaged": full / 2, "bytes": sent}, f"{out}/rank{rank}.pt")
+    parallel.close(completed=True)
 
 
 def run_two(tmp_path, spec: str, die: bool = False, target=worker) -> list[dict]:

@@ -95,6 +95,19 @@ class DataParallel:
     def comm_bytes_per_step(self) -> float:
         return self.bytes_sent / max(self.steps, 1)
 
+    def close(self, completed: bool) -> None:
+        """Leave the process group. A rank that completed first waits at a barrier for the others,
+        so that none closes its connections while a peer still uses them (gloo aborts a process
+        whose peer vanishes mid-exchange); a rank that failed leaves at once."""
+        if not dist.is_initialized():
+            return
+        if completed:
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass  # another rank failed: nothing left to wait for
+        dist.destroy_process_group()
+
 
 def from_environment(device: torch.device) -> DataParallel | None:
     """Join the process group that ``torchrun`` describes in the environment (None when not launched so)."""

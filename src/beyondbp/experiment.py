@@ -187,6 +187,20 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     parallel = from_environment(device)
+    completed = False
+    try:
+        summary = train_this_rank(config, device, parallel, out_dir, resume, progress, data, align_every, validation)
+        completed = True
+    finally:
+        if parallel is not None:
+            parallel.close(completed)
+    return summary
+
+
+def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParallel | None,
+                    out_dir: Path | str | None, resume: bool, progress: bool, data: DataSplit | None,
+                    align_every: int, validation: tuple[float, int] | None) -> dict[str, Any]:
+    """The body of :func:`run` in this process (one rank of a data-parallel run, or the only one)."""
     if parallel is not None and parallel.world != config.nproc:
         raise BeyondBPError(f"this run was launched on {parallel.world} processes but its settings say nproc "
                             f"{config.nproc}: pass --nproc {parallel.world}")
