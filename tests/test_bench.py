@@ -101,6 +101,11 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert "![digits mlp-1x16](results/tiny-digits-mlp-1x16.png)" in md
     assert (results / "tiny-digits-mlp-1x16.png").is_file()
 
+    # an edited suite does not report its old runs under its new settings
+    (suites / "tiny.toml").write_text(TINY.replace('width = 16', 'width = 16\nactivation = "relu"'))
+    with pytest.raises(BeyondBPError, match=r"made with other settings \(activation\).*delete that folder"):
+        run_suite(load_suite("tiny", suites_dir=suites), n_jobs=1, runs_dir=runs, results_dir=results)
+
 
 SWEEP = """
 description = "models, variants, alignment and a sweep"

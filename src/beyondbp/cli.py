@@ -85,8 +85,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                    help=f"ab: full-rank steps after each synchronisation ({d.ab_full_steps})")
     g.add_argument("--ab-rank", type=float, default=d.ab_rank,
                    help=f"ab: rank of A B as a fraction of the full rank ({d.ab_rank})")
-    g.add_argument("--ab-sync", default=d.ab_sync, help="ab: factors (A of the A group times B of the B group) "
-                                                        "or products (average of A B over ranks)")
+    g.add_argument("--ab-sync", default=d.ab_sync, help="ab: products (average of A B over ranks) or factors "
+                                                        f"(A of the A group times B of the B group) ({d.ab_sync})")
     g = parser.add_argument_group("forward gradient (fg)")
     g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
     g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")

@@ -68,7 +68,7 @@ class RunConfig:
     ab_sync_every: int = 100
     ab_full_steps: int = 10
     ab_rank: float = 0.25
-    ab_sync: str = "factors"
+    ab_sync: str = "products"
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -270,6 +270,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         "batch_size": config.batch_size,
         "feedback_init": config.feedback_init,
         "seed": config.seed,
+        "settings": config.run_info(),
         "epochs": last["epoch"],
         "train_seconds": last["train_seconds"],
         "metric": metric,

@@ -39,6 +39,11 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def changed_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The names of the settings (``RunConfig.run_info``) whose values differ, sorted."""
+    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+
+
 class Trainer:
     """Trains ``model`` with any :class:`~beyondbp.methods.Method` and any ``torch.optim`` optimizer.
 
@@ -207,9 +212,8 @@ class Trainer:
         if path is None or not path.exists():
             return []
         state = load_checkpoint(path, self.device)
-        if state["run_info"] != self.run_info:
-            changed = sorted(k for k in set(state["run_info"]) | set(self.run_info)
-                             if state["run_info"].get(k) != self.run_info.get(k))
+        changed = changed_settings(state["run_info"], self.run_info)
+        if changed:
             raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
         if self.lowrank is not None:
             self.lowrank.prepare_to_load(self.model, state["lowrank"])

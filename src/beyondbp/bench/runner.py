@@ -2,8 +2,10 @@
 
 Each run has its own folder under ``runs/bench/SUITE/``; a finished run (its
 ``summary.json`` holds all epochs) is never run again and an interrupted one resumes from
-its checkpoint, so an interrupted suite continues where it stopped. ``jobs > 1`` runs that
-many processes, each with ``cores / jobs`` threads.
+its checkpoint, so an interrupted suite continues where it stopped. A finished run whose
+settings are not the suite's any more (the suite file was edited) is refused, naming the
+settings and the folder to delete, instead of being reported under the new settings.
+``jobs > 1`` runs that many processes, each with ``cores / jobs`` threads.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataSplit, load_dataset
-from ..errors import DivergenceError
+from ..errors import BeyondBPError, DivergenceError
 from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
-from ..train import METRICS_NAME
+from ..train import METRICS_NAME, changed_settings
 from ..tables import write_rows
 from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
@@ -56,6 +58,11 @@ class Job:
         path = self.out_dir / SUMMARY_NAME
         if path.is_file():
             summary = json.loads(path.read_text())
+            if "settings" in summary:  # summaries written before settings were stored are taken as they are
+                changed = changed_settings(summary["settings"], json.loads(json.dumps(self.config.run_info())))
+                if changed:
+                    raise BeyondBPError(f"{self.out_dir} holds a run made with other settings ({', '.join(changed)}) "
+                                        f"than the suite's now: delete that folder to run it again")
             if summary["epochs"] == self.config.epochs:
                 return summary
         return None
