@@ -1,4 +1,4 @@
-"""CNN and ViT: shapes for every input size, every method lowers the loss, and a conv block's DFA update by hand."""
+"""CNN, ViT and the F³ paper's ViT: shapes for every input size, every method lowers the loss, and a conv block's DFA update by hand."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from beyondbp.objectives import make_objective
 
 BCE = make_objective("bce", "classification")
 SMALL = {"cnn": {"channels": (4, 8), "hidden": (16,)},
-         "vit": {"depth": 2, "width": 16, "heads": 2, "mlp": 32}}
+         "vit": {"depth": 2, "width": 16, "heads": 2, "mlp": 32},
+         "f3vit": {"depth": 3, "width": 32, "heads": 2, "mlp": 16}}
 
 
-@pytest.mark.parametrize("model", ["cnn", "vit"])
+@pytest.mark.parametrize("model", ["cnn", "vit", "f3vit"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_shapes(model, shape):
     net = build_model(model, shape, 10, nn.Sigmoid(), **SMALL[model])
@@ -24,11 +25,29 @@ def test_shapes(model, shape):
     assert out.shape == (3, 10) and ((0 < out) & (out < 1)).all()
 
 
-def test_vit_paper_setting_builds():
+def test_vit_with_wider_heads_builds():
+    """Heads of dimension 64 on tokens of 512: the attention's projections are heads × head_dim wide."""
     net = build_model("vit", (1, 28, 28), 10, nn.Identity(), depth=5, width=512, heads=8, head_dim=64, mlp=128,
                       patch=7, activation="tanh")
     assert len(net) == 7 and net[1].attention.query.out_features == 512
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_f3vit_paper_setting_builds():
+    """Depth 5: four transformer blocks (the first behind the dense embedding) on 16 tokens of 32
+    features, the head's hidden layer, the output layer; every hidden block puts out 512 values."""
+    net = build_model("f3vit", (1, 28, 28), 10, nn.Identity(), depth=5, width=512, heads=8, head_dim=64,
+                      mlp=128, patch=7, activation="tanh")
+    assert len(net) == 6
+    assert net[0][1].in_features == 784 and net[0][2].unflattened_size == (16, 32)
+    attention = net[1][1].attention
+    assert attention.query.in_features == 32 and attention.query.out_features == 512
+    assert isinstance(net[4][1], nn.Tanh) and net[4][0].out_features == 512
+    h = torch.randn(2, 1, 28, 28)
+    for block in net[:-1]:
+        h = block(h)
+        assert h.shape == (2, 512)
+    assert net[-1](h).shape == (2, 10)
 
 
 def test_sizes_that_do_not_fit_are_refused():
@@ -36,13 +55,17 @@ def test_sizes_that_do_not_fit_are_refused():
         build_model("vit", (1, 8, 8), 10, nn.Identity(), patch=3)
     with pytest.raises(BeyondBPError, match="halve 8x8 too often"):
         build_model("cnn", (1, 8, 8), 10, nn.Identity(), channels=(4, 4, 4, 4))
+    with pytest.raises(BeyondBPError, match="width 100 is not a multiple of the 16 tokens"):
+        build_model("f3vit", (1, 28, 28), 10, nn.Identity(), width=100, patch=7)
+    with pytest.raises(BeyondBPError, match="depth of at least 2"):
+        build_model("f3vit", (1, 28, 28), 10, nn.Identity(), depth=1)
 
 
 METHODS = ["bp", "shallow", "fa", "usf", "frsf", "brsf", "ldfa:r4", "dfa", "drtp", "f3", "f3:delayed_error_softmax",
            "fg:k8-projection", "fg:k8-mean-activities"]
 
 
-@pytest.mark.parametrize("model", ["cnn", "vit"])
+@pytest.mark.parametrize("model", ["cnn", "vit", "f3vit"])
 @pytest.mark.parametrize("spec", METHODS)
 def test_every_method_lowers_the_loss(model, spec):
     torch.manual_seed(0)

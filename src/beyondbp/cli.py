@@ -101,12 +101,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=int_list, default=d.hidden, help="hidden widths, e.g. 500,500 (default 500)")
     g.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
     g.add_argument("--channels", type=int_list, default=d.channels, help="cnn: conv channels (default 32,64)")
-    g.add_argument("--depth", type=int, default=d.depth, help=f"vit: transformer blocks (default {d.depth})")
-    g.add_argument("--width", type=int, default=d.width, help=f"vit: token width (default {d.width})")
-    g.add_argument("--heads", type=int, default=d.heads, help=f"vit: attention heads (default {d.heads})")
-    g.add_argument("--head-dim", type=int, help="vit: dimension per head (default width / heads)")
-    g.add_argument("--mlp", type=int, default=d.mlp, help=f"vit: MLP width (default {d.mlp})")
-    g.add_argument("--patch", type=int, help="vit: patch size (default a quarter of the image side)")
+    g.add_argument("--depth", type=int, default=d.depth,
+                   help=f"vit: transformer blocks; f3vit: hidden blocks, the last the head's hidden layer "
+                        f"(default {d.depth})")
+    g.add_argument("--width", type=int, default=d.width,
+                   help=f"vit: token width; f3vit: the whole sequence's width (default {d.width})")
+    g.add_argument("--heads", type=int, default=d.heads, help=f"vit, f3vit: attention heads (default {d.heads})")
+    g.add_argument("--head-dim", type=int, help="vit, f3vit: dimension per head (default token width / heads)")
+    g.add_argument("--mlp", type=int, default=d.mlp, help=f"vit, f3vit: MLP width (default {d.mlp})")
+    g.add_argument("--patch", type=int, help="vit, f3vit: patch size (default a quarter of the image side)")
     g.add_argument("--loss", help="bce (sigmoid output), ce or mse; default bce for classification, mse for regression")
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")

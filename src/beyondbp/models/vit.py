@@ -4,8 +4,8 @@ Blocks: patch embedding (non-overlapping patches, a Linear projection, learned p
 embeddings), ``depth`` pre-norm transformer blocks (``x + MHA(LN(x))``, then
 ``x + MLP(LN(x))``), and the output block (LayerNorm, mean over tokens, Linear). All
 projections, including those of the attention, are ``nn.Linear`` so that layer-wise
-feedback methods can replace them. The F³ paper's setting (Flügel et al. 2023): depth 5,
-width 512, 8 heads of dimension 64, MLP 128, patch 7 on 28×28, tanh.
+feedback methods can replace them. The F³ paper's transformer is a different network
+(a dense embedding, no pooling, an MLP head): :mod:`.f3vit`.
 """
 
 from __future__ import annotations
