@@ -18,12 +18,13 @@ dimension 64, MLP 128, tanh. Its attention projections have no bias; here they h
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from torch import nn
 
 from .registry import MODELS, activation as make_activation
-from .vit import TransformerBlock
+from .vit import TransformerBlock, patch_grid
 
 
 def token_block(tokens: int, width: int, heads: int, head_dim: int, mlp: int, activation: str) -> list[nn.Module]:
@@ -48,20 +49,14 @@ def f3vit(
 ) -> nn.Sequential:
     """``patch`` defaults to a quarter of the image side (16 tokens); ``head_dim`` to the token width
     divided by ``heads``."""
-    if len(input_shape) != 3:
-        raise ValueError(f"f3vit needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
-    channels, height, width_px = input_shape
-    patch = patch or max(1, height // 4)
-    if height % patch or width_px % patch:
-        raise ValueError(f"patch size {patch} does not divide the {height}x{width_px} image")
-    tokens = (height // patch) * (width_px // patch)
+    patch, tokens = patch_grid("f3vit", input_shape, patch)
     if width % tokens:
         raise ValueError(f"width {width} is not a multiple of the {tokens} tokens of patch size {patch}")
     if depth < 2:
         raise ValueError(f"f3vit needs depth of at least 2 (a transformer block and the head's hidden layer), "
                          f"got {depth}")
     head_dim = head_dim or max(1, width // tokens // heads)
-    first = nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width_px, width),
+    first = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width),
                           *token_block(tokens, width, heads, head_dim, mlp, activation))
     middle = [nn.Sequential(*token_block(tokens, width, heads, head_dim, mlp, activation)) for _ in range(depth - 2)]
     head_hidden = nn.Sequential(nn.Linear(width, width), make_activation(activation))

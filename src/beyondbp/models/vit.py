@@ -71,6 +71,18 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def patch_grid(model: str, input_shape: Sequence[int], patch: int | None) -> tuple[int, int]:
+    """The patch size (default a quarter of the image side) and the number of patches, for
+    image inputs ``(channels, height, width)`` that the patches tile exactly."""
+    if len(input_shape) != 3:
+        raise ValueError(f"{model} needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
+    _, height, width = input_shape
+    patch = patch or max(1, height // 4)
+    if height % patch or width % patch:
+        raise ValueError(f"patch size {patch} does not divide the {height}x{width} image")
+    return patch, (height // patch) * (width // patch)
+
+
 class MeanTokens(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=1)
@@ -91,14 +103,9 @@ def vit(
 ) -> nn.Sequential:
     """``patch`` defaults to a quarter of the image side (7 on 28×28, 8 on 32×32, 2 on 8×8);
     ``head_dim`` to ``width // heads``."""
-    if len(input_shape) != 3:
-        raise ValueError(f"vit needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
-    channels, height, width_px = input_shape
-    patch = patch or max(1, height // 4)
-    if height % patch or width_px % patch:
-        raise ValueError(f"patch size {patch} does not divide the {height}x{width_px} image")
+    patch, tokens = patch_grid("vit", input_shape, patch)
+    channels = input_shape[0]
     head_dim = head_dim or max(1, width // heads)
-    tokens = (height // patch) * (width_px // patch)
     embed = nn.Sequential(Patches(patch), nn.Linear(channels * patch * patch, width), PositionEmbedding(tokens, width))
     blocks = [TransformerBlock(width, heads, head_dim, mlp, activation) for _ in range(depth)]
     head = nn.Sequential(nn.LayerNorm(width), MeanTokens(), nn.Linear(width, num_outputs),
