@@ -1,4 +1,5 @@
-"""CNN, ViT and the F³ paper's ViT: shapes for every input size, every method lowers the loss, and a conv block's DFA update by hand."""
+"""CNN, ViT and the F³ paper's transformer: shapes for every input size, every method lowers the loss, and
+a conv block's DFA update by hand."""
 
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def test_f3vit_paper_setting_builds():
         h = block(h)
         assert h.shape == (2, 512)
     assert net[-1](h).shape == (2, 10)
+
+
+def test_f3vit_gives_every_token_position_its_own_feedback_columns():
+    """Its blocks put out flat ``[B, width]``, so direct feedback draws C × width, not one C × token-width
+    matrix shared by the tokens as on the standard ViT."""
+    net = build_model("f3vit", (1, 8, 8), 4, nn.Sigmoid(), **SMALL["f3vit"])
+    method = make_method("dfa")
+    method.attach(net, num_outputs=4)
+    method.step(net, torch.randn(5, 1, 8, 8), torch.eye(4)[torch.arange(5) % 4], torch.arange(5), BCE)
+    assert [tuple(b.shape) for b in method.feedback] == [(4, 32)] * 3
 
 
 def test_sizes_that_do_not_fit_are_refused():
