@@ -94,19 +94,6 @@ def test_list_names_everything():
         assert f"  {name} " in result.stdout
 
 
-def test_direct_feedback_names_a_model_that_is_not_a_sequence():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = nn.Linear(2, 2)
-
-        def forward(self, x):
-            return self.layer(x)
-
-    with pytest.raises(UnsupportedModelError, match="dfa needs a model that is a sequence of blocks.*got Net"):
-        make_method("dfa").attach(Net(), num_outputs=2)
-
-
 def test_layerwise_methods_name_a_layer_they_cannot_handle():
     model = nn.Sequential(nn.Linear(3, 4), nn.MultiheadAttention(4, 2))
     with pytest.raises(UnsupportedModelError, match=r"fa cannot handle layer '1' \(MultiheadAttention\)"):

@@ -14,7 +14,7 @@ import torch
 from beyondbp.data import images, load_dataset
 from beyondbp.data.files import SYSTEM_DATA_DIR
 from beyondbp.data.idx import read_idx
-from beyondbp.errors import DataNotFoundError
+from beyondbp.errors import DataFormatError, DataNotFoundError
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -51,7 +51,7 @@ def test_read_idx_roundtrip(tmp_path, compress):
 
 def test_read_idx_rejects_other_files(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(DataFormatError, match="not an IDX file"):
         read_idx(tmp_path / "bad")
 
 

@@ -66,6 +66,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
     g.add_argument("--unlocked", action="store_true",
                    help="with forward execution: step each block's optimizer as soon as its gradient exists")
+    g.add_argument("--feedback-points", type=name_list, default=list(d.feedback_points), metavar="NAMES",
+                   help="direct feedback and fg with activity tangents: module names where the signal enters, e.g. "
+                        "layer1,layer2.1 (default: every block but the last)")
     g = parser.add_argument_group("low-dimensional feedback (ldfa)")
     g.add_argument("--rank", type=int, default=d.rank, help=f"rank r of the feedback P Q (default {d.rank})")
     g.add_argument("--feedback-rule", default=d.feedback_rule, help="normative or local (default normative)")
@@ -95,9 +98,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--angle", type=float, help="pairwise angle of the tangents in degrees (sampler angle)")
     g = parser.add_argument_group("data and model")
     g.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
+    g.add_argument("--data", metavar="PATH", help="your own data file instead: .npz (arrays x, y; optional x_test, "
+                                                  "y_test) or .csv (with --target)")
+    g.add_argument("--target", metavar="COLUMN", help="--data FILE.csv: the target column")
+    g.add_argument("--task", choices=("classification", "regression"),
+                   help="--data: force the task (default: classification for integer or string targets)")
     g.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
     g.add_argument("--download", action="store_true", help="download missing data files")
-    g.add_argument("--model", default=d.model, help=f"model (default {d.model})")
+    g.add_argument("--model", default=d.model,
+                   help=f"model (default {d.model}), or your own: FILE.py:FUNCTION or package.module:FUNCTION, "
+                        f"called as FUNCTION(input_shape, num_outputs)")
     g.add_argument("--hidden", type=int_list, default=d.hidden, help="hidden widths, e.g. 500,500 (default 500)")
     g.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
     g.add_argument("--channels", type=int_list, default=d.channels, help="cnn: conv channels (default 32,64)")
@@ -127,7 +137,8 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
     return RunConfig(
         method=method, signal=args.signal, feedback_init=args.feedback_init,
         feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
-        token_feedback=args.token_feedback,
+        token_feedback=args.token_feedback, feedback_points=tuple(args.feedback_points),
+        data=args.data, target=args.target, task=args.task,
         execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
         sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
         feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr, lowrank=args.lowrank,
@@ -142,12 +153,25 @@ def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
     )
 
 
+def data_name(args: argparse.Namespace) -> str:
+    """The data's name in default output folders: the data set, or the stem of ``--data``."""
+    return Path(args.data).stem if args.data else args.dataset
+
+
+def output_folder(given: Path | None, default: Path) -> Path:
+    """``--out`` (or the default), refused when it names an existing file: nothing of the user's is overwritten."""
+    out = given or default
+    if out.exists() and not out.is_dir():
+        raise BeyondBPError(f"--out {out} is an existing file, not a folder; choose another path")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
     if "WORLD_SIZE" in os.environ:  # launched by torchrun: one rank of the run
         config.nproc = int(os.environ["WORLD_SIZE"])
-    out = args.out or Path("runs") / f"{args.method.replace(':', '-')}-{args.dataset}-seed{args.seed}"
+    out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
     if os.environ.get("RANK", "0") != "0":
         return 0
@@ -160,7 +184,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_align(args: argparse.Namespace) -> int:
     from .checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from .data import load_dataset
     from .diagnostics import alignment
     from .experiment import build_run, config_from_checkpoint, resolve_device
 
@@ -170,7 +193,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     state = load_checkpoint(path, device)
     config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
-    data = load_dataset(config.dataset, config.data_dir)
+    data = config.load_data()
     model, method, _, objective = build_run(config, data, device)
     method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task)
     model.load_state_dict(state["model"])
@@ -192,7 +215,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     base = config_from(args, "bp", 0)
-    out = args.out or Path("runs") / f"compare-{args.dataset}"
+    out = output_folder(args.out, Path("runs") / f"compare-{data_name(args)}")
     compare(base, args.methods, args.seeds, out, progress=not args.no_progress)
     print((out / "results.md").read_text(), end="")
     print(f"results: {out / 'results.csv'}, {out / 'results.md'}, plot: {out / 'curves.png'}")

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import load_dataset
 from .experiment import RunConfig, run
 from .metrics import HEADLINE
 from .plots import plot_curves
@@ -42,7 +41,7 @@ def compare(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], out_d
     """Run every method with every seed and write the CSV, the markdown table and the plot."""
     out_dir = Path(out_dir)
     configs = method_configs(base, methods, seeds)
-    data = load_dataset(base.dataset, base.data_dir, base.download)
+    data = base.load_data()
     summaries, curves = [], {}
     for config in tqdm(configs, desc="runs", disable=None if progress else True, dynamic_ncols=True):
         run_dir = out_dir / "runs" / f"{config.method.replace(':', '-')}-seed{config.seed}"

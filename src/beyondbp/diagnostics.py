@@ -3,7 +3,7 @@
 - Per parameter and per layer (a module's own parameters together): the cosine and the
   angle in degrees between the method's ``.grad`` and backprop's on the same batch, and
   the norm ratio ``|method| / |exact|``.
-- Direct feedback (DFA, DRTP, F³): at each hidden block's output, the cosine between the
+- Direct feedback (DFA, DRTP, F³): at each feedback point's output, the cosine between the
   injected signal ``s @ B_i`` and the true backpropagated ``∂L/∂h_i``, per sample, as
   mean ± std over the batch (Launay et al. 2019, "Principled Training of NNs with Direct
   Feedback Alignment").
@@ -44,19 +44,24 @@ def _gradients(model: nn.Module, method: Method, x, t, index, objective) -> dict
             for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _true_block_gradients(model: nn.Sequential, x: Tensor, t: Tensor, objective: Objective) -> list[Tensor]:
-    """``∂L/∂h_i`` at every hidden block output, by backprop through the whole model."""
-    outputs, h = [], x
-    for block in list(model)[:-1]:
-        h = block(h)
+def _true_point_gradients(model: nn.Module, method: DirectFeedback, x: Tensor, t: Tensor,
+                          objective: Objective) -> list[Tensor]:
+    """``∂L/∂h_i`` at every feedback point's output, by backprop through the whole model."""
+    outputs: list[Tensor] = []
+
+    def keep(i: int, h: Tensor) -> Tensor:
         h.retain_grad()
         outputs.append(h)
-    objective(model[-1](h), t).backward()
+        return h
+
+    with method.points.hooked(keep):
+        y = model(x)
+    objective(y, t).backward()
     return [h.grad.detach() for h in outputs]
 
 
 def _signal_alignment(model, method: DirectFeedback, x, t, index, objective) -> list[dict[str, Any]]:
-    true = _true_block_gradients(model, x, t, objective)
+    true = _true_point_gradients(model, method, x, t, objective)
     with torch.no_grad():
         y = model(x)
     s = method.signal.before_pass(t, index, method.buffer)
@@ -65,7 +70,7 @@ def _signal_alignment(model, method: DirectFeedback, x, t, index, objective) -> 
     rows = []
     for i, (g, b) in enumerate(zip(true, method.feedback)):
         cosines = torch.nn.functional.cosine_similarity(method.injected(s, b, g).flatten(1), g.flatten(1), dim=1)
-        rows.append({"block": i, "cosine_mean": cosines.mean().item(),
+        rows.append({"block": i, "point": method.points.names[i], "cosine_mean": cosines.mean().item(),
                      "cosine_std": cosines.std().item() if len(cosines) > 1 else 0.0})
     return rows
 
@@ -73,6 +78,7 @@ def _signal_alignment(model, method: DirectFeedback, x, t, index, objective) -> 
 def alignment(model: nn.Module, method: Method, x: Tensor, t: Tensor, index: Tensor,
               objective: Objective) -> dict[str, Any]:
     """Alignment report of ``method`` with backprop on one batch (see the module docstring)."""
+    t = objective.targets(t, method.num_outputs)
     grads_before = {name: (p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
     method_state = copy.deepcopy(method.state_dict())
     cpu_rng = torch.get_rng_state()
@@ -85,7 +91,9 @@ def alignment(model: nn.Module, method: Method, x: Tensor, t: Tensor, index: Ten
         model.train()
         estimate = _gradients(model, method, x, t, index, objective)
         method.load_state_dict(copy.deepcopy(method_state))  # undo the step's buffer writes
-        exact = _gradients(model, Backprop(), x, t, index, objective)
+        exact_method = Backprop()
+        exact_method.attach(model, method.num_outputs, method.num_samples, method.task)
+        exact = _gradients(model, exact_method, x, t, index, objective)
         report: dict[str, Any] = {
             "parameters": {name: _compare(estimate[name], exact[name]) for name in exact},
             "layers": {},

@@ -26,6 +26,10 @@ class DataNotFoundError(BeyondBPError):
     """The files of a data set are not where we looked."""
 
 
+class DataFormatError(BeyondBPError):
+    """A data file that cannot be read as what it should be (truncated, wrong columns, NaN, ...)."""
+
+
 class DivergenceError(BeyondBPError):
     """The training loss became NaN or infinite."""
 

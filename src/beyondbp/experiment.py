@@ -20,10 +20,12 @@ from .data import DATASETS, DataSplit, load_dataset, validation_split
 from .distributed import DataParallel, from_environment
 from .errors import BeyondBPError
 from .lowrank import OIALR
-from .methods import ForwardGradient, Method, make_method
+from .methods import FEEDBACK_INITS, ForwardGradient, Method, make_method, method_options
 from .methods.layerwise import LayerwiseFeedback
 from .metrics import HEADLINE
+from .data.user_files import load_user_file
 from .models import ACTIVATIONS, MODELS, build_model
+from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
 from .registry import Registry
 
@@ -52,6 +54,7 @@ class RunConfig:
     token_feedback: str = "shared"
     execution: str = "auto"
     unlocked: bool = False
+    feedback_points: tuple[str, ...] = ()
     tangents: int = 1
     aggregation: str = "mean"
     sampler: str = "normal"
@@ -70,6 +73,9 @@ class RunConfig:
     ab_rank: float = 0.25
     ab_sync: str = "products"
     dataset: str = "digits"
+    data: str | None = None  # a user's .npz or .csv file (beyondbp.data.user_files); replaces dataset
+    target: str | None = None
+    task: str | None = None
     data_dir: str | None = None
     download: bool = False
     model: str = "mlp"
@@ -93,21 +99,37 @@ class RunConfig:
     nproc: int = 1  # data-parallel processes on this machine (see beyondbp.launch)
 
     def build_method(self) -> Method:
-        return make_method(self.method, signal=self.signal, feedback_init=self.feedback_init,
-                           normalize=self.feedback_normalize, batch_mean=self.feedback_batch_mean,
-                           token_feedback=self.token_feedback,
-                           execution=self.execution, unlocked=self.unlocked, tangents=self.tangents,
-                           aggregation=self.aggregation, sampler=self.sampler, perturb=self.perturb,
-                           angle=self.angle, rank=self.rank, feedback_rule=self.feedback_rule,
-                           feedback_lr=self.feedback_lr)
+        """The method, given the settings its constructor takes (the others concern other methods)."""
+        name = self.method.partition(":")[0]
+        accepted = method_options(name)
+        if self.unlocked and "unlocked" not in accepted:
+            raise BeyondBPError(f"unlocked updates need a direct-feedback method with a signal known in advance, "
+                                f"not {name}")
+        settings = {"signal": self.signal, "feedback_init": self.feedback_init,
+                    "normalize": self.feedback_normalize, "batch_mean": self.feedback_batch_mean,
+                    "token_feedback": self.token_feedback, "execution": self.execution, "unlocked": self.unlocked,
+                    "tangents": self.tangents, "aggregation": self.aggregation, "sampler": self.sampler,
+                    "perturb": self.perturb, "angle": self.angle, "rank": self.rank,
+                    "feedback_rule": self.feedback_rule, "feedback_lr": self.feedback_lr,
+                    "feedback_points": list(self.feedback_points) or None}
+        signal = settings.pop("signal")
+        return make_method(self.method, signal=signal,
+                           **{k: v for k, v in settings.items() if k in accepted})
 
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""
         self.build_method()
-        DATASETS.get(self.dataset)
+        FEEDBACK_INITS.get(self.feedback_init)
+        if self.data is None:
+            DATASETS.get(self.dataset)
+            if self.target is not None or self.task is not None:
+                raise BeyondBPError("a target column and a task apply to a data file (--data PATH) only")
         ACTIVATIONS.get(self.activation)
         OPTIMIZERS.get(self.optimizer)
-        MODELS.get(self.model)
+        if is_factory(self.model):
+            load_factory(self.model)
+        else:
+            MODELS.get(self.model)
         if self.nproc < 1:
             raise BeyondBPError(f"nproc must be at least 1, got {self.nproc}")
         if self.lowrank == "ab" and self.nproc < 2 and "WORLD_SIZE" not in os.environ:
@@ -141,6 +163,12 @@ class RunConfig:
             return OIALR(start=self.oialr_start, every=self.oialr_every, cutoff=self.oialr_cutoff)
         return None
 
+    def load_data(self) -> DataSplit:
+        """The run's data: the user's file (``data``) or the named data set."""
+        if self.data is not None:
+            return load_user_file(self.data, self.target, self.task, split_seed=0)
+        return load_dataset(self.dataset, self.data_dir, self.download)
+
     def model_options(self) -> dict[str, Any]:
         """Every model setting; each model constructor takes the ones it knows."""
         return {"hidden": self.hidden, "activation": self.activation, "channels": self.channels,
@@ -153,7 +181,15 @@ class RunConfig:
         for key in ("epochs", "device", "data_dir", "download", "execution"):
             info.pop(key)
         info["hidden"], info["channels"] = list(self.hidden), list(self.channels)
+        info["feedback_points"] = list(self.feedback_points)
+        for key in ADDED_LATER:  # left out at their defaults, so that older runs still resume
+            if info[key] == ADDED_LATER[key]:
+                del info[key]
         return info
+
+
+#: Settings added after runs were stored, with their defaults (see :meth:`RunConfig.run_info`).
+ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -204,7 +240,7 @@ def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParal
     if parallel is not None and parallel.world != config.nproc:
         raise BeyondBPError(f"this run was launched on {parallel.world} processes but its settings say nproc "
                             f"{config.nproc}: pass --nproc {parallel.world}")
-    data = data or load_dataset(config.dataset, config.data_dir, config.download)
+    data = data or config.load_data()
     if validation is not None:
         data = validation_split(data, *validation)
     model, method, optimizer, objective = build_run(config, data, device)
@@ -238,8 +274,12 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device):
     """The seeded model (on ``device``), the method, the optimizer and the objective of a run."""
     objective = make_objective(config.loss, data.task)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
-                        objective.output_activation(), **config.model_options()).to(device)
+    if is_factory(config.model):
+        model = build_user_model(config.model, data.train.input_shape, data.train.num_outputs,
+                                 objective.output_activation()).to(device)
+    else:
+        model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
+                            objective.output_activation(), **config.model_options()).to(device)
     method = config.build_method()
     optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
     return model, method, optimizer, objective
@@ -248,7 +288,8 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device):
 def config_from_checkpoint(state: dict[str, Any], **overrides) -> RunConfig:
     """The settings a checkpoint was made with (``run_info``), plus e.g. ``data_dir`` or ``device``."""
     info = dict(state["run_info"], hidden=tuple(state["run_info"]["hidden"]),
-                channels=tuple(state["run_info"]["channels"]))
+                channels=tuple(state["run_info"]["channels"]),
+                feedback_points=tuple(state["run_info"].get("feedback_points", ())))
     return RunConfig(**info, epochs=len(state["history"]), **overrides)
 
 
@@ -271,6 +312,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         "feedback_init": config.feedback_init,
         "seed": config.seed,
         "settings": config.run_info(),
+        **({"feedback_points": method.points.names} if getattr(method, "points", None) else {}),
         "epochs": last["epoch"],
         "train_seconds": last["train_seconds"],
         "metric": metric,

@@ -61,7 +61,7 @@ def main(out_dir: str) -> int:
     """One rank of a launched run: read ``OUT/launch.json`` and train."""
     import os
 
-    from .data import load_dataset, validation_split
+    from .data import validation_split
     from .experiment import RunConfig, run
 
     out = Path(out_dir)
@@ -69,7 +69,7 @@ def main(out_dir: str) -> int:
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
     config = RunConfig(**options)
     try:
-        data = load_dataset(config.dataset, config.data_dir, config.download)
+        data = config.load_data()
         if spec["validation"]:
             data = validation_split(data, *spec["validation"])
         run(config, out, resume=spec["resume"], progress=spec["progress"], data=data,

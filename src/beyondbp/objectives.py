@@ -44,6 +44,24 @@ class Objective:
         """
         return y
 
+    def targets(self, t: Tensor, num_outputs: int) -> Tensor:
+        """``t`` as float targets ``[batch, num_outputs]``: class indices (integers, ``[batch]``) become
+        one-hot rows; a ``[batch]`` float vector is one output; ``[batch, C]`` values pass as they are."""
+        if not t.is_floating_point():
+            if t.dim() != 1:
+                raise BeyondBPError(f"integer targets must be class indices of shape [batch], got shape "
+                                    f"{tuple(t.shape)}")
+            if len(t) and (t.min() < 0 or t.max() >= num_outputs):
+                raise BeyondBPError(f"class index {int(t.max() if t.max() >= num_outputs else t.min())} is out of "
+                                    f"range for {num_outputs} outputs (0 to {num_outputs - 1})")
+            return F.one_hot(t.long(), num_outputs).float()
+        if t.dim() == 1:
+            t = t[:, None]
+        if t.dim() != 2 or t.shape[1] != num_outputs:
+            raise BeyondBPError(f"targets of shape {tuple(t.shape)} do not fit a model with {num_outputs} outputs; "
+                                f"give class indices [batch] or values [batch, {num_outputs}]")
+        return t
+
     def output_gradient(self, y: Tensor, t: Tensor) -> Tensor:
         """Per-sample ``∂ℓ_n/∂y_n`` (not divided by the batch size), without touching ``y``'s graph."""
         y = y.detach().requires_grad_(True)
@@ -64,6 +82,10 @@ class BinaryCrossEntropy(Objective):
         return nn.Sigmoid()
 
     def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        if len(y) and (y.min() < 0 or y.max() > 1):
+            raise BeyondBPError(f"loss 'bce' needs outputs in [0, 1] (a sigmoid output layer); the model's outputs "
+                                f"range from {y.min().item():.3g} to {y.max().item():.3g}: end the model in "
+                                f"nn.Sigmoid() or use loss 'ce'")
         return F.binary_cross_entropy(y, t, reduction="none").mean(dim=1)
 
 

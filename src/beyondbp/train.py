@@ -13,14 +13,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .data import Dataset, batches
+from .data import Dataset, loaders
 from .errors import BeyondBPError, DivergenceError
 from .distributed import DataParallel
 from .ab_training import ABTraining
@@ -82,17 +82,28 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
 
-    def fit(self, train: Dataset, epochs: int, eval_set: Dataset | None = None, batch_size: int = 50,
-            seed: int = 0, resume: bool = False, align_every: int = 0) -> list[dict[str, Any]]:
+    def fit(self, train: Dataset | Iterable, epochs: int, eval_set: Dataset | Iterable | None = None,
+            batch_size: int = 50, seed: int = 0, resume: bool = False, align_every: int = 0,
+            num_outputs: int | None = None, num_samples: int | None = None) -> list[dict[str, Any]]:
         """Train for ``epochs`` epochs in total (counting those already in a resumed checkpoint).
 
-        ``align_every=N`` adds an ``alignment`` entry (see :func:`~beyondbp.diagnostics.alignment`)
-        to every N-th epoch's record, measured on a fixed batch: the first ``ALIGN_BATCH``
-        training samples.
+        ``train`` and ``eval_set`` are in-memory :class:`~beyondbp.data.Dataset` objects (shuffled by
+        ``seed`` and the epoch, ``batch_size`` at a time) or any iterable of ``(x, t)`` or
+        ``(x, t, index)`` batches such as a ``DataLoader`` (iterated once per epoch in its own order;
+        resuming reproduces the uninterrupted run when that order depends only on the epoch).
+        ``num_outputs`` defaults to the targets' width or the model's output width,
+        ``num_samples`` to the data's length. ``align_every=N`` adds an ``alignment`` entry (see
+        :func:`~beyondbp.diagnostics.alignment`) to every N-th epoch's record, measured on a fixed
+        batch: the first ``ALIGN_BATCH`` training samples (the first batch of an iterable).
         """
         if epochs < 1 or batch_size < 1:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
-        self.method.attach(self.model, num_outputs=train.num_outputs, num_samples=len(train), task=self.task)
+        if self.parallel is not None and not isinstance(train, Dataset):
+            raise BeyondBPError("data-parallel training takes an in-memory Dataset (each rank slices the global "
+                                "batch); got " + type(train).__name__)
+        num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
+        num_samples = num_samples or loaders.num_samples(train)
+        self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
         if getattr(self.method, "unlocked", False):
             if self.parallel is not None:
                 raise BeyondBPError("unlocked updates cannot be combined with data-parallel training: "
@@ -110,8 +121,8 @@ class Trainer:
         if self.out_dir and self.writes:
             self._rewrite_metrics()
         world = self.parallel.world if self.parallel else 1
-        steps = math.ceil(len(train) / (batch_size * world))
-        bar = tqdm(total=epochs * steps, initial=len(self.history) * steps, desc=self.method.label,
+        steps = loaders.num_batches(train, batch_size * world)
+        bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0), desc=self.method.label,
                    disable=None if self.progress else True, dynamic_ncols=True, leave=False)
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
         with bar:
@@ -136,12 +147,13 @@ class Trainer:
                     self._save()
         return self.history
 
-    def _train_epoch(self, train: Dataset, batch_size: int, seed: int, epoch: int, bar: tqdm) -> tuple[float, list]:
+    def _train_epoch(self, train: Dataset | Iterable, batch_size: int, seed: int, epoch: int,
+                     bar: tqdm) -> tuple[float, list]:
         self.model.train()
         total, count, lowrank_events = 0.0, 0, []
         world = self.parallel.world if self.parallel else 1
         for number, (x, t, index) in enumerate(
-            batches(train, batch_size * world, epoch_generator(seed, epoch), self.device), start=1
+            loaders.iterate(train, batch_size * world, epoch_generator(seed, epoch), self.device), start=1
         ):
             if self.parallel is not None:
                 if len(x) < world:
@@ -172,21 +184,23 @@ class Trainer:
                 lowrank_events.append(event)
         return total / count, lowrank_events
 
-    def _alignment(self, train: Dataset) -> dict[str, Any]:
+    def _alignment(self, train: Dataset | Iterable) -> dict[str, Any]:
         from .diagnostics import alignment
 
-        n = min(ALIGN_BATCH, len(train))
-        index = torch.arange(n)
-        x, t = train.x[:n].to(self.device), train.t[:n].to(self.device)
-        return alignment(self.model, self.method, x, t, index.to(self.device), self.objective)
+        if isinstance(train, Dataset):
+            n = min(ALIGN_BATCH, len(train))
+            x, t, index = train.x[:n].to(self.device), train.t[:n].to(self.device), torch.arange(n, device=self.device)
+        else:
+            x, t, index = loaders.first_batch(train, self.device)
+        return alignment(self.model, self.method, x, t, index, self.objective)
 
-    def _step_block(self, block: nn.Module) -> None:
-        """Unlocked updates: step the one block that holds a gradient, then clear it.
+    def _step_block(self, params: list[nn.Parameter]) -> None:
+        """Unlocked updates: step the one segment that holds a gradient, then clear it.
 
-        Optimizers skip parameters whose ``.grad`` is None, so only this block moves.
+        Optimizers skip parameters whose ``.grad`` is None, so only this segment moves.
         """
         self.optimizer.step()
-        for p in block.parameters():
+        for p in params:
             p.grad = None
 
     def _divergence_message(self, loss: float, epoch: int, batch: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .dataset import Dataset, DataSplit, batches, validation_split
+from . import loaders
+from .loaders import WithIndex
 from .registry import DATASETS
 from . import images, tabular  # noqa: F401  (registers the loaders)
 
@@ -15,4 +17,4 @@ def load_dataset(name: str, data_dir: Path | str | None = None, download: bool =
     return DATASETS.get(name)(data_dir=data_dir, download=download, split_seed=split_seed)
 
 
-__all__ = ["DATASETS", "Dataset", "DataSplit", "batches", "load_dataset", "validation_split"]
+__all__ = ["DATASETS", "Dataset", "DataSplit", "WithIndex", "batches", "load_dataset", "loaders", "validation_split"]

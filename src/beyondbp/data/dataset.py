@@ -97,10 +97,16 @@ def regression_split(name: str, x: np.ndarray, y: np.ndarray, seed: int, test_fr
     """Seeded split of a tabular regression set; inputs and targets standardised on the training part."""
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     train, test = split_indices(len(x), test_fraction, seed)
-    x_train, x_test = standardize(x[train], x[test], axes=(0,))
-    t_train, t_test = standardize(y[train], y[test], axes=(0,))
-    scale = torch.as_tensor(y[train].std(axis=0), dtype=torch.float32)
-    return DataSplit(name, "regression", Dataset(x_train, t_train), Dataset(x_test, t_test), scale)
+    return regression_parts(name, x[train], y[train], x[test], y[test], axes=(0,))
+
+
+def regression_parts(name: str, x_train, y_train, x_test, y_test, axes: tuple[int, ...]) -> DataSplit:
+    """Inputs standardised over ``axes`` and targets ``[N, k]`` per output, with training statistics;
+    ``target_scale`` turns errors back into the targets' units."""
+    xs_train, xs_test = standardize(x_train, x_test, axes)
+    t_train, t_test = standardize(y_train, y_test, axes=(0,))
+    scale = torch.as_tensor(np.asarray(y_train, dtype=np.float64).std(axis=0), dtype=torch.float32)
+    return DataSplit(name, "regression", Dataset(xs_train, t_train), Dataset(xs_test, t_test), scale)
 
 
 def batches(dataset: Dataset, batch_size: int, generator: torch.Generator | None = None,

@@ -6,7 +6,8 @@ Presets are compositions: ``dfa``, ``drtp``, ``f3`` and ``shallow`` are
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Callable, Sequence
 
 from ..errors import BeyondBPError
 from ..registry import Registry
@@ -24,25 +25,17 @@ METHODS: Registry[Callable[..., Method]] = Registry("method")
 
 
 @METHODS.register("bp", "backpropagation: the exact gradient")
-def bp(unlocked: bool = False, **_feedback_options) -> Method:
-    if unlocked:
-        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+def bp() -> Method:
     return Backprop()
 
 
 @METHODS.register("fa", "feedback alignment: fixed random B replaces W^T layer by layer (Lillicrap et al. 2016)")
-def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked: bool = False,
-       **_direct_options) -> Method:
-    if unlocked:
-        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+def fa(feedback_init: str = "kaiming_uniform", normalize: bool = False) -> Method:
     return FeedbackAlignment(feedback_init, normalize)
 
 
 def _sign_symmetry(variant: str):
-    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, unlocked: bool = False,
-              **_other_options) -> Method:
-        if unlocked:
-            raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+    def build(feedback_init: str = "kaiming_uniform", normalize: bool = False) -> Method:
         return SignSymmetry(variant, feedback_init, normalize)
 
     return build
@@ -55,10 +48,7 @@ for _variant, _magnitude in SIGN_SYMMETRY.items():
 
 @METHODS.register("ldfa", "low-dimensional feedback P Q of rank r, learned (Hanut & Kadmon 2025); variants "
                           "ldfa:r10-local")
-def ldfa(rank: int = 10, feedback_rule: str = "normative", feedback_lr: float = 1e-3, unlocked: bool = False,
-         **_other_options) -> Method:
-    if unlocked:
-        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
+def ldfa(rank: int = 10, feedback_rule: str = "normative", feedback_lr: float = 1e-3) -> Method:
     return LowRankFeedback(rank, feedback_rule, feedback_lr)
 
 
@@ -79,9 +69,9 @@ def parse_ldfa_variant(variant: str) -> dict:
 def _direct(name: str, signal: str | None):
     def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False,
               execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
-              **_forward_gradient_options) -> Method:
+              feedback_points: Sequence[str] | None = None) -> Method:
         return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name,
-                              token_feedback=token_feedback)
+                              token_feedback=token_feedback, feedback_points=feedback_points)
 
     return build
 
@@ -99,28 +89,28 @@ METHODS.register("drtp", "direct random target projection: the target to every h
 
 
 @METHODS.register("f3", f"feed-forward with delayed feedback (Flugel et al. 2023); default signal {DEFAULT_F3_SIGNAL}")
-def f3(signal: str = DEFAULT_F3_SIGNAL, **direct_options) -> Method:
-    return _direct("f3", signal)(**direct_options)
+def f3(signal: str = DEFAULT_F3_SIGNAL, feedback_init: str = "kaiming_uniform", normalize: bool = False,
+       batch_mean: bool = False, execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
+       feedback_points: Sequence[str] | None = None) -> Method:
+    return _direct("f3", signal)(feedback_init, normalize, batch_mean, execution, unlocked, token_feedback,
+                                 feedback_points)
 
 
 
 @METHODS.register("fg", "forward gradient: k tangents by forward-mode AD, no backward pass (Baydin et al. 2022; "
                         "Flugel et al. 2024); variants fg:k4-projection-activities")
 def fg(tangents: int = 1, aggregation: str = "mean", sampler: str = "normal", perturb: str = "weights",
-       angle: float | None = None, batched: bool = True, unlocked: bool = False, **_feedback_options) -> Method:
-    if unlocked:
-        raise BeyondBPError("unlocked updates need a direct-feedback method with a signal known in advance")
-    return ForwardGradient(tangents, aggregation, sampler, perturb, angle, batched)
+       angle: float | None = None, batched: bool = True, feedback_points: Sequence[str] | None = None) -> Method:
+    return ForwardGradient(tangents, aggregation, sampler, perturb, angle, batched, feedback_points)
 
 
 def make_method(spec: str, signal: str | None = None, **options) -> Method:
     """Build a method from ``"name"`` or ``"name:signal"`` (e.g. ``"f3:delayed_loss"``).
 
-    ``options`` are the feedback options (``feedback_init``, ``normalize``, ``batch_mean``,
-    ``execution``, ``unlocked``, ``token_feedback``) and the forward-gradient options (``tangents``,
-    ``aggregation``, ``sampler``, ``perturb``, ``angle``); methods they do not concern ignore
-    them, except that ``unlocked`` is refused where it cannot apply. Only ``f3`` takes a
-    signal; ``fg`` takes a variant such as ``"fg:k4-projection-activities"``.
+    ``options`` are the keyword arguments of the method's constructor (:func:`method_options`
+    lists them); one that the method does not take is refused with the list of those it does.
+    Only ``f3`` takes a signal; ``fg`` and ``ldfa`` take variants such as
+    ``"fg:k4-projection-activities"`` and ``"ldfa:r4-local"``.
     """
     name, _, variant = spec.partition(":")
     builder = METHODS.get(name)
@@ -138,13 +128,23 @@ def make_method(spec: str, signal: str | None = None, **options) -> Method:
                                 f"drtp = f3:one_hot_target)")
         SIGNALS.get(signal)
         options["signal"] = signal
+    known = method_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise BeyondBPError(f"method '{name}' takes no option {', '.join(repr(k) for k in unknown)}; its options: "
+                            f"{', '.join(known) or 'none'}")
     if "feedback_init" in options:
         FEEDBACK_INITS.get(options["feedback_init"])
     return builder(**options)
 
 
+def method_options(name: str) -> list[str]:
+    """The keyword options that method ``name`` (without variant) takes."""
+    return list(inspect.signature(METHODS.get(name)).parameters)
+
+
 __all__ = [
     "METHODS", "SIGNALS", "FEEDBACK_INITS", "DEFAULT_F3_SIGNAL", "Method", "StepResult",
     "Backprop", "DirectFeedback", "FeedbackAlignment", "ForwardGradient", "LowRankFeedback", "SignSymmetry",
-    "make_method",
+    "make_method", "method_options",
 ]

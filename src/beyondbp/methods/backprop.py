@@ -13,7 +13,7 @@ class Backprop(Method):
 
     name = "bp"
 
-    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
+    def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None, objective: Objective) -> StepResult:
         output = model(x)
         loss = objective(output, t)
         loss.backward()

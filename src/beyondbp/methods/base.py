@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import BeyondBPError
 from ..objectives import Objective
 
 if TYPE_CHECKING:
@@ -31,9 +32,12 @@ class StepResult:
 class Method:
     """Base class of gradient estimators.
 
-    Subclasses implement :meth:`step`; those that keep state (feedback matrices,
-    buffers) also override :meth:`attach`, :meth:`state_dict` and
-    :meth:`load_state_dict`, so that checkpoints carry it.
+    :meth:`attach` records what every method needs (outputs, samples, task) and calls
+    :meth:`prepare` for the method's own state; :meth:`step` checks the batch (attached
+    first, targets as class indices or ``[batch, C]`` values, sample indices where needed)
+    and calls :meth:`compute`, which subclasses implement. Those that keep state (feedback
+    matrices, buffers) also override :meth:`state_dict` and :meth:`load_state_dict`, so that
+    checkpoints carry it.
     """
 
     #: Registry name, e.g. ``"f3"``.
@@ -41,6 +45,14 @@ class Method:
 
     #: Set by the trainer in data-parallel training (:mod:`beyondbp.distributed`), else None.
     parallel: DataParallel | None = None
+
+    #: Whether :meth:`step` needs each sample's index in the training set (F³'s buffer).
+    needs_index: bool = False
+
+    #: Set by :meth:`attach`.
+    num_outputs: int | None = None
+    num_samples: int | None = None
+    task: str = "classification"
 
     @property
     def exchanges_estimates(self) -> bool:
@@ -55,14 +67,36 @@ class Method:
         num_samples: int | None = None,
         task: str = "classification",
     ) -> None:
-        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples."""
+        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples.
 
-    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
+        Attaching again starts from fresh state (new feedback matrices, an empty buffer).
+        """
+        if num_outputs < 1:
+            raise BeyondBPError(f"{self.name}: num_outputs must be at least 1, got {num_outputs}")
+        self.num_outputs, self.num_samples, self.task = num_outputs, num_samples, task
+        self.prepare(model)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Create the method's state for ``model`` (after :attr:`num_outputs` and the rest are set)."""
+
+    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
+             objective: Objective) -> StepResult:
         """Forward ``x``, compute the loss against targets ``t`` and fill ``p.grad``.
 
+        ``t`` holds class indices (``[batch]``, integers) or target values (``[batch, C]``).
         ``index`` holds the batch's sample indices in the training set (F³ addresses its
-        per-sample buffer with them).
+        per-sample buffer with them; other methods accept None).
         """
+        if self.num_outputs is None:
+            raise BeyondBPError(f"call {self.name}.attach(model, num_outputs, ...) before step()")
+        if index is None and self.needs_index:
+            raise BeyondBPError(f"{self.label} needs each sample's index in the training set: give batches "
+                                f"(x, t, index), e.g. from a dataset wrapped in beyondbp.data.WithIndex(dataset)")
+        return self.compute(model, x, objective.targets(t, self.num_outputs), index, objective)
+
+    def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
+                objective: Objective) -> StepResult:
+        """:meth:`step` after its checks; ``t`` is ``[batch, C]``."""
         raise NotImplementedError
 
     @property

@@ -22,16 +22,23 @@ feedback matrix for all positions. ``"per-token"`` draws
 C × (tokens · width), an independent matrix per position; only its mean over tokens
 reaches the output, so most of what it injects is noise to the output.
 
+Any ``nn.Module`` works: the signal enters at its feedback points (module names, see
+:mod:`.points`; default: every block but the last of a sequence of blocks, or the
+top-level children of any other module in the order they run).
+
 Two executions, with identical gradients:
 
-- ``"autograd"``: the whole forward pass, then one short ``backward`` per block (each block's
-  graph ends at its detached input, so none waits for another). Works for every signal,
-  including DFA's current error, which exists only after the forward pass.
+- ``"autograd"``: the whole forward pass, then one short ``backward`` per point (each
+  segment's graph ends at the previous point's detached output, so none waits for
+  another). Works for every signal, including DFA's current error, which exists only after
+  the forward pass, and for every model.
 - ``"forward"``: for a signal known before the forward pass (DRTP, F³'s delayed
   signals, shallow), each block computes its gradient as soon as its output exists and
   its graph is freed at once: only one block's activations are alive at a time (F³
   paper, Sec. 3.3). ``Linear`` + activation blocks skip autograd and update in place
-  (:mod:`.local_update`: three activation-sized tensors alive instead of five).
+  (:mod:`.local_update`: three activation-sized tensors alive instead of five). On a model
+  that is not a sequence of blocks cut at its children, each segment's backward runs inside
+  the point's forward hook instead.
   ``unlocked=True`` also applies the optimizer to each block right away (no update
   locking); the caller provides that step as :attr:`after_block`.
 
@@ -40,30 +47,40 @@ Two executions, with identical gradients:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import BeyondBPError, UnsupportedModelError
+from ..errors import BeyondBPError
 from ..objectives import Objective
 from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 from .local_update import linear_block, local_update
+from .points import FeedbackPoints
 from .signals import SIGNALS, DelayedBuffer, Signal
 
 EXECUTIONS = ("auto", "autograd", "forward")
 TOKEN_FEEDBACK = ("shared", "per-token")
 
 
-def blocks_of(model: nn.Module, method: str) -> list[nn.Module]:
-    """The blocks of a sequence-of-blocks model, or an error naming what the model is."""
-    if not isinstance(model, nn.Sequential) or len(model) == 0:
-        raise UnsupportedModelError(
-            f"{method} needs a model that is a sequence of blocks (a non-empty torch.nn.Sequential); "
-            f"got {type(model).__name__}"
-        )
-    return list(model)
+def sequence_segments(model: nn.Module, points: list[str] | None) -> tuple[list[nn.Module], nn.Module] | None:
+    """``(hidden segments, head)`` of an ``nn.Sequential`` cut at some of its children (a segment of
+    several children becomes an ``nn.Sequential`` of them); None for any other model or points."""
+    if not isinstance(model, nn.Sequential) or not points:
+        return None
+    names = [name for name, _ in model.named_children()]
+    if not set(points) <= set(names):
+        return None
+    cuts = [names.index(p) + 1 for p in points]
+    if cuts != sorted(cuts):
+        return None
+    children = list(model)
+    parts = [children[a:b] for a, b in zip([0] + cuts, cuts + [len(children)])]
+    if not parts[-1]:
+        return None
+    as_module = lambda part: part[0] if len(part) == 1 else nn.Sequential(*part)
+    return [as_module(part) for part in parts[:-1]], as_module(parts[-1])
 
 
 class DirectFeedback(Method):
@@ -78,6 +95,7 @@ class DirectFeedback(Method):
         execution: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
         unlocked: step each block as soon as its gradient exists (needs ``"forward"``).
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
+        feedback_points: module names where the signal enters (see :mod:`.points`); None: the defaults.
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class DirectFeedback(Method):
         unlocked: bool = False,
         name: str = "direct",
         token_feedback: str = "shared",
+        feedback_points: Sequence[str] | None = None,
     ):
         FEEDBACK_INITS.get(feedback_init)
         if token_feedback not in TOKEN_FEEDBACK:
@@ -111,29 +130,35 @@ class DirectFeedback(Method):
         self.unlocked = unlocked
         self.name = name
         #: Called with each hidden block once its gradient is in ``.grad`` (unlocked mode).
-        self.after_block: Callable[[nn.Module], None] | None = None
+        #: Called with each segment's parameters once their gradient is in ``.grad`` (unlocked mode).
+        self.after_block: Callable[[list[nn.Parameter]], None] | None = None
+        self.feedback_points = None if feedback_points is None else list(feedback_points)
         self.feedback: list[Tensor] | None = None
         self.buffer: DelayedBuffer | None = None
-        self.num_outputs: int | None = None
+        self.points: FeedbackPoints | None = None
+        self.sequence: tuple[list[nn.Module], nn.Module] | None = None
 
     @property
     def label(self) -> str:
         return f"{self.name}:{self.signal.name}" if self.name == "f3" else self.name
 
-    def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
-               task: str = "classification") -> None:
-        blocks_of(model, self.name)
-        self.num_outputs = num_outputs
+    @property
+    def needs_index(self) -> bool:
+        return self.signal is not None and self.signal.delayed
+
+    def prepare(self, model: nn.Module) -> None:
+        self.points = FeedbackPoints(model, self.feedback_points, self.label)
+        self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None
         self.buffer = None
         if self.signal is None:
             return
-        if self.signal.classification_only and task != "classification":
-            raise BeyondBPError(f"signal '{self.signal.name}' needs a classification data set, got {task}")
+        if self.signal.classification_only and self.task != "classification":
+            raise BeyondBPError(f"signal '{self.signal.name}' needs a classification data set, got {self.task}")
         if self.signal.delayed:
-            if num_samples is None:
+            if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
-            self.buffer = DelayedBuffer(num_samples, num_outputs, model_device(model))
+            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model))
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
@@ -156,15 +181,13 @@ class DirectFeedback(Method):
             grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
         return grad / len(h) if self.batch_mean else grad
 
-    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
-        if self.num_outputs is None:
-            raise RuntimeError(f"call {self.name}.attach(model, ...) before step()")
-        *hidden_blocks, head = blocks_of(model, self.name)
+    def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
+                objective: Objective) -> StepResult:
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
-        if self.execution == "forward":
-            y, loss = self._forward_step(hidden_blocks, head, x, t, s, objective)
+        if self.execution == "forward" and self.sequence is not None:
+            y, loss = self._forward_step(*self.sequence, x, t, s, objective)
         else:
-            y, loss = self._autograd_step(hidden_blocks, head, x, t, index, s, objective)
+            y, loss = self._hooked_step(model, x, t, index, s, objective)
         if self.signal is not None and self.execution == "forward":
             self.signal.after_pass(y, t, index, objective, self.buffer)
         return StepResult(y, loss.detach())
@@ -188,34 +211,53 @@ class DirectFeedback(Method):
                 h.backward(self.injected(s, self._matrix(i, h), h))
                 h = h.detach()
             if self.after_block is not None:
-                self.after_block(block)
+                self.after_block(list(block.parameters()))
         y = head(h)
         loss = objective(y, t)
         loss.backward()
         return y.detach(), loss
 
-    def _autograd_step(self, hidden_blocks, head, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
-        """Full forward pass, then independent backward passes: the loss's into the output block, and
-        each feedback point's into its own block (no chain from block to block)."""
-        hidden, h = [], x
-        with torch.set_grad_enabled(self.signal is not None):
-            for block in hidden_blocks:
-                h = block(h.detach())
-                hidden.append(h)
-        y = head(h.detach())
+    def _hooked_step(self, model, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
+        """Any model: its forward pass with the points' outputs detached. In forward execution each
+        point's segment gets its gradient inside the hook; otherwise, after the forward pass and the
+        loss's backward, one backward per point, last first (no chain from segment to segment)."""
+        points = self.points
+        points.resolve(x)
+        if self.unlocked:
+            for p in model.parameters():
+                p.grad = None  # only the segment just updated may carry a gradient when it is stepped
+        outputs: list[Tensor] = []
+
+        def at_point(i: int, h: Tensor) -> Tensor:
+            if self.execution == "forward":
+                self._inject(i, h, s)
+            else:
+                outputs.append(h)
+            return h.detach()
+
+        with points.hooked(at_point):
+            y = model(x)
+        points.check_all_ran()
         loss = objective(y, t)
-        if self.signal is not None:
+        if self.signal is not None and self.execution != "forward":
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
             s = current if s is None else s
-        loss.backward()
-        # one backward per block, last first: each frees its block's graph, and only one injected
-        # gradient exists at a time
-        if s is not None:
-            matrices = [self._matrix(i, h_i) for i, h_i in enumerate(hidden)]
-            for h_i, b_i in reversed(list(zip(hidden, matrices))):
-                if h_i.requires_grad:
-                    h_i.backward(self.injected(s, b_i, h_i))
+        segments = [points.segment(i, h) for i, h in enumerate(outputs)]
+        torch.autograd.backward(loss, inputs=points.segment(len(points.names), loss))
+        if s is not None:  # the matrices are drawn in point order, then the injections run last first
+            matrices = [self._matrix(i, h) for i, h in enumerate(outputs)]
+            for h, b, params in reversed(list(zip(outputs, matrices, segments))):
+                if h.requires_grad:
+                    torch.autograd.backward(h, self.injected(s, b, h), inputs=params)
         return y.detach(), loss
+
+    def _inject(self, i: int, h: Tensor, s: Tensor | None) -> None:
+        """Forward execution in a hook: point ``i``'s segment gets its gradient from ``s @ B_i`` now."""
+        params = self.points.segment(i, h)
+        if s is not None and h.requires_grad:
+            torch.autograd.backward(h, self.injected(s, self._matrix(i, h), h), inputs=params)
+            if self.after_block is not None:
+                self.after_block(params)
 
     def state_dict(self) -> dict[str, Any]:
         return {

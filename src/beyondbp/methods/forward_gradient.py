@@ -10,10 +10,11 @@ computed once, the k tangents in one batched pass. They are combined by
   graph is built anywhere. In data-parallel training the ranks exchange only the k
   directional derivatives (see :attr:`ForwardGradient.exchanges_estimates`).
 - ``perturb="activities"`` (Ren et al. 2023, "Scaling Forward Gradient With Local Losses"):
-  tangents on the outputs of the hidden blocks of a sequence-of-blocks model, which
-  estimates ``∂L/∂h_i`` with far fewer dimensions per sample; each block then forms its
-  weight gradient locally (a vector-Jacobian product inside the block, its input
-  detached), and the output block gets its true local gradient.
+  tangents on the outputs of the feedback points of any model (:mod:`.points`; default:
+  every block but the last of a sequence of blocks), which estimates ``∂L/∂h_i`` with far
+  fewer dimensions per sample; each segment then forms its weight gradient locally (a
+  vector-Jacobian product inside the segment, the previous point's output detached), and
+  the part after the last point gets its true local gradient.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import BeyondBPError
 from ..objectives import Objective
 from .aggregation import AGGREGATIONS, aggregate
 from .base import Method, StepResult
-from .direct import blocks_of
+from .points import FeedbackPoints
 from .tangents import TANGENT_SAMPLERS, sample_tangents
 
 PERTURBATIONS = ("weights", "activities")
@@ -91,7 +92,8 @@ class ForwardGradient(Method):
     name = "fg"
 
     def __init__(self, tangents: int = 1, aggregation: str = "mean", sampler: str = "normal",
-                 perturb: str = "weights", angle: float | None = None, batched: bool = True):
+                 perturb: str = "weights", angle: float | None = None, batched: bool = True,
+                 feedback_points: list[str] | None = None):
         if tangents < 1:
             raise BeyondBPError(f"fg needs at least one tangent, got {tangents}")
         if aggregation not in AGGREGATIONS:
@@ -104,7 +106,11 @@ class ForwardGradient(Method):
         if sampler == "angle" and angle is None:
             raise BeyondBPError("the angle sampler needs an angle (--angle DEGREES)")
         self.tangents, self.aggregation, self.sampler = tangents, aggregation, sampler
+        if feedback_points is not None and perturb != "activities":
+            raise BeyondBPError("feedback points apply to fg with activity perturbation only (perturb='activities')")
         self.perturb, self.angle, self.batched = perturb, angle, batched
+        self.feedback_points = feedback_points
+        self.points: FeedbackPoints | None = None
 
     @property
     def label(self) -> str:
@@ -122,15 +128,15 @@ class ForwardGradient(Method):
         estimates because every aggregation is linear in the derivatives."""
         return self.parallel is not None and self.perturb == "weights"
 
-    def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
-               task: str = "classification") -> None:
+    def prepare(self, model: nn.Module) -> None:
         if self.perturb == "activities":
-            blocks_of(model, "fg with activity perturbation")
+            self.points = FeedbackPoints(model, self.feedback_points, self.label)
 
     def _tangents(self, n: int, device: torch.device) -> Tensor:
         return sample_tangents(self.sampler, self.tangents, n, device, self.angle)
 
-    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
+    def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
+                objective: Objective) -> StepResult:
         if self.perturb == "weights":
             return self._weight_step(model, x, t, objective)
         return self._activity_step(model, x, t, objective)
@@ -158,31 +164,42 @@ class ForwardGradient(Method):
         return StepResult(output, loss)
 
     def _activity_step(self, model: nn.Module, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
-        *hidden_blocks, head = blocks_of(model, "fg with activity perturbation")
+        points = self.points
+        points.resolve(x)
+        shapes: list[torch.Size] = []
+
+        def record_shape(i: int, h: Tensor) -> Tensor:
+            shapes.append(h.shape)
+            return h
+
+        with torch.no_grad(), points.hooked(record_shape):
+            model(x)
+        points.check_all_ran()
+        sizes = [shape.numel() for shape in shapes]
+
+        def loss_of(perturbation: Tensor):
+            pieces = perturbation.split(sizes)
+            with points.hooked(lambda i, h: h + pieces[i].view(shapes[i])):
+                y = model(x)
+            return objective(y, t), y
+
         with torch.no_grad():
-            inputs, h = [], x
-            for block in hidden_blocks:
-                inputs.append(h)
-                h = block(h)
-            shapes = [i.shape for i in inputs[1:]] + [h.shape]
-            sizes = [s.numel() for s in shapes]
-
-            def loss_of(perturbation: Tensor):
-                z = x
-                for block, eps, shape in zip(hidden_blocks, perturbation.split(sizes), shapes):
-                    z = block(z) + eps.view(shape)
-                y = head(z)
-                return objective(y, t), y
-
             zeros = torch.zeros(sum(sizes), device=x.device)
             tangents = self._tangents(zeros.numel(), x.device)
             _, derivatives, _ = directional_derivatives(loss_of, zeros, tangents, self.batched)
             estimates = aggregate(tangents, derivatives, self.aggregation).split(sizes)
-        for block, block_input, g, shape in zip(hidden_blocks, inputs, estimates, shapes):
-            out = block(block_input)
-            if out.requires_grad:
-                out.backward(g.view(shape))
-        y = head(h)
+        outputs: list[Tensor] = []
+
+        def cut(i: int, h: Tensor) -> Tensor:
+            outputs.append(h)
+            return h.detach()
+
+        with points.hooked(cut):
+            y = model(x)
         loss = objective(y, t)
-        loss.backward()
+        segments = [points.segment(i, h) for i, h in enumerate(outputs)]
+        torch.autograd.backward(loss, inputs=points.segment(len(outputs), loss))
+        for h, g, params in reversed(list(zip(outputs, estimates, segments))):
+            if h.requires_grad:
+                torch.autograd.backward(h, g.view(h.shape), inputs=params)
         return StepResult(y.detach(), loss.detach())

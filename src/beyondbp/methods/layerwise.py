@@ -116,8 +116,11 @@ class LayerwiseFeedback(Method):
         self.normalize = normalize
         self.layers: dict[str, nn.Module] = {}
 
-    def attach(self, model: nn.Module, num_outputs: int, num_samples: int | None = None,
-               task: str = "classification") -> None:
+    def prepare(self, model: nn.Module) -> None:
+        """Collect the layers and draw fresh feedback; the per-layer dicts that :meth:`state_dict` names
+        are emptied first, so attaching again starts anew."""
+        for key in self.state_dict():
+            setattr(self, key, {})
         self.layers = {}
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
@@ -162,7 +165,8 @@ class LayerwiseFeedback(Method):
             for layer in self.layers.values():
                 del layer.forward
 
-    def step(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor, objective: Objective) -> StepResult:
+    def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
+                objective: Objective) -> StepResult:
         records = self.records()
         with self._feedback_paths(records):
             output = model(x)
@@ -180,10 +184,6 @@ class FeedbackAlignment(LayerwiseFeedback):
     def __init__(self, feedback_init: str = "kaiming_uniform", normalize: bool = False):
         super().__init__(feedback_init, normalize)
         self.feedback: dict[str, Tensor] = {}
-
-    def attach(self, model, num_outputs, num_samples=None, task="classification") -> None:
-        self.feedback = {}
-        super().attach(model, num_outputs, num_samples, task)
 
     def init_layer(self, name: str, layer: nn.Module) -> None:
         self.feedback[name] = self.random_matrix(layer)

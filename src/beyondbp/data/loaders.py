@@ -1,0 +1,102 @@
+"""Any data in Python: a ``DataLoader`` or any iterable of ``(x, t)`` or ``(x, t, index)`` batches.
+
+The Trainer and the evaluation take either an in-memory :class:`~.dataset.Dataset` (shuffled
+by the run's seed and epoch) or such an iterable, iterated once per epoch in its own order.
+Targets may be class indices (``[batch]``, integers) or values ``[batch, C]``; the objective
+converts them (:meth:`~beyondbp.objectives.Objective.targets`). F³ needs every sample's index
+in the training set: :class:`WithIndex` makes any map-style dataset yield it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import BeyondBPError
+from .dataset import Dataset, batches
+
+Batch = tuple[Tensor, Tensor, Tensor | None]
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """A map-style dataset whose items ``(x, t)`` become ``(x, t, i)``, ``i`` the item's index.
+
+    ``DataLoader(WithIndex(my_dataset), batch_size=50, shuffle=True)`` then yields
+    ``(x, t, index)`` batches, which F³'s per-sample buffer needs.
+    """
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise BeyondBPError(f"WithIndex expects items (x, t), got {type(item).__name__}"
+                                f"{f' of length {len(item)}' if isinstance(item, (tuple, list)) else ''}")
+        return item[0], item[1], i
+
+
+def unpack(batch: Any, device: torch.device | str) -> Batch:
+    """``(x, t, index)`` on ``device`` from a batch ``(x, t)`` or ``(x, t, index)`` (index None if absent)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise BeyondBPError(f"batches must be (x, t) or (x, t, index), got "
+                            f"{type(batch).__name__}{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}")
+    x, t, *rest = (torch.as_tensor(part).to(device) for part in batch)
+    return x, t, (rest[0] if rest else None)
+
+
+def iterate(data: Dataset | Iterable, batch_size: int, generator: torch.Generator | None,
+            device: torch.device | str) -> Iterator[Batch]:
+    """One pass over ``data``: shuffled batches of a Dataset, or the iterable's own batches."""
+    if isinstance(data, Dataset):
+        yield from batches(data, batch_size, generator, device)
+    else:
+        for batch in data:
+            yield unpack(batch, device)
+
+
+def num_batches(data: Dataset | Iterable, batch_size: int) -> int | None:
+    """Batches per pass, where known."""
+    if isinstance(data, Dataset):
+        return -(-len(data) // batch_size)
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def num_samples(data: Dataset | Iterable) -> int | None:
+    """Samples per pass, where known (a Dataset, or a DataLoader over a sized dataset)."""
+    if isinstance(data, Dataset):
+        return len(data)
+    try:
+        return len(data.dataset)
+    except (AttributeError, TypeError):
+        return None
+
+
+def first_batch(data: Dataset | Iterable, device: torch.device | str) -> Batch:
+    """The first batch of a pass (in order for a Dataset)."""
+    for batch in iterate(data, 256, None, device):
+        return batch
+    raise BeyondBPError("the training data holds no batch")
+
+
+def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device | str) -> int:
+    """The number of outputs: the Dataset's target width, else the model's output width on the first batch."""
+    if isinstance(data, Dataset):
+        return data.num_outputs
+    x, _, _ = first_batch(data, device)
+    was_training = model.training
+    model.eval()  # no running statistics updated by this look
+    with torch.no_grad():
+        y = model(x)
+    model.train(was_training)
+    if y.dim() != 2:
+        raise BeyondBPError(f"the model's output has shape {tuple(y.shape)}; expected [batch, outputs]")
+    return y.shape[1]

@@ -1,0 +1,147 @@
+"""A user's own data file: ``.npz`` arrays or a ``.csv`` table (``beyondbp train --data PATH``).
+
+- ``.npz``: arrays ``x`` (``[N, ...]``: features, or images ``[N, H, W]`` / ``[N, C, H, W]``) and
+  ``y`` (``[N]`` or ``[N, k]``); optional ``x_test`` and ``y_test``, else a seeded 80/20 split.
+- ``.csv``: a header row, numeric feature columns and the ``target`` column (any position).
+
+The task is classification when the targets are integers or strings (classes are the sorted
+distinct values), regression otherwise; ``task`` forces it. The split is stratified for
+classification; inputs (per feature, or per channel for images) and regression targets are
+standardised with training statistics only, as for the built-in tables.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataFormatError, DataNotFoundError
+from .dataset import DataSplit, classification_split, regression_parts, split_indices
+
+TEST_FRACTION = 0.2
+TASKS = ("classification", "regression")
+
+
+def load_user_file(path: Path | str, target: str | None = None, task: str | None = None,
+                   split_seed: int = 0) -> DataSplit:
+    """The :class:`DataSplit` of a ``.npz`` or ``.csv`` file (see the module docstring)."""
+    path = Path(path)
+    if task is not None and task not in TASKS:
+        raise DataFormatError(f"unknown task '{task}'; known tasks: {', '.join(TASKS)}")
+    if not path.is_file():
+        raise DataNotFoundError(f"data file {path} does not exist")
+    if path.suffix == ".npz":
+        if target is not None:
+            raise DataFormatError(f"a target column applies to .csv files; {path} holds arrays x and y")
+        arrays = read_npz(path)
+    elif path.suffix == ".csv":
+        if target is None:
+            raise DataFormatError(f"{path}: name the target column (target=..., --target COLUMN)")
+        arrays = read_csv(path, target)
+    else:
+        raise DataFormatError(f"{path}: unknown data file type '{path.suffix}'; use .npz (arrays x, y) or .csv")
+    return make_split(path.stem, arrays, task, split_seed)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataFormatError(f"{path} is not a readable .npz file ({error})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataFormatError(f"{path} has no array {' or '.join(missing)}; it holds {', '.join(arrays) or 'nothing'} "
+                              f"(expected x, y and optionally x_test, y_test)")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataFormatError(f"{path}: give both x_test and y_test, or neither")
+    for x, y in (("x", "y"), ("x_test", "y_test")):
+        if x in arrays and len(arrays[x]) != len(arrays[y]):
+            raise DataFormatError(f"{path}: {x} has {len(arrays[x])} rows but {y} has {len(arrays[y])}")
+    for key in arrays:
+        if key.startswith("x") and not np.issubdtype(arrays[key].dtype, np.number):
+            raise DataFormatError(f"{path}: {key} is not numeric (dtype {arrays[key].dtype})")
+    return arrays
+
+
+def read_csv(path: Path, target: str) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataFormatError(f"{path} is empty")
+    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    if target not in header:
+        raise DataFormatError(f"{path} has no column '{target}'; its columns: {', '.join(header)}")
+    column = header.index(target)
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataFormatError(f"{path}, line {number}: {len(row)} fields, the header has {len(header)}")
+    features = [i for i in range(len(header)) if i != column]
+    x = np.empty((len(body), len(features)))
+    for number, row in enumerate(body, start=2):
+        for j, i in enumerate(features):
+            try:
+                x[number - 2, j] = float(row[i])
+            except ValueError:
+                raise DataFormatError(f"{path}, line {number}, column '{header[i]}': '{row[i]}' is not a number; "
+                                      f"features must be numeric") from None
+    labels = np.array([row[column].strip() for row in body])
+    try:
+        y = labels.astype(np.float64)
+        if np.all(y == np.round(y)) and not any("." in v or "e" in v.lower() for v in labels):
+            y = y.astype(np.int64)
+    except ValueError:
+        y = labels  # strings: classes
+    return {"x": x, "y": y}
+
+
+def make_split(name: str, arrays: dict[str, np.ndarray], task: str | None, split_seed: int) -> DataSplit:
+    x, y = arrays["x"], arrays["y"]
+    for key, values in arrays.items():
+        if key.startswith("x") and not np.all(np.isfinite(values)):
+            raise DataFormatError(f"data '{name}': {key} holds NaN or infinite values")
+    if len(x) < 2:
+        raise DataFormatError(f"data '{name}' holds {len(x)} samples; at least 2 are needed")
+    is_classes = y.dtype.kind in "iubUSO"
+    task = task or ("classification" if is_classes else "regression")
+    if x.ndim == 3:  # [N, H, W] images: one channel
+        x = x[:, None]
+        arrays = {k: (v[:, None] if k == "x_test" else v) for k, v in arrays.items()}
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    if task == "classification":
+        return _classification(name, x, y, arrays, axes, split_seed)
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataFormatError(f"data '{name}': regression needs numeric targets, got {y.dtype}")
+    return _regression(name, x, y, arrays, axes, split_seed)
+
+
+def _parts(x, y, arrays, split_seed, labels=None):
+    if "x_test" in arrays:
+        return x, y, arrays["x_test"], arrays["y_test"]
+    train, test = split_indices(len(x), TEST_FRACTION, split_seed, labels)
+    return x[train], y[train], x[test], y[test]
+
+
+def _classification(name, x, y, arrays, axes, split_seed) -> DataSplit:
+    if y.ndim != 1:
+        raise DataFormatError(f"data '{name}': class targets must be one label per sample, got shape {y.shape}")
+    everything = np.concatenate([y, arrays["y_test"]]) if "y_test" in arrays else y
+    if everything.dtype.kind == "f" and not np.all(everything == np.round(everything)):
+        raise DataFormatError(f"data '{name}': classification needs integer or string labels")
+    classes = np.unique(everything)
+    encode = lambda labels: np.searchsorted(classes, labels)
+    counts = np.unique(y, return_counts=True)[1]
+    stratify = encode(y) if "x_test" not in arrays and counts.min() >= 2 else None
+    x_train, y_train, x_test, y_test = _parts(x, encode(y), {**arrays, **({"y_test": encode(arrays["y_test"])}
+                                                                    if "y_test" in arrays else {})},
+                                              split_seed, stratify)
+    return classification_split(name, x_train, y_train, x_test, y_test, len(classes), axes)
+
+
+def _regression(name, x, y, arrays, axes, split_seed) -> DataSplit:
+    y = y.reshape(len(y), -1).astype(np.float64)
+    if "y_test" in arrays:
+        arrays = {**arrays, "y_test": arrays["y_test"].reshape(len(arrays["y_test"]), -1)}
+    return regression_parts(name, *_parts(x, y, arrays, split_seed), axes)

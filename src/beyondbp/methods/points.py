@@ -1,0 +1,215 @@
+"""Feedback points: where a direct signal enters any ``nn.Module``, and which parameters each one trains.
+
+A direct-feedback method (DFA, DRTP, F³, shallow) or activity-perturbed forward gradient
+needs three facts about a model: the modules ``p_1 .. p_K`` at whose outputs the signal
+enters, that no gradient crosses a point backwards, and that the parameters after ``p_K``
+get the loss's true gradient. Forward hooks give all three without touching the user's
+``forward``: at ``p_i`` the hook keeps the output ``h_i`` and hands the rest of the model
+``h_i.detach()``.
+
+Which gradient every trainable parameter ``θ`` receives: let ``p_i`` be the *first* point
+whose output depends on ``θ`` (found once, by walking the autograd graph back from each
+``h_i`` in the order the points run). Then ``θ`` gets ``(∂h_i/∂θ)ᵀ (s B_i)``, the injected
+signal back-propagated inside its own segment only; a parameter on which no point depends
+gets the true ``∂L/∂θ`` through the part of the model after the last point. Each backward
+is restricted to its segment's parameters (``inputs=``), so a residual skip that bypasses
+a point carries nothing across it.
+
+Worked example, a residual block ``r = relu(x + conv2(relu(conv1(x))))`` after a stem
+``x = stem(input)``, with points ``["stem", "block"]`` and a head ``y = fc(pool(r))``:
+the stem's parameters get ``(∂x/∂θ)ᵀ s B_1``; conv1 and conv2 get ``(∂r/∂θ)ᵀ s B_2``
+(the skip ``x + ...`` inside the block changes nothing: ``x`` is the stem's detached
+output); fc gets ``∂L/∂θ``. With the points ``["block"]`` alone, the stem belongs to the
+block's segment and gets ``(∂r/∂θ)ᵀ s B_1`` through both the convolutions and the skip.
+
+Default points: a sequence of blocks' children in order (an ``nn.Sequential``), or any
+other module's children in the order they run; a point closes every child that is
+followed by one with weights to train, so parameter-free children (activations, pooling,
+flattening) and normalisation layers join the block before them. For the library's models
+this is every block but the last. A module that runs more than once in a forward pass, or
+whose parameters are shared with another segment, is refused by name.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+
+#: Layers with parameters that do not start a new block in the default points (they normalise
+#: the block before them).
+NORMALISATION = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+
+
+def trains(module: nn.Module) -> bool:
+    """Whether the module has trainable parameters that are weights, not only a normalisation."""
+    if isinstance(module, NORMALISATION):
+        return False
+    return any(p.requires_grad for p in module.parameters())
+
+
+def default_points(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
+    """Names of the children (in running order) that close a block: followed by a child with weights,
+    and preceded (since the last point) by one with trainable parameters."""
+    points, pending = [], False
+    for (name, child), (_, following) in zip(children, children[1:]):
+        pending = pending or any(p.requires_grad for p in child.parameters())
+        if pending and trains(following):
+            points.append(name)
+            pending = False
+    return points
+
+
+def module_names(model: nn.Module, limit: int = 40) -> str:
+    """The model's module names, for error messages (the first ``limit``)."""
+    names = [name for name, _ in model.named_modules() if name]
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_point_names(model: nn.Module, names: Sequence[str], method: str) -> list[str]:
+    """``names`` as a list, after checking that each names a module of ``model`` exactly once."""
+    modules = dict(model.named_modules())
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise UnsupportedModelError(f"{method}: feedback point '{name}' is given twice")
+        seen.add(name)
+        if not name or name not in modules:
+            raise UnsupportedModelError(f"{method}: feedback point '{name}' is not a module of the model; "
+                                        f"its modules are: {module_names(model)}")
+    return list(names)
+
+
+def reachable_parameters(root: Tensor) -> set[int]:
+    """The ids of the leaf tensors (parameters) that ``root``'s autograd graph reaches."""
+    found: set[int] = set()
+    seen: set = set()
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(following for following, _ in node.next_functions)
+    return found
+
+
+class FeedbackPoints:
+    """The feedback points of one model: their names, hooks for one forward pass, and the segments.
+
+    Args:
+        model: any ``nn.Module``.
+        names: module names; None chooses the default points (see the module docstring) at the
+            first forward pass.
+        method: the method's label, for error messages.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str] | None, method: str):
+        self.model = model
+        self.method = method
+        self.names: list[str] | None = None if names is None else check_point_names(model, names, method)
+        if self.names is None and isinstance(model, nn.Sequential):
+            self.names = default_points(list(model.named_children()))
+        #: Per point, then for the part after the last point: the parameters it trains (found at the
+        #: first pass; the graph is assumed to keep its structure from batch to batch).
+        self.segments: list[list[nn.Parameter]] | None = None
+        #: Points whose hook has run in the current forward pass.
+        self.fired = 0
+
+    def resolve(self, x: Tensor) -> list[str]:
+        """The point names, running the model once without gradients on ``x`` when the defaults depend
+        on the order in which its children run."""
+        if self.names is None:
+            order: list[tuple[str, nn.Module]] = []
+            handles = [child.register_forward_pre_hook(lambda m, args, name=name: order.append((name, m)))
+                       for name, child in self.model.named_children()]
+            try:
+                with torch.no_grad():
+                    self.model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            counts = {name: sum(n == name for n, _ in order) for name, _ in order}
+            once = [(name, m) for name, m in order if counts[name] == 1]
+            self.names = default_points(once)
+        if not self.names:
+            raise UnsupportedModelError(f"{self.method}: the model has no feedback point (no child with weights "
+                                        f"follows another); name the points, e.g. feedback_points=['layer1']")
+        return self.names
+
+    @contextmanager
+    def hooked(self, at_point: Callable[[int, Tensor], Tensor]) -> Iterator[None]:
+        """Within the block, point ``i``'s output ``h`` is replaced by ``at_point(i, h)`` in the forward pass.
+
+        Refuses a point that runs twice or whose output is not a tensor, naming it.
+        """
+        modules = dict(self.model.named_modules())
+        self.fired = 0
+
+        def hook(i: int, module: nn.Module, inputs, output):
+            name = self.names[i]
+            if not isinstance(output, Tensor):
+                raise UnsupportedModelError(f"{self.method}: feedback point '{name}' ({type(module).__name__}) "
+                                            f"returns {type(output).__name__}, not a tensor; choose a module "
+                                            f"whose output is one tensor")
+            if i < self.fired:
+                raise UnsupportedModelError(f"{self.method}: feedback point '{name}' runs more than once in a "
+                                            f"forward pass (shared weights); choose modules that run once")
+            if i > self.fired:
+                raise UnsupportedModelError(f"{self.method}: feedback point '{name}' ran before "
+                                            f"'{self.names[self.fired]}'; list the points in the order they run")
+            self.fired += 1
+            return at_point(i, output)
+
+        handles = [modules[name].register_forward_hook(lambda m, a, o, i=i: hook(i, m, a, o))
+                   for i, name in enumerate(self.names)]
+        if self.segments is None:  # first pass: refuse shared weights before segments are formed
+            runs: dict[str, int] = {}
+
+            def count(name: str, module: nn.Module, inputs) -> None:
+                runs[name] = runs.get(name, 0) + 1
+                if runs[name] > 1:
+                    raise UnsupportedModelError(f"{self.method}: module '{name}' ({type(module).__name__}) runs more "
+                                                f"than once in a forward pass (shared weights), which direct "
+                                                f"feedback cannot assign to one segment")
+
+            handles += [module.register_forward_pre_hook(lambda m, a, name=name: count(name, m, a))
+                        for name, module in modules.items() if next(module.parameters(recurse=False), None) is not None]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def check_all_ran(self) -> None:
+        """After a forward pass in :meth:`hooked`: refuse points that did not run."""
+        if self.fired < len(self.names):
+            raise UnsupportedModelError(f"{self.method}: feedback point '{self.names[self.fired]}' did not run in "
+                                        f"the forward pass; choose modules that the model's forward calls")
+
+    def segment(self, i: int, root: Tensor) -> list[nn.Parameter]:
+        """The parameters that point ``i`` (or, with ``i == len(names)``, the loss) trains, given its
+        output ``root``; found by walking the graph the first time (points in running order)."""
+        if self.segments is None:
+            self.segments = []
+        if i == len(self.segments):
+            taken = {id(p) for part in self.segments for p in part}
+            reached = reachable_parameters(root) if root.requires_grad else set()
+            part = [p for p in self.model.parameters() if p.requires_grad and id(p) in reached and id(p) not in taken]
+            if i < len(self.names) and not part:
+                raise UnsupportedModelError(f"{self.method}: feedback point '{self.names[i]}' trains no parameter "
+                                            f"(no trainable parameter between it and the point before); "
+                                            f"drop it or choose another module")
+            if i == len(self.names) and not part:
+                raise UnsupportedModelError(f"{self.method}: no trainable parameter after the last feedback point "
+                                            f"'{self.names[-1]}'; the output layer must come after it")
+            self.segments.append(part)
+        return self.segments[i]
