@@ -97,3 +97,34 @@ def test_ldfa_options_are_checked():
         make_method("ldfa", feedback_rule="nope")
     with pytest.raises(BeyondBPError, match="unknown ldfa variant part 'x'"):
         make_method("ldfa:r2-x")
+
+
+def encoder_classifier(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    return nn.Sequential(nn.Linear(3, 8), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                         nn.Flatten(), nn.Linear(4 * 8, 2), nn.Sigmoid())
+
+
+@pytest.mark.parametrize("spec", ["fa", "usf"])
+def test_attention_projections_are_layers_and_feedback_equal_to_w_gives_backprop(spec):
+    """FA with every feedback matrix set to its W (and usf, whose sign(W) differs) on nn.TransformerEncoder:
+    the attention's q, k, v and output projections are covered; with B = W the step is backprop's."""
+    x, labels = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1, 0, 1, 0])
+    model = encoder_classifier()
+    method = make_method(spec)
+    method.attach(model, num_outputs=2)
+    assert {"1.layers.0.self_attn.q_proj", "1.layers.0.self_attn.v_proj",
+            "1.layers.1.self_attn.out_proj"} <= set(method.layers)
+    if spec == "fa":
+        method.feedback = {name: layer.weight.detach().flatten(1).clone() for name, layer in method.layers.items()}
+    method.step(model, x, labels, None, BCE)
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    exact = encoder_classifier()
+    BCE(exact(x), nn.functional.one_hot(labels, 2).float()).backward()
+    attention = "1.layers.0.self_attn.in_proj_weight"
+    if spec == "fa":
+        for name, p in exact.named_parameters():
+            torch.testing.assert_close(ours[name], p.grad, rtol=1e-5, atol=1e-6)
+    else:  # sign feedback: the first layer's attention gets another gradient than backprop's
+        assert not torch.allclose(ours[attention], dict(exact.named_parameters())[attention].grad)

@@ -4,7 +4,8 @@ For ``y = x Wᵀ + b`` backprop sends ``δ_x = δ_y W`` to the layer below; thes
 ``δ_x = δ_y F`` with a feedback matrix ``F`` of W's shape (or a product of factors). The
 weight gradient ``δ_yᵀ x`` and everything else (activations, the loss) stay exact.
 ``Conv2d`` layers work the same way with W as the ``out × in·k·k`` matrix: the input
-gradient is the transposed convolution with ``F`` in place of ``W``.
+gradient is the transposed convolution with ``F`` in place of ``W``. The query, key, value
+and output projections of ``nn.MultiheadAttention`` are layers too (:mod:`.attention`).
 
 - ``fa``: ``F = B`` fixed and random (Lillicrap et al. 2016, Eq. 1).
 - ``usf``, ``frsf``, ``brsf``: sign-concordant feedback ``F = sign(W) ⊙ M`` (Liao, Leibo &
@@ -30,12 +31,13 @@ from torch import Tensor, nn
 from ..errors import BeyondBPError, UnsupportedModelError
 from ..models.vit import PositionEmbedding
 from ..objectives import Objective
+from .attention import Projection, attention_forward, projections
 from .base import Method, StepResult
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 
-#: Modules with parameters that need no weight transport (elementwise, normalising or additive):
-#: they keep their exact backward.
-PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, PositionEmbedding)
+#: Modules with parameters that need no weight transport (elementwise, normalising or additive, or
+#: a lookup whose input takes no gradient): they keep their exact backward.
+PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, PositionEmbedding, nn.Embedding)
 SUPPORTED = (nn.Linear, nn.Conv2d)
 
 
@@ -90,8 +92,9 @@ class _Conv2dWithFeedback(torch.autograd.Function):
         return grad_x, grad_weight if ctx.needs_input_grad[1] else None, grad_bias, None, None, None
 
 
-def _layer_forward(module: nn.Module, factors: tuple[Tensor, ...], record: dict | None, x: Tensor) -> Tensor:
-    if isinstance(module, nn.Linear):
+def _layer_forward(module: nn.Module | Projection, factors: tuple[Tensor, ...], record: dict | None,
+                   x: Tensor) -> Tensor:
+    if isinstance(module, (nn.Linear, Projection)):
         return _LinearWithFeedback.apply(x, module.weight, module.bias, record, *factors)
     feedback = (factors[0] if len(factors) == 1 else torch.linalg.multi_dot(factors)).view_as(module.weight)
     geometry = (module.stride, module.padding, module.dilation, module.groups)
@@ -114,24 +117,28 @@ class LayerwiseFeedback(Method):
         FEEDBACK_INITS.get(feedback_init)
         self.feedback_init = feedback_init
         self.normalize = normalize
-        self.layers: dict[str, nn.Module] = {}
+        self.layers: dict[str, nn.Module | Projection] = {}
+        self.attentions: list[nn.MultiheadAttention] = []
 
     def prepare(self, model: nn.Module) -> None:
         """Collect the layers and draw fresh feedback; the per-layer dicts that :meth:`state_dict` names
         are emptied first, so attaching again starts anew."""
         for key in self.state_dict():
             setattr(self, key, {})
-        self.layers = {}
+        self.layers, self.attentions = {}, []
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
                 raise UnsupportedModelError(f"{self.name} cannot handle layer '{name}': padding '{module.padding}' "
                                             f"given as a string; give it in pixels")
             if isinstance(module, SUPPORTED):
                 self.layers[name] = module
+            elif isinstance(module, nn.MultiheadAttention):
+                self.layers.update(projections(name, module))
+                self.attentions.append(module)
             elif list(module.parameters(recurse=False)) and not isinstance(module, PASS_THROUGH):
                 raise UnsupportedModelError(
                     f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); "
-                    f"it supports Linear and Conv2d layers"
+                    f"it supports Linear, Conv2d and MultiheadAttention layers"
                 )
         for name, layer in self.layers.items():
             self.init_layer(name, layer)
@@ -156,14 +163,22 @@ class LayerwiseFeedback(Method):
 
     @contextmanager
     def _feedback_paths(self, records: dict[str, dict] | None) -> Iterator[None]:
+        paths = {name: partial(_layer_forward, layer, self.factors(name, layer),
+                               records[name] if records is not None else None)
+                 for name, layer in self.layers.items()}
+        patched = [layer for layer in self.layers.values() if isinstance(layer, nn.Module)] + self.attentions
         for name, layer in self.layers.items():
-            record = records[name] if records is not None else None
-            layer.forward = partial(_layer_forward, layer, self.factors(name, layer), record)
+            if isinstance(layer, nn.Module):
+                layer.forward = paths[name]
+        for attention in self.attentions:
+            project = {p.which: paths[name] for name, p in self.layers.items()
+                       if isinstance(p, Projection) and p.attention is attention}
+            attention.forward = partial(attention_forward, attention, project)
         try:
             yield
         finally:
-            for layer in self.layers.values():
-                del layer.forward
+            for module in patched:
+                del module.forward
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
                 objective: Objective) -> StepResult:
