@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup data clean
+.PHONY: demo test test-fast lint setup data clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ demo: setup data
 
 test: setup data
 	$(BIN)/python -m pytest -q
+
+test-fast: setup  # everything but the multi-process and subprocess tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests examples
 
 clean:
 	rm -rf $(VENV) runs

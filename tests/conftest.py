@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from beyondbp.data import DataSplit, Dataset
+from beyondbp.data import Dataset, DataSplit
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import sys
 import pytest
 import torch
 
-from beyondbp.ab_training import ABTraining, FactoredLinear
+from beyondbp.ab_training import ABTraining
 from beyondbp.cli import main
 from beyondbp.methods import make_method
 from beyondbp.models import mlp
 from beyondbp.objectives import make_objective
-
 from conftest import blobs
 from test_distributed import DEADLINE, join, run_two
 
@@ -56,7 +55,8 @@ def ab_worker(rank: int, port: int, sync: str, out: str, die: bool) -> None:
     result["trainable"] = {name: [layer.a.requires_grad, layer.b.requires_grad] for name, layer in layers.items()}
     step(), step()
     step(schedule=False)
-    result["before_sync"] = {name: (layer.a.detach().clone(), layer.b.detach().clone()) for name, layer in layers.items()}
+    result["before_sync"] = {name: (layer.a.detach().clone(), layer.b.detach().clone())
+                             for name, layer in layers.items()}
     result["sync_event"] = ab.after_step(model, optimizer)
     result["synced"] = {name: model.get_submodule(name).weight.detach().clone() for name in layers}
     result["shared"] = [p.detach().clone() for name, p in model.named_parameters()]
@@ -121,6 +121,7 @@ def test_ab_without_two_processes_is_refused(capsys):
     assert "does not compose with fg" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ab_run_resumes_across_epochs_that_end_inside_a_group_phase(tmp_path):
     def train(out, epochs: int, *extra: str) -> list[dict]:
         command = [sys.executable, "-m", "beyondbp", "train", "--method", "f3", "--nproc", "2", "--hidden", "64,64",

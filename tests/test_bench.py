@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -157,6 +156,7 @@ def test_malformed_suite_settings_are_named(tmp_path):
         load_suite("typo", suites_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_suite_variant_runs_data_parallel_on_two_processes(tmp_path):
     (tmp_path / "ddp.toml").write_text("""
 description = "one process and two"
@@ -176,7 +176,8 @@ lrs = [1e-2]
     run_suite(suite, n_jobs=1, runs_dir=tmp_path / "runs", results_dir=tmp_path / "results")
     rows = {r["method"]: float(r["final"]) for r in csv.DictReader(open(tmp_path / "results" / "ddp.csv"))}
     assert rows["bp"] > 0.8 and rows["bp-2"] > 0.8
-    cost = {r["method"]: float(r["comm_bytes_per_step"]) for r in csv.DictReader(open(tmp_path / "results" / "ddp-cost.csv"))}
+    cost = {r["method"]: float(r["comm_bytes_per_step"])
+            for r in csv.DictReader(open(tmp_path / "results" / "ddp-cost.csv"))}
     params = 64 * 16 + 16 + 16 * 10 + 10
     assert cost == {"bp": 0.0, "bp-2": 4 * (params + 2)}  # the gradient, the loss and the sample count
     assert "bytes sent / step" in (tmp_path / "results" / "ddp.md").read_text()
@@ -194,7 +195,8 @@ def test_sweep_points_name_the_swept_method_and_keep_baselines():
 def test_model_sweep_table_puts_width_accuracy_and_alignment_side_by_side():
     suite = SimpleNamespace(sweep={"over": "model", "pattern": r"b(\d+)", "label": "width b"})
     rows = [{"dataset": "d", "model": model, "method": method, "metric": "test_accuracy", "final": final}
-            for model, method, final in [("b1", "bp", 0.7), ("b1", "dfa", 0.4), ("full", "bp", 0.9), ("full", "dfa", 0.8)]]
+            for model, method, final in [("b1", "bp", 0.7), ("b1", "dfa", 0.4), ("full", "bp", 0.9),
+                                         ("full", "dfa", 0.8)]]
     alignment = [{"dataset": "d", "model": model, "method": method, "layer": "1.0", "cosine": cosine}
                  for model, method, cosine in [("b1", "bp", "1.0"), ("b1", "dfa", "0.1"), ("full", "dfa", "0.7")]]
     lines = model_sweep_lines(suite, rows, alignment, "#")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from torch import nn
 
 from beyondbp.cli import main
@@ -38,7 +37,8 @@ def test_train_regression_summary(tmp_path):
 
 def test_compare_writes_table_csv_and_plot(tmp_path):
     out = tmp_path / "cmp"
-    args = ["compare", "--methods", "bp,dfa,f3:delayed_error", "--seeds", "1,2", "--lr", "1e-2", "--out", str(out), *FAST]
+    args = ["compare", "--methods", "bp,dfa,f3:delayed_error", "--seeds", "1,2", "--lr", "1e-2", "--out", str(out),
+            *FAST]
     assert main(args) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["method"], r["seed"]) for r in rows] == [
@@ -80,6 +80,7 @@ def test_missing_data_names_the_places(tmp_path, monkeypatch, capsys):
     assert str(tmp_path / "d" / "mnist") in err and "--download" in err
 
 
+@pytest.mark.slow
 def test_argument_errors_are_one_line():
     result = subprocess.run([sys.executable, "-m", "beyondbp", "train", "--epochs", "x"],
                             capture_output=True, text=True)
@@ -87,6 +88,7 @@ def test_argument_errors_are_one_line():
     assert result.stderr.count("\n") == 1 and "invalid int value" in result.stderr
 
 
+@pytest.mark.slow
 def test_list_names_everything():
     result = subprocess.run([sys.executable, "-m", "beyondbp", "list"], capture_output=True, text=True, check=True)
     for name in ("bp", "shallow", "fa", "dfa", "drtp", "f3", "delayed_error_softmax", "identity_pm",

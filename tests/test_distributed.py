@@ -25,9 +25,9 @@ from beyondbp.methods import make_method
 from beyondbp.models import mlp
 from beyondbp.objectives import make_objective
 from beyondbp.train import Trainer
-
 from conftest import blobs
 
+pytestmark = pytest.mark.slow  # several processes each
 
 DEADLINE = 180  # seconds: a hung collective fails the test instead of CI
 
@@ -181,7 +181,8 @@ def test_nproc_run_killed_mid_training_resumes_to_the_same_result(tmp_path):
     killed.wait()
     assert len(metrics(tmp_path / "parts")) < epochs  # killed before the end
     cli_train(tmp_path / "parts", epochs, "--resume")
-    assert [r["test_loss"] for r in metrics(tmp_path / "whole")] == [r["test_loss"] for r in metrics(tmp_path / "parts")]
+    whole, parts = metrics(tmp_path / "whole"), metrics(tmp_path / "parts")
+    assert [r["test_loss"] for r in whole] == [r["test_loss"] for r in parts]
 
 
 def fake_torchrun(write_summary: bool, returncode: int):

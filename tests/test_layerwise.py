@@ -10,7 +10,6 @@ from beyondbp.errors import BeyondBPError
 from beyondbp.methods import make_method
 from beyondbp.models import mlp
 from beyondbp.objectives import make_objective
-
 from test_methods_hand import assert_grads, forward_by_hand, grads_by_hand
 
 BCE = make_objective("bce", "classification")
@@ -77,7 +76,8 @@ def test_normative_rule_drives_pq_to_w():
     for _ in range(30):  # W stays fixed: no optimizer step
         model.zero_grad()
         method.step(model, x, t, index, BCE)
-        errors.append(sum((method.p[n] @ method.q[n] - l.weight).norm().item() for n, l in method.layers.items()))
+        errors.append(sum((method.p[n] @ method.q[n] - layer.weight).norm().item()
+                          for n, layer in method.layers.items()))
     assert all(b < a for a, b in zip(errors, errors[1:]))
     assert errors[-1] < 0.5 * errors[0]
 

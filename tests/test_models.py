@@ -78,9 +78,13 @@ METHODS = ["bp", "shallow", "fa", "usf", "frsf", "brsf", "ldfa:r4", "dfa", "drtp
 
 @pytest.mark.parametrize("model", ["cnn", "vit", "f3vit"])
 @pytest.mark.parametrize("spec", METHODS)
-def test_every_method_lowers_the_loss(model, spec):
+def test_every_method_lowers_the_loss_and_moves_the_hidden_weights(model, spec):
+    """30 steps on one batch: the loss falls, and the hidden blocks move (they would not if a method's feedback
+    were zero) except under shallow, whose hidden blocks must stay where they are."""
     torch.manual_seed(0)
     net = build_model(model, (1, 8, 8), 4, nn.Sigmoid(), **SMALL[model])
+    hidden = [p for block in list(net)[:-1] for p in block.parameters()]
+    start = [p.detach().clone() for p in hidden]
     x = torch.randn(16, 1, 8, 8)
     t = torch.eye(4)[torch.arange(16) % 4]
     index = torch.arange(16)
@@ -93,43 +97,8 @@ def test_every_method_lowers_the_loss(model, spec):
         losses.append(method.step(net, x, t, index, BCE).loss.item())
         optimizer.step()
     assert losses[-1] < 0.9 * losses[0], losses
-
-
-def test_conv_block_dfa_update_by_hand():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(1, 2, 3, padding=1)
-    model = nn.Sequential(nn.Sequential(conv, nn.Tanh()), nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3),
-                                                                       nn.Sigmoid()))
-    x = torch.randn(5, 1, 4, 4)
-    t = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
-    method = make_method("dfa")
-    method.attach(model, num_outputs=3)
-    method.step(model, x, t, torch.arange(5), BCE)
-    b = method.feedback[0]  # 3 × 32
-    with torch.no_grad():
-        h = torch.tanh(torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
-        y = model[1](h)
-        delta = ((t - y) @ b).view_as(h) * (1 - h ** 2)  # ∂L/∂(conv output) := (e B) ⊙ tanh'
-        grad_w = torch.nn.grad.conv2d_weight(x, conv.weight.shape, delta, padding=1)
-    torch.testing.assert_close(conv.weight.grad, grad_w, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(conv.bias.grad, delta.sum((0, 2, 3)), rtol=1e-5, atol=1e-6)
-
-
-def test_conv_fa_sends_the_feedback_through_the_transposed_convolution():
-    torch.manual_seed(0)
-    first, second = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
-    model = nn.Sequential(first, nn.Tanh(), second, nn.Flatten(), nn.Linear(3 * 4 * 4, 2), nn.Sigmoid())
-    x, t = torch.randn(4, 1, 4, 4), torch.eye(2)[torch.tensor([0, 1, 1, 0])]
-    method = make_method("fa")
-    method.attach(model, num_outputs=2)
-    method.step(model, x, t, torch.arange(4), BCE)
-    # by hand: δ at the second conv's output through the head's feedback matrix, then the transposed
-    # convolution with the second conv's feedback B in place of its weight W
-    with torch.no_grad():
-        h1 = torch.tanh(first(x))
-        y = model[5](model[4](model[3](second(h1))))
-        delta2 = (((y - t) / t.numel()) @ method.feedback["4"]).view(4, 3, 4, 4)
-        b2 = method.feedback["2"].view_as(second.weight)
-        delta1 = torch.nn.grad.conv2d_input(h1.shape, b2, delta2, padding=1) * (1 - h1 ** 2)
-    expected = torch.nn.grad.conv2d_weight(x, first.weight.shape, delta1, padding=1)
-    torch.testing.assert_close(first.weight.grad, expected, rtol=1e-5, atol=1e-6)
+    moved = [(p - p0).norm().item() / (p0.norm().item() + 1e-12) for p, p0 in zip(hidden, start) if p0.dim() > 1]
+    if spec == "shallow":
+        assert max(moved) == 0
+    else:
+        assert min(moved) > 1e-3, moved

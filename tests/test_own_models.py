@@ -14,7 +14,6 @@ from beyondbp.data import WithIndex
 from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods.points import default_points
 from beyondbp.train import epoch_generator
-
 from conftest import blobs
 
 BCE = make_objective("bce", "classification")

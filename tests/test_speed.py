@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
 import torch
 
 from beyondbp.bench.speed import SPEED_COLUMNS, Setup, run_speed

@@ -156,7 +156,8 @@ class ABTraining:
             factor_b.requires_grad_(not self.trains_a)
             if optimizer is not None:
                 optimizer.state.pop(weight, None)
-                next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))["params"].append(factor_b)
+                group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
+                group["params"].append(factor_b)
             _set_module(model, name, FactoredLinear(linear, weight, factor_b))
         self._enter("groups")
 

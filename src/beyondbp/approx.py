@@ -11,14 +11,15 @@ norm ratio ≈ sqrt(n/k) (mean), sqrt(k/n) (projection), sqrt(n k) (sum).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from .tables import write_rows
 from .methods.aggregation import aggregate
 from .methods.tangents import sample_tangents
+from .tables import write_rows
 
 APPROX_COLUMNS = ("n", "k", "aggregation", "sampler", "cosine_mean", "cosine_std", "norm_ratio_mean",
                   "norm_ratio_std")

@@ -10,21 +10,24 @@ import argparse
 import json
 import os
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from .checkpoint import CHECKPOINT_NAME
 from .compare import compare
 from .data import DATASETS
 from .errors import BeyondBPError
 from .experiment import OPTIMIZERS, RunConfig, run
 from .functions import FUNCTIONS
-from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, METHODS, SIGNALS
+from .methods import FEEDBACK_INITS, METHODS, SIGNALS
 from .methods.aggregation import AGGREGATIONS
 from .methods.tangents import TANGENT_SAMPLERS
 from .models import ACTIVATIONS, MODELS
 from .objectives import OBJECTIVES
+from .options import add_options, from_args, int_list, name_list
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,123 +37,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def name_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected at least one name")
-    return names
-
-
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    d = RunConfig()
-    g = parser.add_argument_group("method")
-    g.add_argument("--signal", help=f"f3's signal (default {DEFAULT_F3_SIGNAL}); see 'beyondbp list'")
-    g.add_argument("--feedback-init", default=d.feedback_init, help="initialisation of feedback matrices")
-    g.add_argument("--feedback-normalize", action="store_true", help="divide feedback matrices by sqrt(width)")
-    g.add_argument("--feedback-batch-mean", action="store_true",
-                   help="divide the injected direct-feedback gradient by the batch size (matters for SGD)")
-    g.add_argument("--token-feedback", default=d.token_feedback, choices=("shared", "per-token"),
-                   help="direct feedback on token sequences (ViT): one C x width matrix for every token "
-                        "(default) or one per position")
-    g.add_argument("--execution", default=d.execution, choices=("auto", "autograd", "forward"),
-                   help="direct feedback: 'forward' updates each block as the forward pass reaches it (signals "
-                        "known in advance), 'autograd' does one backward at the end; auto picks forward where possible")
-    g.add_argument("--unlocked", action="store_true",
-                   help="with forward execution: step each block's optimizer as soon as its gradient exists")
-    g.add_argument("--feedback-points", type=name_list, default=list(d.feedback_points), metavar="NAMES",
-                   help="direct feedback and fg with activity tangents: module names where the signal enters, e.g. "
-                        "layer1,layer2.1 (default: every block but the last)")
-    g = parser.add_argument_group("low-dimensional feedback (ldfa)")
-    g.add_argument("--rank", type=int, default=d.rank, help=f"rank r of the feedback P Q (default {d.rank})")
-    g.add_argument("--feedback-rule", default=d.feedback_rule, help="normative or local (default normative)")
-    g.add_argument("--feedback-lr", type=float, default=d.feedback_lr,
-                   help=f"learning rate of P and Q (default {d.feedback_lr:g})")
-    g = parser.add_argument_group("low-rank training")
-    g.add_argument("--lowrank", help="oialr (OIALR) or ab (AB-training, data-parallel with --nproc >= 2)")
-    g.add_argument("--oialr-start", type=int, default=d.oialr_start, help=f"full-rank steps first ({d.oialr_start})")
-    g.add_argument("--oialr-every", type=int, default=d.oialr_every,
-                   help=f"steps between re-orthogonalisation and cut ({d.oialr_every})")
-    g.add_argument("--oialr-cutoff", type=float, default=d.oialr_cutoff,
-                   help=f"cut singular values below this fraction of the largest ({d.oialr_cutoff})")
-    g.add_argument("--ab-start", type=int, default=d.ab_start, help=f"ab: full-rank warm-up steps ({d.ab_start})")
-    g.add_argument("--ab-sync-every", type=int, default=d.ab_sync_every,
-                   help=f"ab: steps the A and B groups train apart before synchronising ({d.ab_sync_every})")
-    g.add_argument("--ab-full-steps", type=int, default=d.ab_full_steps,
-                   help=f"ab: full-rank steps after each synchronisation ({d.ab_full_steps})")
-    g.add_argument("--ab-rank", type=float, default=d.ab_rank,
-                   help=f"ab: rank of A B as a fraction of the full rank ({d.ab_rank})")
-    g.add_argument("--ab-sync", default=d.ab_sync, help="ab: products (average of A B over ranks) or factors "
-                                                        f"(A of the A group times B of the B group) ({d.ab_sync})")
-    g = parser.add_argument_group("forward gradient (fg)")
-    g.add_argument("--tangents", type=int, default=d.tangents, help=f"tangents per step, k (default {d.tangents})")
-    g.add_argument("--aggregation", default=d.aggregation, help="single, mean, sum or projection (default mean)")
-    g.add_argument("--sampler", default=d.sampler, help="normal, rademacher, basis or angle (default normal)")
-    g.add_argument("--perturb", default=d.perturb, help="weights or activities (default weights)")
-    g.add_argument("--angle", type=float, help="pairwise angle of the tangents in degrees (sampler angle)")
-    g = parser.add_argument_group("data and model")
-    g.add_argument("--dataset", default=d.dataset, help=f"data set (default {d.dataset})")
-    g.add_argument("--data", metavar="PATH", help="your own data file instead: .npz (arrays x, y; optional x_test, "
-                                                  "y_test) or .csv (with --target)")
-    g.add_argument("--target", metavar="COLUMN", help="--data FILE.csv: the target column")
-    g.add_argument("--task", choices=("classification", "regression"),
-                   help="--data: force the task (default: classification for integer or string targets)")
-    g.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
-    g.add_argument("--download", action="store_true", help="download missing data files")
-    g.add_argument("--model", default=d.model,
-                   help=f"model (default {d.model}), or your own: FILE.py:FUNCTION or package.module:FUNCTION, "
-                        f"called as FUNCTION(input_shape, num_outputs)")
-    g.add_argument("--hidden", type=int_list, default=d.hidden, help="hidden widths, e.g. 500,500 (default 500)")
-    g.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
-    g.add_argument("--channels", type=int_list, default=d.channels, help="cnn: conv channels (default 32,64)")
-    g.add_argument("--depth", type=int, default=d.depth,
-                   help=f"vit: transformer blocks; f3vit: hidden blocks, the last the head's hidden layer "
-                        f"(default {d.depth})")
-    g.add_argument("--width", type=int, default=d.width,
-                   help=f"vit: token width; f3vit: the whole sequence's width (default {d.width})")
-    g.add_argument("--heads", type=int, default=d.heads, help=f"vit, f3vit: attention heads (default {d.heads})")
-    g.add_argument("--head-dim", type=int, help="vit, f3vit: dimension per head (default token width / heads)")
-    g.add_argument("--mlp", type=int, default=d.mlp, help=f"vit, f3vit: MLP width (default {d.mlp})")
-    g.add_argument("--patch", type=int, help="vit, f3vit: patch size (default a quarter of the image side)")
-    g.add_argument("--loss", help="bce (sigmoid output), ce or mse; default bce for classification, mse for regression")
-    g = parser.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    g.add_argument("--optimizer", default=d.optimizer, help="adam or sgd (default adam)")
-    g.add_argument("--momentum", type=float, default=d.momentum, help=f"for sgd (default {d.momentum})")
-    g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:N")
-    g.add_argument("--nproc", type=int, default=d.nproc, metavar="N",
-                   help="data-parallel training on N processes of this machine (launches torchrun); see README")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    """The flags of every :class:`RunConfig` setting (declared there), and ``--no-progress``."""
+    add_options(parser, RunConfig)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def config_from(args: argparse.Namespace, method: str, seed: int) -> RunConfig:
-    return RunConfig(
-        method=method, signal=args.signal, feedback_init=args.feedback_init,
-        feedback_normalize=args.feedback_normalize, feedback_batch_mean=args.feedback_batch_mean,
-        token_feedback=args.token_feedback, feedback_points=tuple(args.feedback_points),
-        data=args.data, target=args.target, task=args.task,
-        execution=args.execution, unlocked=args.unlocked, tangents=args.tangents, aggregation=args.aggregation,
-        sampler=args.sampler, perturb=args.perturb, angle=args.angle, rank=args.rank,
-        feedback_rule=args.feedback_rule, feedback_lr=args.feedback_lr, lowrank=args.lowrank,
-        oialr_start=args.oialr_start, oialr_every=args.oialr_every, oialr_cutoff=args.oialr_cutoff,
-        ab_start=args.ab_start, ab_sync_every=args.ab_sync_every, ab_full_steps=args.ab_full_steps,
-        ab_rank=args.ab_rank, ab_sync=args.ab_sync,
-        dataset=args.dataset, data_dir=args.data_dir, download=args.download, model=args.model,
-        hidden=args.hidden, activation=args.activation, channels=args.channels, depth=args.depth,
-        width=args.width, heads=args.heads, head_dim=args.head_dim, mlp=args.mlp, patch=args.patch, loss=args.loss, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        seed=seed, device=args.device, nproc=args.nproc,
-    )
+    return from_args(RunConfig, args, method=method, seed=seed)
 
 
 def data_name(args: argparse.Namespace) -> str:
@@ -172,6 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "WORLD_SIZE" in os.environ:  # launched by torchrun: one rank of the run
         config.nproc = int(os.environ["WORLD_SIZE"])
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
+    if args.resume and not (out / CHECKPOINT_NAME).is_file() and os.environ.get("RANK", "0") == "0":
+        print(f"beyondbp: --resume: no checkpoint in {out}; starting from epoch 1", file=sys.stderr)
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
     if os.environ.get("RANK", "0") != "0":
         return 0
@@ -183,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .checkpoint import load_checkpoint
     from .diagnostics import alignment
     from .experiment import build_run, config_from_checkpoint, resolve_device
 
@@ -289,7 +185,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(args.function, args.dim, args.tangents, args.aggregation, args.steps, args.lr,
                       args.sampler, args.angle, args.seed)
     print(f"{args.function}, n={args.dim}, {args.steps} steps, lr {args.lr:g}: forward gradient "
-          f"(k={args.tangents}, {args.aggregation}) reaches {result.final:.6g}; exact gradient {result.exact_final:.6g}; "
+          f"(k={args.tangents}, {args.aggregation}) reaches {result.final:.6g}; "
+          f"exact gradient {result.exact_final:.6g}; "
           f"known minimum {result.minimum:.6g} (gap {result.final - result.minimum:.4g})")
     return 0
 
@@ -311,7 +208,8 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train one model with one method")
-    train.add_argument("--method", default="bp", help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL), fg (or fg:VARIANT)")
+    train.add_argument("--method", default="bp",
+                       help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL), fg (or fg:VARIANT)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -382,8 +280,13 @@ def build_parser() -> Parser:
     return parser
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"beyondbp: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = one_line_warning
     try:
         return args.handler(args)
     except BeyondBPError as error:

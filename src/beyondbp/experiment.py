@@ -9,29 +9,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .ab_training import ABTraining
 from .data import DATASETS, DataSplit, load_dataset, validation_split
+from .data.user_files import TASKS, load_user_file
 from .distributed import DataParallel, from_environment
 from .errors import BeyondBPError
 from .lowrank import OIALR
-from .methods import FEEDBACK_INITS, ForwardGradient, Method, make_method, method_options
+from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, ForwardGradient, Method, make_method, method_options
+from .methods.direct import EXECUTIONS, TOKEN_FEEDBACK
 from .methods.layerwise import LayerwiseFeedback
 from .metrics import HEADLINE
-from .data.user_files import load_user_file
 from .models import ACTIVATIONS, MODELS, build_model
 from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
+from .options import method_settings, option
 from .registry import Registry
+from .train import Trainer
 
 #: Low-rank training schemes for ``--lowrank``.
 LOWRANK = ("oialr", "ab")
-from .train import Trainer
 
 SUMMARY_NAME = "summary.json"
 
@@ -44,59 +47,91 @@ OPTIMIZERS.register("sgd", "SGD with momentum (--momentum)")(
 
 @dataclass
 class RunConfig:
-    """Every setting of one run. ``method`` may carry its variant: ``"f3:delayed_loss"``."""
+    """Every setting of one run. ``method`` may carry its variant: ``"f3:delayed_loss"``.
 
-    method: str = "bp"
-    signal: str | None = None
-    feedback_init: str = "kaiming_uniform"
-    feedback_normalize: bool = False
-    feedback_batch_mean: bool = False
-    token_feedback: str = "shared"
-    execution: str = "auto"
-    unlocked: bool = False
-    feedback_points: tuple[str, ...] = ()
-    tangents: int = 1
-    aggregation: str = "mean"
-    sampler: str = "normal"
-    perturb: str = "weights"
-    angle: float | None = None
-    rank: int = 10
-    feedback_rule: str = "normative"
-    feedback_lr: float = 1e-3
-    lowrank: str | None = None
-    oialr_start: int = 1000
-    oialr_every: int = 250
-    oialr_cutoff: float = 0.15
-    ab_start: int = 500
-    ab_sync_every: int = 100
-    ab_full_steps: int = 10
-    ab_rank: float = 0.25
-    ab_sync: str = "products"
-    dataset: str = "digits"
-    data: str | None = None  # a user's .npz or .csv file (beyondbp.data.user_files); replaces dataset
-    target: str | None = None
-    task: str | None = None
-    data_dir: str | None = None
-    download: bool = False
-    model: str = "mlp"
-    hidden: tuple[int, ...] = (500,)
-    activation: str = "tanh"
-    channels: tuple[int, ...] = (32, 64)
-    depth: int = 4
-    width: int = 128
-    heads: int = 4
-    head_dim: int | None = None
-    mlp: int = 256
-    patch: int | None = None
-    loss: str | None = None
-    epochs: int = 10
-    batch_size: int = 50
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    seed: int = 0
-    device: str = "auto"
-    nproc: int = 1  # data-parallel processes on this machine (see beyondbp.launch)
+    Each field is declared once (:func:`~beyondbp.options.option`): its flag of ``beyondbp train`` and
+    ``compare``, its help, and the method constructors' keyword it feeds.
+    """
+
+    method: str = option("bp", "method", "method or method:variant", flag=False)
+    signal: str | None = option(None, "method", f"f3's signal (default {DEFAULT_F3_SIGNAL}); see 'beyondbp list'",
+                                method_arg="signal")
+    feedback_init: str = option("kaiming_uniform", "method", "initialisation of feedback matrices",
+                                method_arg="feedback_init")
+    feedback_normalize: bool = option(False, "method", "divide feedback matrices by sqrt(width)",
+                                      method_arg="normalize")
+    feedback_batch_mean: bool = option(False, "method", "divide the injected direct-feedback gradient by the batch "
+                                                        "size (matters for SGD)", method_arg="batch_mean")
+    token_feedback: str = option("shared", "method", "direct feedback on token sequences: one C x width matrix for "
+                                                     "every token, or one per position",
+                                 choices=TOKEN_FEEDBACK, method_arg="token_feedback")
+    execution: str = option("auto", "method", "direct feedback: 'forward' updates each block as the forward pass "
+                                              "reaches it (signals known in advance), 'autograd' does one backward "
+                                              "at the end; auto picks forward where possible",
+                            choices=EXECUTIONS, method_arg="execution")
+    unlocked: bool = option(False, "method", "with forward execution: step each block's optimizer as soon as its "
+                                             "gradient exists", method_arg="unlocked")
+    feedback_points: tuple[str, ...] = option((), "method", "direct feedback and fg with activity tangents: module "
+                                                            "names where the signal enters, e.g. layer1,layer2.1 "
+                                                            "(default: every block but the last)",
+                                              method_arg="feedback_points", metavar="NAMES")
+    tangents: int = option(1, "forward gradient (fg)", "tangents per step, k", method_arg="tangents")
+    aggregation: str = option("mean", "forward gradient (fg)", "single, mean, sum or projection",
+                              method_arg="aggregation")
+    sampler: str = option("normal", "forward gradient (fg)", "normal, rademacher, basis or angle", method_arg="sampler")
+    perturb: str = option("weights", "forward gradient (fg)", "weights or activities", method_arg="perturb")
+    angle: float | None = option(None, "forward gradient (fg)", "pairwise angle of the tangents in degrees (sampler "
+                                                                "angle)", method_arg="angle")
+    rank: int = option(10, "low-dimensional feedback (ldfa)", "rank r of the feedback P Q", method_arg="rank")
+    feedback_rule: str = option("normative", "low-dimensional feedback (ldfa)", "normative or local",
+                                method_arg="feedback_rule")
+    feedback_lr: float = option(1e-3, "low-dimensional feedback (ldfa)", "learning rate of P and Q",
+                                method_arg="feedback_lr")
+    lowrank: str | None = option(None, "low-rank training", "oialr (OIALR) or ab (AB-training, data-parallel with "
+                                                            "--nproc >= 2)")
+    oialr_start: int = option(1000, "low-rank training", "oialr: full-rank steps first")
+    oialr_every: int = option(250, "low-rank training", "oialr: steps between re-orthogonalisation and cut")
+    oialr_cutoff: float = option(0.15, "low-rank training", "oialr: cut singular values below this fraction of the "
+                                                            "largest")
+    ab_start: int = option(500, "low-rank training", "ab: full-rank warm-up steps")
+    ab_sync_every: int = option(100, "low-rank training", "ab: steps the A and B groups train apart before "
+                                                          "synchronising")
+    ab_full_steps: int = option(10, "low-rank training", "ab: full-rank steps after each synchronisation")
+    ab_rank: float = option(0.25, "low-rank training", "ab: rank of A B as a fraction of the full rank")
+    ab_sync: str = option("products", "low-rank training", "ab: products (average of A B over ranks) or factors "
+                                                           "(A of the A group times B of the B group)")
+    dataset: str = option("digits", "data and model", "data set; see 'beyondbp list'")
+    data: str | None = option(None, "data and model", "your own data file instead: .npz (arrays x, y; optional "
+                                                      "x_test, y_test) or .csv (with --target)", metavar="PATH")
+    target: str | None = option(None, "data and model", "--data FILE.csv: the target column", metavar="COLUMN")
+    task: str | None = option(None, "data and model", "--data: force the task (default: classification for integer "
+                                                      "or string targets)", choices=TASKS)
+    data_dir: str | None = option(None, "data and model", "where data files are (also $BEYONDBP_DATA)")
+    download: bool = option(False, "data and model", "download missing data files")
+    model: str = option("mlp", "data and model", "model, or your own: FILE.py:FUNCTION or package.module:FUNCTION, "
+                                                 "called as FUNCTION(input_shape, num_outputs)")
+    hidden: tuple[int, ...] = option((500,), "data and model", "hidden widths, e.g. 500,500")
+    activation: str = option("tanh", "data and model", "hidden activation")
+    channels: tuple[int, ...] = option((32, 64), "data and model", "cnn: conv channels")
+    depth: int = option(4, "data and model", "vit: transformer blocks; f3vit: hidden blocks, the last the head's "
+                                             "hidden layer")
+    width: int = option(128, "data and model", "vit: token width; f3vit: the whole sequence's width")
+    heads: int = option(4, "data and model", "vit, f3vit: attention heads")
+    head_dim: int | None = option(None, "data and model", "vit, f3vit: dimension per head (default token width / "
+                                                          "heads)")
+    mlp: int = option(256, "data and model", "vit, f3vit: MLP width")
+    patch: int | None = option(None, "data and model", "vit, f3vit: patch size (default a quarter of the image side)")
+    loss: str | None = option(None, "data and model", "bce (sigmoid output), ce or mse; default bce for "
+                                                      "classification, mse for regression")
+    epochs: int = option(10, "training", "epochs")
+    batch_size: int = option(50, "training", "batch size (per process)")
+    lr: float = option(1e-3, "training", "learning rate")
+    optimizer: str = option("adam", "training", "adam or sgd")
+    momentum: float = option(0.9, "training", "momentum, for sgd")
+    seed: int = option(0, "training", "seed", flag=False)
+    device: str = option("auto", "training", "auto (cuda if available), cpu, cuda, cuda:N")
+    nproc: int = option(1, "training", "data-parallel training on N processes of this machine (launches torchrun); "
+                                       "see README", metavar="N")
 
     def build_method(self) -> Method:
         """The method, given the settings its constructor takes (the others concern other methods)."""
@@ -105,13 +140,8 @@ class RunConfig:
         if self.unlocked and "unlocked" not in accepted:
             raise BeyondBPError(f"unlocked updates need a direct-feedback method with a signal known in advance, "
                                 f"not {name}")
-        settings = {"signal": self.signal, "feedback_init": self.feedback_init,
-                    "normalize": self.feedback_normalize, "batch_mean": self.feedback_batch_mean,
-                    "token_feedback": self.token_feedback, "execution": self.execution, "unlocked": self.unlocked,
-                    "tangents": self.tangents, "aggregation": self.aggregation, "sampler": self.sampler,
-                    "perturb": self.perturb, "angle": self.angle, "rank": self.rank,
-                    "feedback_rule": self.feedback_rule, "feedback_lr": self.feedback_lr,
-                    "feedback_points": list(self.feedback_points) or None}
+        settings = method_settings(self)
+        settings["feedback_points"] = list(self.feedback_points) or None
         signal = settings.pop("signal")
         return make_method(self.method, signal=signal,
                            **{k: v for k, v in settings.items() if k in accepted})

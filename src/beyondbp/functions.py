@@ -9,8 +9,8 @@ The test functions of Flügel et al. (2024), each with its known minimum:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

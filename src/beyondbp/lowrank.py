@@ -19,8 +19,9 @@ rank by default; layers with ``min(out, fan_in) < min_size`` are skipped (too sm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
-
-from typing import Iterable
 
 from .data import Dataset, loaders
 from .objectives import Objective

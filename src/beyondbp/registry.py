@@ -5,7 +5,8 @@ An unknown name raises :class:`UnknownNameError` listing the known ones.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
 

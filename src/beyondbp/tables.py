@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: Path, columns: Iterable[str] | None = None) -> None:

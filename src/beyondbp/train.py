@@ -12,18 +12,20 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .ab_training import ABTraining
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
-from .errors import BeyondBPError, DivergenceError
 from .distributed import DataParallel
-from .ab_training import ABTraining
+from .errors import BeyondBPError, DivergenceError
 from .lowrank import OIALR
 from .methods import Method
 from .metrics import evaluate
@@ -32,6 +34,10 @@ from .objectives import Objective
 METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
 ALIGN_BATCH = 256
+
+
+class TrainingWarning(UserWarning):
+    """Training went on but looks wrong (e.g. the loss rose far above its start)."""
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -61,7 +67,8 @@ class Trainer:
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
-                 progress: bool = True, run_info: dict[str, Any] | None = None, lowrank: OIALR | ABTraining | None = None,
+                 progress: bool = True, run_info: dict[str, Any] | None = None,
+                 lowrank: OIALR | ABTraining | None = None,
                  parallel: DataParallel | None = None):
         self.model = model.to(device)
         self.method = method
@@ -77,6 +84,7 @@ class Trainer:
         self.parallel = parallel
         self.writes = parallel is None or parallel.is_main
         self.history: list[dict[str, Any]] = []
+        self._first_step_loss: float | None = None
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -122,8 +130,8 @@ class Trainer:
             self._rewrite_metrics()
         world = self.parallel.world if self.parallel else 1
         steps = loaders.num_batches(train, batch_size * world)
-        bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0), desc=self.method.label,
-                   disable=None if self.progress else True, dynamic_ncols=True, leave=False)
+        bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
+                   desc=self.method.label, disable=None if self.progress else True, dynamic_ncols=True, leave=False)
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
         with bar:
             for epoch in range(len(self.history) + 1, epochs + 1):
@@ -131,6 +139,9 @@ class Trainer:
                 train_loss, lowrank_events = self._train_epoch(train, batch_size, seed, epoch, bar)
                 train_seconds += time.perf_counter() - started
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
+                if epoch == 1:
+                    record["first_step_loss"] = self._first_step_loss
+                self._check_health(record, epoch)
                 if self.lowrank is not None:
                     record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
                 if self.parallel is not None:
@@ -162,6 +173,8 @@ class Trainer:
                 x, t, index = x[part], t[part], index[part]
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
+            if epoch == 1 and number == 1:
+                self._first_step_loss = loss
             if isinstance(self.lowrank, ABTraining):
                 loss = self.lowrank.average_gradients(self.model, loss, len(x))
             elif self.parallel is not None and not self.method.exchanges_estimates:
@@ -203,7 +216,21 @@ class Trainer:
         for p in params:
             p.grad = None
 
-    def _divergence_message(self, loss: float, epoch: int, batch: int) -> str:
+    def _check_health(self, record: dict[str, Any], epoch: int) -> None:
+        """Stop on non-finite parameters (the last good checkpoint stays); warn when the epoch's training loss
+        ends at more than twice the first step's, a sign of a learning rate too large (bounded losses such
+        as BCE saturate instead of overflowing)."""
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise DivergenceError(self._divergence_message(f"finite, but parameter {bad[0]} is not", epoch, "end"))
+        reference = self.history[0].get("first_step_loss") if self.history else record.get("first_step_loss")
+        if reference and record["train_loss"] > 2 * reference:
+            lr = self.optimizer.param_groups[0]["lr"]
+            warnings.warn(f"epoch {epoch}: training loss {record['train_loss']:.4g} ended at more than twice the "
+                          f"first step's ({reference:.4g}); the learning rate {lr:g} may be too large",
+                          TrainingWarning, stacklevel=3)
+
+    def _divergence_message(self, loss: float | str, epoch: int, batch: int | str) -> str:
         kept = (f"last good checkpoint kept: {self.checkpoint_path} (epoch {len(self.history)})"
                 if self.checkpoint_path and self.history else "no checkpoint was written yet")
         return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}); "

@@ -6,8 +6,8 @@ a validation split, then the seeds on the test set) and writes
 result files into ``benchmarks/RESULTS.md``.
 """
 
-from .suite import Suite, load_suite
-from .runner import run_suite
 from .report import write_results_md
+from .runner import run_suite
+from .suite import Suite, load_suite
 
 __all__ = ["Suite", "load_suite", "run_suite", "write_results_md"]

@@ -18,7 +18,7 @@ import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from ..data import DataSplit, load_dataset
 from ..errors import BeyondBPError, DivergenceError
 from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
-from ..train import METRICS_NAME, changed_settings
 from ..tables import write_rows
+from ..train import METRICS_NAME, changed_settings
 from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
 
@@ -141,8 +141,8 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
 
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
     """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
-    per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and ``-alignment.csv`` for a
-    suite that measures alignment)."""
+    per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and
+    ``-alignment.csv`` for a suite that measures alignment)."""
     started = time.time()
     runs_dir, results_dir = Path(runs_dir) / suite.name, Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
     if tuned + ran == 0 and meta_path.is_file():  # nothing ran: the reports are rebuilt, the record stays
         meta = json.loads(meta_path.read_text())
     else:
-        meta = {"suite": suite.name, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        meta = {"suite": suite.name, "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows,

@@ -19,10 +19,11 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -144,7 +145,7 @@ def run_speed(methods: Sequence[str], depth: int, width: int, batch_size: int, o
     meta = {"command": command, "model": model, "depth": depth, "width": width, "batch_size": batch_size,
             "steps": steps, "warmup": warmup, "device": str(resolve_device(device)),
             "threads": torch.get_num_threads(), "machine": machine_description(),
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return rows
 

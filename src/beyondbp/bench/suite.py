@@ -109,8 +109,8 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
     raw = tomllib.loads(path.read_text())
     try:
         tuning = Tuning(**{k: tuple(v) if k == "lrs" else v for k, v in raw.pop("tuning").items()})
-        own = {k: raw.pop(k) for k in ("description", "methods", "datasets", "seeds", "goal_gap_closed", "align", "sweep")
-               if k in raw}
+        own = {k: raw.pop(k) for k in ("description", "methods", "datasets", "seeds", "goal_gap_closed", "align",
+                                        "sweep") if k in raw}
         variants = {label: _settings(options, f"suite {path}: [variants.{label}]")
                     for label, options in raw.pop("variants", {}).items()}
         models = _models(raw, path)

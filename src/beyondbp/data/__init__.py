@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import images, loaders, tabular  # noqa: F401  (registers the loaders)
 from .dataset import Dataset, DataSplit, batches, validation_split
-from . import loaders
 from .loaders import WithIndex
 from .registry import DATASETS
-from . import images, tabular  # noqa: F401  (registers the loaders)
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None, download: bool = False,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class Dataset:
     def num_outputs(self) -> int:
         return self.t.shape[1]
 
-    def to(self, device: torch.device | str) -> "Dataset":
+    def to(self, device: torch.device | str) -> Dataset:
         return Dataset(self.x.to(device), self.t.to(device))
 
 
@@ -72,7 +72,8 @@ def standardize(train: np.ndarray, test: np.ndarray, axes: tuple[int, ...]) -> t
     return scale(train), scale(test)
 
 
-def split_indices(n: int, test_fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, test_fraction: float, seed: int,
+                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A seeded train/test split of ``range(n)``, stratified by ``labels`` when given."""
     from sklearn.model_selection import train_test_split
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import DataNotFoundError
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import DataNotFoundError
 from .dataset import DataSplit, classification_split
-from .files import download as fetch, download_dir, locate
+from .files import download as fetch
+from .files import download_dir, locate
 from .idx import read_idx
 from .registry import DATASETS
 

@@ -9,7 +9,8 @@ in the training set: :class:`WithIndex` makes any map-style dataset yield it.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,8 +45,8 @@ class WithIndex(torch.utils.data.Dataset):
 def unpack(batch: Any, device: torch.device | str) -> Batch:
     """``(x, t, index)`` on ``device`` from a batch ``(x, t)`` or ``(x, t, index)`` (index None if absent)."""
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-        raise BeyondBPError(f"batches must be (x, t) or (x, t, index), got "
-                            f"{type(batch).__name__}{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}")
+        size = f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else ""
+        raise BeyondBPError(f"batches must be (x, t) or (x, t, index), got {type(batch).__name__}{size}")
     x, t, *rest = (torch.as_tensor(part).to(device) for part in batch)
     return x, t, (rest[0] if rest else None)
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import DataNotFoundError
 from .dataset import DataSplit, classification_split, regression_split, split_indices
-from .files import download as fetch, download_dir, locate
+from .files import download as fetch
+from .files import download_dir, locate
 from .registry import DATASETS
 
 TEST_FRACTION = 0.2

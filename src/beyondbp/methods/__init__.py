@@ -7,7 +7,7 @@ Presets are compositions: ``dfa``, ``drtp``, ``f3`` and ``shallow`` are
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import BeyondBPError
 from ..registry import Registry

@@ -14,7 +14,7 @@ feedback-patched linear maps, so that FA, sign symmetry and LDFA send ``δ F`` i
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

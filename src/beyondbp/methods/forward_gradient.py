@@ -19,7 +19,8 @@ computed once, the k tangents in one batched pass. They are combined by
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -20,9 +20,10 @@ and output projections of ``nn.MultiheadAttention`` are layers too (:mod:`.atten
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

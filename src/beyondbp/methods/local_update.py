@@ -12,7 +12,7 @@ before adding it). The gradients are the same as autograd's (a test compares the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -35,8 +35,9 @@ of the batch-mean loss, i.e. ours divided by the batch size (Adam is invariant t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor

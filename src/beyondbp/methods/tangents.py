@@ -6,7 +6,7 @@ Drawn from PyTorch's global generator on the requested device, so a seed reprodu
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

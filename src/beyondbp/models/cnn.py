@@ -3,11 +3,12 @@ block, then fully connected blocks, then the output block."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
-from .registry import MODELS, activation as make_activation
+from .registry import MODELS
+from .registry import activation as make_activation
 
 
 @MODELS.register("cnn", "conv blocks (3x3 conv, activation, 2x2 max-pool; --channels), then dense blocks (--hidden)")

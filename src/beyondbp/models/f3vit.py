@@ -19,11 +19,12 @@ dimension 64, MLP 128, tanh. Its attention projections have no bias; here they h
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
-from .registry import MODELS, activation as make_activation
+from .registry import MODELS
+from .registry import activation as make_activation
 from .vit import TransformerBlock, patch_grid
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
-from .registry import MODELS, activation as make_activation
+from .registry import MODELS
+from .registry import activation as make_activation
 
 
 @MODELS.register("mlp", "fully connected: one block per hidden layer (Linear + activation), then the output block")

@@ -11,12 +11,13 @@ feedback methods can replace them. The F³ paper's transformer is a different ne
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .registry import MODELS, activation as make_activation
+from .registry import MODELS
+from .registry import activation as make_activation
 
 
 class PositionEmbedding(nn.Module):
