@@ -25,7 +25,7 @@ from torch import nn
 
 from .registry import MODELS
 from .registry import activation as make_activation
-from .vit import TransformerBlock, patch_grid
+from .vit import TransformerBlock, TransformerShape, patch_grid
 
 
 def token_block(tokens: int, width: int, heads: int, head_dim: int, mlp: int, activation: str) -> list[nn.Module]:
@@ -36,21 +36,12 @@ def token_block(tokens: int, width: int, heads: int, head_dim: int, mlp: int, ac
 
 @MODELS.register("f3vit", "the F³ paper's transformer: dense embedding cut into tokens, transformer blocks, "
                           "MLP head (--width is the whole sequence's width, --depth the hidden blocks)")
-def f3vit(
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 4,
-    width: int = 128,
-    heads: int = 4,
-    head_dim: int | None = None,
-    mlp: int = 256,
-    patch: int | None = None,
-    activation: str = "tanh",
-    output_activation: nn.Module | None = None,
-) -> nn.Sequential:
+def f3vit(input_shape: Sequence[int], num_outputs: int, shape: TransformerShape = TransformerShape(),
+          activation: str = "tanh", output_activation: nn.Module | None = None) -> nn.Sequential:
     """``patch`` defaults to a quarter of the image side (16 tokens); ``head_dim`` to the token width
-    divided by ``heads``."""
-    patch, tokens = patch_grid("f3vit", input_shape, patch)
+    divided by ``heads``; ``width`` is the whole sequence's width, ``depth`` the hidden blocks."""
+    depth, width, heads, head_dim, mlp = shape.depth, shape.width, shape.heads, shape.head_dim, shape.mlp
+    patch, tokens = patch_grid("f3vit", input_shape, shape.patch)
     if width % tokens:
         raise ValueError(f"width {width} is not a multiple of the {tokens} tokens of patch size {patch}")
     if depth < 2:

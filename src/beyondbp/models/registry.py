@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import typing
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -35,12 +36,18 @@ def build_model(
     """Build the model called ``name`` for inputs of ``input_shape`` (without the batch dimension).
 
     ``options`` may hold settings of every model (``hidden``, ``channels``, ``depth``, ...); each
-    model takes those it knows. A size that does not fit the input is a :class:`BeyondBPError`.
+    model takes those it knows, as keywords or as fields of a dataclass argument. A size that does not
+    fit the input is a :class:`BeyondBPError`.
     """
     constructor = MODELS.get(name)
-    accepted = inspect.signature(constructor).parameters
+    given = {k: v for k, v in options.items() if v is not None}
+    arguments = {}
+    for parameter, hint in typing.get_type_hints(constructor).items():
+        if dataclasses.is_dataclass(hint):  # a group of options (e.g. TransformerShape), built from its fields
+            arguments[parameter] = hint(**{f.name: given[f.name] for f in dataclasses.fields(hint) if f.name in given})
+        elif parameter in given:
+            arguments[parameter] = given[parameter]
     try:
-        return constructor(input_shape, num_outputs, output_activation=output_activation,
-                           **{k: v for k, v in options.items() if k in accepted and v is not None})
+        return constructor(input_shape, num_outputs, output_activation=output_activation, **arguments)
     except ValueError as error:
         raise BeyondBPError(f"model '{name}': {error}") from None

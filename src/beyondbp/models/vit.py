@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -84,27 +85,30 @@ def patch_grid(model: str, input_shape: Sequence[int], patch: int | None) -> tup
     return patch, (height // patch) * (width // patch)
 
 
+@dataclass(frozen=True)
+class TransformerShape:
+    """The sizes that ``vit`` and ``f3vit`` share (each model's docstring says how it reads them)."""
+
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    head_dim: int | None = None
+    mlp: int = 256
+    patch: int | None = None
+
+
 class MeanTokens(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=1)
 
 
 @MODELS.register("vit", "vision transformer: patch embedding, --depth transformer blocks, mean-pooled head")
-def vit(
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 4,
-    width: int = 128,
-    heads: int = 4,
-    head_dim: int | None = None,
-    mlp: int = 256,
-    patch: int | None = None,
-    activation: str = "gelu",
-    output_activation: nn.Module | None = None,
-) -> nn.Sequential:
+def vit(input_shape: Sequence[int], num_outputs: int, shape: TransformerShape = TransformerShape(),
+        activation: str = "gelu", output_activation: nn.Module | None = None) -> nn.Sequential:
     """``patch`` defaults to a quarter of the image side (7 on 28×28, 8 on 32×32, 2 on 8×8);
     ``head_dim`` to ``width // heads``."""
-    patch, tokens = patch_grid("vit", input_shape, patch)
+    depth, width, heads, head_dim, mlp = shape.depth, shape.width, shape.heads, shape.head_dim, shape.mlp
+    patch, tokens = patch_grid("vit", input_shape, shape.patch)
     channels = input_shape[0]
     head_dim = head_dim or max(1, width // heads)
     embed = nn.Sequential(Patches(patch), nn.Linear(channels * patch * patch, width), PositionEmbedding(tokens, width))
