@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 from .distributed import DataParallel
 from .errors import BeyondBPError
+from .schedule import ParametrizationSchedule
+from .surgery import eligible_layers, forget_state, replace_module
 
 SYNC_MODES = ("factors", "products")
 PHASES = ("warmup", "groups", "full")
@@ -58,13 +60,8 @@ class FactoredLinear(nn.Module):
         return out + self.bias if self.bias is not None else out
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 @dataclass
-class ABTraining:
+class ABTraining(ParametrizationSchedule):
     """The phase schedule, the factorisation and the group-wise gradient exchange."""
 
     name = "ab"
@@ -90,9 +87,17 @@ class ABTraining:
         if sync not in SYNC_MODES:
             raise BeyondBPError(f"unknown AB synchronisation '{sync}'; known: {', '.join(SYNC_MODES)}")
 
+    @classmethod
+    def check_method(cls, method) -> None:
+        """Layer-wise feedback is refused (as for OIALR), and fg: it exchanges its estimates over all ranks."""
+        super().check_method(method)
+        if method.exchanges_own_estimates:
+            raise BeyondBPError(f"lowrank='ab' does not compose with {method.label}: it exchanges its estimates over "
+                                f"all ranks, AB-training trains the factors in separate groups")
+
     def __post_init__(self):
         if self.parallel is None or self.parallel.world < 2:
-            raise BeyondBPError("--lowrank ab needs data-parallel training on at least 2 processes (--nproc 2)")
+            raise BeyondBPError("lowrank='ab' needs data-parallel training on at least 2 processes (nproc=2)")
         self.check(self.start, self.sync_every, self.full_steps, self.rank, self.sync)
         # every rank creates every group, in the same order (torch.distributed requires it)
         world = self.parallel.world
@@ -107,8 +112,7 @@ class ABTraining:
         return self.groups[self.parallel.rank % 2]
 
     def eligible(self, model: nn.Module) -> list[str]:
-        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][:-1]
-        return [name for name in linears if min(model.get_submodule(name).weight.shape) >= self.min_size]
+        return eligible_layers(model, (nn.Linear,), self.min_size)
 
     @staticmethod
     def layers(model: nn.Module) -> dict[str, FactoredLinear]:
@@ -155,10 +159,10 @@ class ABTraining:
             weight.requires_grad_(self.trains_a)
             factor_b.requires_grad_(not self.trains_a)
             if optimizer is not None:
-                optimizer.state.pop(weight, None)
+                forget_state(optimizer, weight)
                 group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
                 group["params"].append(factor_b)
-            _set_module(model, name, FactoredLinear(linear, weight, factor_b))
+            replace_module(model, name, FactoredLinear(linear, weight, factor_b))
         self._enter("groups")
 
     def synchronize(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
@@ -177,13 +181,12 @@ class ABTraining:
                     weight = self.parallel.all_reduce(layer.a @ layer.b) / self.parallel.world
             linear = layer.linear
             if optimizer is not None:
-                optimizer.state.pop(layer.a, None)
-                optimizer.state.pop(layer.b, None)
+                forget_state(optimizer, layer.a, layer.b)
                 for group in optimizer.param_groups:
                     group["params"] = [p for p in group["params"] if p is not layer.b]
             linear.weight.data = weight.contiguous()
             linear.weight.requires_grad_(True)
-            _set_module(model, name, linear)
+            replace_module(model, name, linear)
         self._enter("full")
 
     # -- the exchange -------------------------------------------------------------------------

@@ -7,8 +7,9 @@ a diverging run exits 1 with its message; neither shows a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import torch
 from .checkpoint import CHECKPOINT_NAME
 from .compare import compare
 from .data import DATASETS
+from .distributed import launched_rank, launched_world
 from .errors import BeyondBPError
 from .experiment import OPTIMIZERS, RunConfig, run
 from .functions import FUNCTIONS
@@ -63,13 +65,13 @@ def output_folder(given: Path | None, default: Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
-    if "WORLD_SIZE" in os.environ:  # launched by torchrun: one rank of the run
-        config.nproc = int(os.environ["WORLD_SIZE"])
+    if launched_world() is not None:  # launched by torchrun: one rank of the run
+        config.nproc = launched_world()
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
-    if args.resume and not (out / CHECKPOINT_NAME).is_file() and os.environ.get("RANK", "0") == "0":
+    if args.resume and not (out / CHECKPOINT_NAME).is_file() and launched_rank() == 0:
         print(f"beyondbp: --resume: no checkpoint in {out}; starting from epoch 1", file=sys.stderr)
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
-    if os.environ.get("RANK", "0") != "0":
+    if launched_rank() != 0:
         return 0
     metric = summary["metric"]
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
@@ -280,6 +282,13 @@ def build_parser() -> Parser:
     return parser
 
 
+def as_flags(message: str) -> str:
+    """A library message's settings (``nproc=2``, ``lowrank='ab'``) as the flags that set them (``--nproc 2``)."""
+    names = sorted((f.name for f in dataclasses.fields(RunConfig)), key=len, reverse=True)
+    pattern = re.compile(rf"\b({'|'.join(names)})=('?)([^\s,;:)']*)\2")
+    return pattern.sub(lambda m: f"--{m.group(1).replace('_', '-')} {m.group(3)}".rstrip(), message)
+
+
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
     return f"beyondbp: warning: {message}\n"
 
@@ -290,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BeyondBPError as error:
-        print(f"beyondbp: error: {error}", file=sys.stderr)
+        print(f"beyondbp: error: {as_flags(str(error))}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("beyondbp: interrupted; run again with --resume to continue", file=sys.stderr)

@@ -87,7 +87,7 @@ def alignment(model: nn.Module, method: Method, x: Tensor, t: Tensor, index: Ten
     was_training = model.training
     try:
         if after_block is not None:
-            method.after_block = None  # measuring must not step the optimizer
+            method.after_block = lambda params: None  # measuring must not step the optimizer
         model.train()
         estimate = _gradients(model, method, x, t, index, objective)
         method.load_state_dict(copy.deepcopy(method_state))  # undo the step's buffer writes

@@ -109,12 +109,32 @@ class DataParallel:
         dist.destroy_process_group()
 
 
+def launched_world() -> int | None:
+    """The number of processes ``torchrun`` launched this one among (None when not launched by it).
+
+    This module is the one place that reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
+    """
+    return int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
+
+
+def launched_rank() -> int:
+    """This process's rank (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launched_device(device: torch.device) -> torch.device:
+    """``device``, made this rank's own GPU (``LOCAL_RANK``) in a launched CUDA run."""
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
 def from_environment(device: torch.device) -> DataParallel | None:
     """Join the process group that ``torchrun`` describes in the environment (None when not launched so)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world() or 1
     if world <= 1:
         return None
-    rank = int(os.environ["RANK"])
+    rank = launched_rank()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,11 @@ import torch
 from .ab_training import ABTraining
 from .data import DATASETS, DataSplit, load_dataset, validation_split
 from .data.user_files import TASKS, load_user_file
-from .distributed import DataParallel, from_environment
+from .distributed import DataParallel, from_environment, launched_device, launched_world
 from .errors import BeyondBPError
 from .lowrank import OIALR
-from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, ForwardGradient, Method, make_method, method_options
+from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, Method, make_method, method_options
 from .methods.direct import EXECUTIONS, TOKEN_FEEDBACK
-from .methods.layerwise import LayerwiseFeedback
 from .metrics import HEADLINE
 from .models import ACTIVATIONS, MODELS, build_model
 from .models.factory import build_user_model, is_factory, load_factory
@@ -153,7 +151,7 @@ class RunConfig:
         if self.data is None:
             DATASETS.get(self.dataset)
             if self.target is not None or self.task is not None:
-                raise BeyondBPError("a target column and a task apply to a data file (--data PATH) only")
+                raise BeyondBPError("a target column and a task apply to a data file (data=PATH) only")
         ACTIVATIONS.get(self.activation)
         OPTIMIZERS.get(self.optimizer)
         if is_factory(self.model):
@@ -162,8 +160,8 @@ class RunConfig:
             MODELS.get(self.model)
         if self.nproc < 1:
             raise BeyondBPError(f"nproc must be at least 1, got {self.nproc}")
-        if self.lowrank == "ab" and self.nproc < 2 and "WORLD_SIZE" not in os.environ:
-            raise BeyondBPError("--lowrank ab needs data-parallel training on at least 2 processes: add --nproc 2 "
+        if self.lowrank == "ab" and self.nproc < 2 and launched_world() is None:
+            raise BeyondBPError("lowrank='ab' needs data-parallel training on at least 2 processes: set nproc=2 "
                                 "(or launch with torchrun)")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
@@ -174,16 +172,11 @@ class RunConfig:
         if self.lowrank not in (None, *LOWRANK):
             raise BeyondBPError(f"unknown low-rank scheme '{self.lowrank}'; known: {', '.join(LOWRANK)}")
         method = self.build_method()
-        if self.lowrank and isinstance(method, LayerwiseFeedback):
-            raise BeyondBPError(f"--lowrank {self.lowrank} composes with bp, shallow, dfa, drtp, f3 and fg; layer-wise "
-                                f"feedback ({self.method}) has no feedback path for factored layers yet")
         if self.lowrank == "ab":
-            if isinstance(method, ForwardGradient):
-                raise BeyondBPError("--lowrank ab does not compose with fg: fg exchanges its directional derivatives "
-                                    "over all ranks, AB-training trains the factors in separate groups")
+            ABTraining.check_method(method)
             ABTraining.check(self.ab_start, self.ab_sync_every, self.ab_full_steps, self.ab_rank, self.ab_sync)
-        else:
-            self.build_lowrank()
+        elif self.lowrank == "oialr":
+            self.build_lowrank().check_method(method)
 
     def build_lowrank(self, parallel: DataParallel | None = None) -> OIALR | ABTraining | None:
         if self.lowrank == "ab":
@@ -226,7 +219,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BeyondBPError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        raise BeyondBPError(f"device '{name}' requested but CUDA is not available; use device=cpu")
     try:
         return torch.device(name)
     except RuntimeError:
@@ -245,13 +238,11 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     loaded by each process).
     """
     config.validate()
-    if config.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if config.nproc > 1 and launched_world() is None:
         from .launch import launch
 
         return launch(config, out_dir, resume, progress, align_every, validation)
-    device = resolve_device(config.device)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    device = launched_device(resolve_device(config.device))
     parallel = from_environment(device)
     completed = False
     try:
@@ -269,7 +260,7 @@ def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParal
     """The body of :func:`run` in this process (one rank of a data-parallel run, or the only one)."""
     if parallel is not None and parallel.world != config.nproc:
         raise BeyondBPError(f"this run was launched on {parallel.world} processes but its settings say nproc "
-                            f"{config.nproc}: pass --nproc {parallel.world}")
+                            f"{config.nproc}: set nproc={parallel.world}")
     data = data or config.load_data()
     if validation is not None:
         data = validation_split(data, *validation)

@@ -73,5 +73,5 @@ def optimize(function: str, dim: int, tangents: int, aggregation: str, steps: in
         exact = exact - lr * torch.func.grad(test.f)(exact)
     final, exact_final = test.f(x).item(), test.f(exact).item()
     if not torch.isfinite(torch.tensor([final, exact_final])).all():
-        raise BeyondBPError(f"gradient descent diverged on {function} (lr {lr:g}); try a smaller --lr")
+        raise BeyondBPError(f"gradient descent diverged on {function} (lr {lr:g}); try a smaller learning rate")
     return OptimizeResult(final, test.minimum(dim), exact_final)

@@ -59,9 +59,8 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
 
 def main(out_dir: str) -> int:
     """One rank of a launched run: read ``OUT/launch.json`` and train."""
-    import os
-
     from .data import validation_split
+    from .distributed import launched_rank
     from .experiment import RunConfig, run
 
     out = Path(out_dir)
@@ -75,7 +74,7 @@ def main(out_dir: str) -> int:
         run(config, out, resume=spec["resume"], progress=spec["progress"], data=data,
             align_every=spec["align_every"])
     except BeyondBPError as error:
-        if os.environ.get("RANK", "0") == "0":
+        if launched_rank() == 0:
             report = {"message": str(error), "diverged": isinstance(error, DivergenceError)}
             (out / ERROR_NAME).write_text(json.dumps(report) + "\n")
         return error.exit_code

@@ -19,7 +19,6 @@ rank by default; layers with ``min(out, fan_in) < min_size`` are skipped (too sm
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import BeyondBPError
-
-#: Optimizer state entries that are linear in the gradient, and those that are quadratic in it.
-LINEAR_STATE = ("exp_avg", "momentum_buffer")
-QUADRATIC_STATE = ("exp_avg_sq", "max_exp_avg_sq")
+from .schedule import ParametrizationSchedule
+from .surgery import eligible_layers, replace_module, transform_state
 
 
 class LowRank(nn.Module):
@@ -77,19 +74,8 @@ class LowRankConv2d(LowRank):
         return F.conv2d(mixed, (self.u @ self.core)[:, :, None, None], self.bias)
 
 
-def _transform_state(optimizer: torch.optim.Optimizer, param: nn.Parameter,
-                     linear: Callable[[Tensor], Tensor], quadratic: Callable[[Tensor], Tensor]) -> None:
-    state = optimizer.state.get(param, {})
-    for key in LINEAR_STATE:
-        if isinstance(state.get(key), Tensor):
-            state[key] = linear(state[key])
-    for key in QUADRATIC_STATE:
-        if isinstance(state.get(key), Tensor):
-            state[key] = quadratic(state[key])
-
-
 @dataclass
-class OIALR:
+class OIALR(ParametrizationSchedule):
     """The schedule and the surgery; :meth:`after_step` is called after every optimizer step."""
 
     name = "oialr"
@@ -103,19 +89,15 @@ class OIALR:
     steps: int = 0
 
     def __post_init__(self):
-        if self.start < 0 or self.every < 1 or not 0 <= self.cutoff < 1 or not 0 < self.max_cut <= 1:
-            raise BeyondBPError(f"OIALR needs start >= 0, every >= 1, 0 <= cutoff < 1 and 0 < max_cut <= 1; got "
+        if self.start < 1 or self.every < 1 or not 0 <= self.cutoff < 1 or not 0 < self.max_cut <= 1:
+            raise BeyondBPError(f"OIALR needs start >= 1, every >= 1, 0 <= cutoff < 1 and 0 < max_cut <= 1; got "
                                 f"{self.start}, {self.every}, {self.cutoff}, {self.max_cut}")
 
     def eligible(self, model: nn.Module) -> list[str]:
         """Linear layers and Conv2d layers (``groups=1``, string padding excepted) with both sides of
         their weight matrix at least ``min_size``; the last Linear (the output layer) is kept."""
-        layers = [(name, m) for name, m in model.named_modules()
-                  if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1
-                                                  and not isinstance(m.padding, str))]
-        if self.keep_output_full and layers and isinstance(layers[-1][1], nn.Linear):
-            layers = layers[:-1]
-        return [name for name, m in layers if min(m.weight.shape[0], m.weight[0].numel()) >= self.min_size]
+        plain_conv = lambda m: not isinstance(m, nn.Conv2d) or (m.groups == 1 and not isinstance(m.padding, str))
+        return eligible_layers(model, (nn.Linear, nn.Conv2d), self.min_size, self.keep_output_full, plain_conv)
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Advance one step; at the switch or an update, change the layers and return what happened."""
@@ -130,8 +112,6 @@ class OIALR:
             return None
         return {"step": self.steps, **self.report(model)}
 
-    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """OIALR does nothing special at the end of an epoch."""
 
     @staticmethod
     def layers(model: nn.Module) -> dict[str, LowRank]:
@@ -146,13 +126,11 @@ class OIALR:
                 u, s, vh = torch.linalg.svd(weight.reshape(len(weight), -1), full_matrices=False)
             u, v = u.contiguous(), vh.T.contiguous()
             if optimizer is not None:
-                _transform_state(optimizer, weight, lambda m: u.T @ m.reshape(len(u), -1) @ v,
+                transform_state(optimizer, weight, lambda m: u.T @ m.reshape(len(u), -1) @ v,
                                  lambda q: (u * u).T @ q.reshape(len(u), -1) @ (v * v))
             weight.data = torch.diag(s)
-            parent, _, child = name.rpartition(".")
-            replacement = (LowRankLinear(u, weight, v, layer.bias) if isinstance(layer, nn.Linear)
+            replace_module(model, name, LowRankLinear(u, weight, v, layer.bias) if isinstance(layer, nn.Linear)
                            else LowRankConv2d(u, weight, v, layer))
-            setattr(model.get_submodule(parent) if parent else model, child, replacement)
 
     @staticmethod
     def reorthogonalize(layer: LowRank, optimizer: torch.optim.Optimizer | None) -> None:
@@ -163,7 +141,7 @@ class OIALR:
             layer.u = layer.u @ a
             layer.v = layer.v @ b
         if optimizer is not None:
-            _transform_state(optimizer, layer.core, lambda m: a.T @ m @ b, lambda q: (a * a).T @ q @ (b * b))
+            transform_state(optimizer, layer.core, lambda m: a.T @ m @ b, lambda q: (a * a).T @ q @ (b * b))
         layer.core.data = torch.diag(sigma)
 
     def cut(self, layer: LowRank, optimizer: torch.optim.Optimizer | None) -> int:
@@ -180,7 +158,7 @@ class OIALR:
                 layer.v = layer.v[:, :keep].contiguous()
             restrict = lambda m: m[:keep, :keep].contiguous()
             if optimizer is not None:
-                _transform_state(optimizer, layer.core, restrict, restrict)
+                transform_state(optimizer, layer.core, restrict, restrict)
             layer.core.data = restrict(layer.core.data)
         return keep
 

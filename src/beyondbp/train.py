@@ -21,15 +21,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .ab_training import ABTraining
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
 from .distributed import DataParallel
 from .errors import BeyondBPError, DivergenceError
-from .lowrank import OIALR
 from .methods import Method
 from .metrics import evaluate
 from .objectives import Objective
+from .schedule import ParametrizationSchedule
 
 METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
@@ -58,8 +57,8 @@ class Trainer:
         target_scale: per-output scale that turns standardised regression errors into original units.
         out_dir: where metrics and checkpoints go; None keeps everything in memory.
         run_info: settings stored in the checkpoint; resuming with different ones is refused.
-        lowrank: an :class:`~beyondbp.lowrank.OIALR` or :class:`~beyondbp.ab_training.ABTraining`
-            schedule, called after every optimizer step and at the end of every epoch.
+        lowrank: a :class:`~beyondbp.schedule.ParametrizationSchedule` (OIALR, AB-training), called after
+            every optimizer step and at the end of every epoch; it must accept the method.
         parallel: data-parallel training (see :mod:`beyondbp.distributed`): ``batch_size`` is per rank,
             gradients are averaged over ranks, only rank 0 writes files.
     """
@@ -68,7 +67,7 @@ class Trainer:
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
                  progress: bool = True, run_info: dict[str, Any] | None = None,
-                 lowrank: OIALR | ABTraining | None = None,
+                 lowrank: ParametrizationSchedule | None = None,
                  parallel: DataParallel | None = None):
         self.model = model.to(device)
         self.method = method
@@ -80,6 +79,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.run_info = run_info or {}
+        if lowrank is not None:
+            lowrank.check_method(method)
         self.lowrank = lowrank
         self.parallel = parallel
         self.writes = parallel is None or parallel.is_main
@@ -112,14 +113,7 @@ class Trainer:
         num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
         num_samples = num_samples or loaders.num_samples(train)
         self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
-        if getattr(self.method, "unlocked", False):
-            if self.parallel is not None:
-                raise BeyondBPError("unlocked updates cannot be combined with data-parallel training: "
-                                    "each block would step before the ranks' gradients are averaged")
-            self.method.after_block = self._step_block
-        self.method.parallel = self.parallel
-        if self.parallel is not None and getattr(self.method, "buffer", None) is not None:
-            self.method.buffer.sync = self.parallel.gather_rows
+        self.method.connect(self.parallel, self._step_block)
         if self.out_dir and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.history = self._restore() if resume else []
@@ -175,8 +169,9 @@ class Trainer:
             loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
             if epoch == 1 and number == 1:
                 self._first_step_loss = loss
-            if isinstance(self.lowrank, ABTraining):
-                loss = self.lowrank.average_gradients(self.model, loss, len(x))
+            combined = self.lowrank.average_gradients(self.model, loss, len(x)) if self.lowrank else None
+            if combined is not None:
+                loss = combined
             elif self.parallel is not None and not self.method.exchanges_estimates:
                 loss = self.parallel.average_gradients(self.model, loss, len(x))
             if self.parallel is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DataNotFoundError
@@ -62,6 +62,19 @@ def locate(name: str, filenames: Sequence[str], data_dir: Path | str | None, hin
     raise DataNotFoundError(
         f"data set '{name}': files {', '.join(filenames)} not found in {', '.join(map(str, looked))}; {hint}"
     )
+
+
+def locate_or_fetch(name: str, filenames: Sequence[str], data_dir: Path | str | None, hint: str,
+                    download_files: bool, fetch: Callable[[Path], None], gz_ok: bool = False,
+                    subdirs: Sequence[str] = ("",)) -> dict[str, Path]:
+    """:func:`locate` the files; with ``download_files`` and the files missing, first call
+    ``fetch(folder)`` to bring them into the download folder (see :func:`download_dir`)."""
+    if download_files:
+        try:
+            return locate(name, filenames, data_dir, hint, gz_ok, subdirs)
+        except DataNotFoundError:
+            fetch(download_dir(name, data_dir))
+    return locate(name, filenames, data_dir, hint, gz_ok, subdirs)
 
 
 def download(urls: Sequence[str], destination: Path) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataNotFoundError
 from .dataset import DataSplit, classification_split
 from .files import download as fetch
-from .files import download_dir, locate
+from .files import locate_or_fetch
 from .idx import read_idx
 from .registry import DATASETS
 
@@ -23,12 +22,8 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
 def _idx_split(name: str, base_url: str, hint: str, data_dir, download_files: bool) -> DataSplit:
-    if download_files:
-        try:
-            locate(name, IDX_FILES, data_dir, hint, gz_ok=True)
-        except DataNotFoundError:
-            fetch([f"{base_url}/{f}.gz" for f in IDX_FILES], download_dir(name, data_dir))
-    files = locate(name, IDX_FILES, data_dir, hint, gz_ok=True)
+    files = locate_or_fetch(name, IDX_FILES, data_dir, hint, download_files,
+                            lambda folder: fetch([f"{base_url}/{f}.gz" for f in IDX_FILES], folder), gz_ok=True)
     x_train, y_train, x_test, y_test = (read_idx(files[f]) for f in IDX_FILES)
     # [N, 28, 28] -> [N, 1, 28, 28]; one mean and std over all training pixels
     return classification_split(name, x_train[:, None], y_train, x_test[:, None], y_test, 10, axes=(0, 1, 2, 3))
@@ -59,16 +54,13 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @DATASETS.register("cifar10", "CIFAR-10, 50k/10k 32x32x3 (the python pickle batches)")
 def cifar10(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSplit:
     name, hint = "cifar10", "pass --download to fetch them, or --data-dir DIR holding cifar-10-batches-py/"
-    subdirs = ("cifar-10-batches-py",)
-    if download:
-        try:
-            locate(name, CIFAR_FILES, data_dir, hint, subdirs=subdirs)
-        except DataNotFoundError:
-            target = download_dir(name, data_dir)
-            fetch([CIFAR10_URL], target)
-            with tarfile.open(target / CIFAR10_URL.rsplit("/", 1)[-1]) as archive:
-                archive.extractall(target, filter="data")
-    files = locate(name, CIFAR_FILES, data_dir, hint, subdirs=subdirs)
+    def fetch_and_unpack(folder: Path) -> None:
+        fetch([CIFAR10_URL], folder)
+        with tarfile.open(folder / CIFAR10_URL.rsplit("/", 1)[-1]) as archive:
+            archive.extractall(folder, filter="data")
+
+    files = locate_or_fetch(name, CIFAR_FILES, data_dir, hint, download, fetch_and_unpack,
+                            subdirs=("cifar-10-batches-py",))
     parts = [_read_cifar_batch(files[f]) for f in CIFAR_FILES]
     x_train = np.concatenate([x for x, _ in parts[:-1]])
     y_train = np.concatenate([y for _, y in parts[:-1]])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataNotFoundError
+from ..errors import DataFormatError
 from .dataset import DataSplit, classification_split, regression_split, split_indices
 from .files import download as fetch
-from .files import download_dir, locate
+from .files import locate_or_fetch
 from .registry import DATASETS
 
 TEST_FRACTION = 0.2
@@ -53,12 +54,8 @@ WINE_FILES = ("winequality-red.csv", "winequality-white.csv")
 def wine_quality(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSplit:
     """Both UCI CSV files (``;``-separated, one header row); the target is the ``quality`` column."""
     hint = "pass --download to fetch them, or --data-dir DIR holding the UCI CSV files"
-    if download:
-        try:
-            locate("wine-quality", WINE_FILES, data_dir, hint)
-        except DataNotFoundError:
-            fetch([f"{UCI}/wine-quality/{f}" for f in WINE_FILES], download_dir("wine-quality", data_dir))
-    files = locate("wine-quality", WINE_FILES, data_dir, hint)
+    files = locate_or_fetch("wine-quality", WINE_FILES, data_dir, hint, download,
+                            lambda folder: fetch([f"{UCI}/wine-quality/{f}" for f in WINE_FILES], folder))
     parts = []
     for is_red, name in enumerate(reversed(WINE_FILES)):  # white: 0, red: 1
         table = np.loadtxt(files[name], delimiter=";", skiprows=1)
@@ -75,15 +72,13 @@ SGEMM_ZIP = "sgemm_product_dataset.zip"
 def sgemm(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSplit:
     """``sgemm_product.csv`` (or the UCI zip holding it): 14 kernel parameters and four run times."""
     hint = "pass --download to fetch it, or --data-dir DIR holding sgemm_product.csv"
-    if download:
-        try:
-            locate("sgemm", (SGEMM_CSV,), data_dir, hint)
-        except DataNotFoundError:
-            target = download_dir("sgemm", data_dir)
-            fetch([f"{UCI}/00440/{SGEMM_ZIP}"], target)
-            with zipfile.ZipFile(target / SGEMM_ZIP) as archive:
-                archive.extract(SGEMM_CSV, target)
-    table = np.loadtxt(locate("sgemm", (SGEMM_CSV,), data_dir, hint)[SGEMM_CSV], delimiter=",", skiprows=1)
+    def fetch_and_unpack(folder: Path) -> None:
+        fetch([f"{UCI}/00440/{SGEMM_ZIP}"], folder)
+        with zipfile.ZipFile(folder / SGEMM_ZIP) as archive:
+            archive.extract(SGEMM_CSV, folder)
+
+    files = locate_or_fetch("sgemm", (SGEMM_CSV,), data_dir, hint, download, fetch_and_unpack)
+    table = np.loadtxt(files[SGEMM_CSV], delimiter=",", skiprows=1)
     if table.ndim != 2 or table.shape[1] != 18:
-        raise DataNotFoundError(f"{SGEMM_CSV} should have 18 columns (14 parameters, 4 runs), got {table.shape}")
+        raise DataFormatError(f"{SGEMM_CSV} should have 18 columns (14 parameters, 4 runs), got {table.shape}")
     return regression_split("sgemm", table[:, :14], table[:, 14:].mean(axis=1), split_seed, TEST_FRACTION)

@@ -38,7 +38,7 @@ def load_user_file(path: Path | str, target: str | None = None, task: str | None
         arrays = read_npz(path)
     elif path.suffix == ".csv":
         if target is None:
-            raise DataFormatError(f"{path}: name the target column (target=..., --target COLUMN)")
+            raise DataFormatError(f"{path}: name the target column: target=COLUMN")
         arrays = read_csv(path, target)
     else:
         raise DataFormatError(f"{path}: unknown data file type '{path.suffix}'; use .npz (arrays x, y) or .csv")

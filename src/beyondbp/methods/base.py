@@ -8,6 +8,7 @@ per-sample buffers), then for each batch computes the outputs and the loss and w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +56,22 @@ class Method:
     task: str = "classification"
 
     @property
-    def exchanges_estimates(self) -> bool:
-        """True when :meth:`step` has already combined the ranks' estimates (and the mean loss)
-        itself, so that the trainer must not average ``.grad`` over the ranks again."""
+    def exchanges_own_estimates(self) -> bool:
+        """Whether, in data-parallel training, :meth:`step` combines the ranks' estimates (and the mean
+        loss) itself instead of leaving ``.grad`` to be averaged (fg with weight tangents)."""
         return False
+
+    @property
+    def exchanges_estimates(self) -> bool:
+        """True when this step has already combined the ranks' estimates: the trainer must not average again."""
+        return self.parallel is not None and self.exchanges_own_estimates
+
+    def connect(self, parallel: DataParallel | None = None,
+                step_segment: Callable[[list[nn.Parameter]], None] | None = None) -> None:
+        """What a training loop offers the method after :meth:`attach`: the data-parallel reductions, and a
+        function that steps the optimizer on a list of parameters (for methods that update segments as
+        the forward pass reaches them). Each method takes what it needs and refuses what it cannot use."""
+        self.parallel = parallel
 
     def attach(
         self,

@@ -182,8 +182,22 @@ class DirectFeedback(Method):
             grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
         return grad / len(h) if self.batch_mean else grad
 
+    def connect(self, parallel=None, step_segment=None) -> None:
+        """Unlocked updates take ``step_segment``; data parallelism gathers the delayed buffer's writes."""
+        super().connect(parallel, step_segment)
+        if self.unlocked:
+            if parallel is not None:
+                raise BeyondBPError("unlocked updates cannot be combined with data-parallel training: each block "
+                                    "would step before the ranks' gradients are averaged")
+            self.after_block = step_segment
+        if self.buffer is not None:
+            self.buffer.sync = parallel.gather_rows if parallel is not None else None
+
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
                 objective: Objective) -> StepResult:
+        if self.unlocked and self.after_block is None:
+            raise BeyondBPError(f"unlocked {self.label} needs a step for each segment: train with beyondbp.Trainer, "
+                                f"or call method.connect(step_segment=...) after attach()")
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
         if self.execution == "forward" and self.sequence is not None:
             y, loss = self._forward_step(*self.sequence, x, t, s, objective)

@@ -8,7 +8,7 @@ computed once, the k tangents in one batched pass. They are combined by
 - ``perturb="weights"`` (Baydin et al. 2022; Flügel et al. 2024): tangents on all trainable
   parameters of any ``nn.Module`` (through ``torch.func.functional_call``); no autograd
   graph is built anywhere. In data-parallel training the ranks exchange only the k
-  directional derivatives (see :attr:`ForwardGradient.exchanges_estimates`).
+  directional derivatives (see :attr:`ForwardGradient.exchanges_own_estimates`).
 - ``perturb="activities"`` (Ren et al. 2023, "Scaling Forward Gradient With Local Losses"):
   tangents on the outputs of the feedback points of any model (:mod:`.points`; default:
   every block but the last of a sequence of blocks), which estimates ``∂L/∂h_i`` with far
@@ -105,7 +105,7 @@ class ForwardGradient(Method):
             raise BeyondBPError(f"unknown perturbation '{perturb}'; known perturbations: {', '.join(PERTURBATIONS)}")
         TANGENT_SAMPLERS.get(sampler)
         if sampler == "angle" and angle is None:
-            raise BeyondBPError("the angle sampler needs an angle (--angle DEGREES)")
+            raise BeyondBPError("the angle sampler needs an angle: angle=DEGREES")
         self.tangents, self.aggregation, self.sampler = tangents, aggregation, sampler
         if feedback_points is not None and perturb != "activities":
             raise BeyondBPError("feedback points apply to fg with activity perturbation only (perturb='activities')")
@@ -122,12 +122,12 @@ class ForwardGradient(Method):
         return f"fg:k{self.tangents}-{self.aggregation}-{self.perturb}{sampler}{'' if self.batched else '-loop'}"
 
     @property
-    def exchanges_estimates(self) -> bool:
+    def exchanges_own_estimates(self) -> bool:
         """Data-parallel weight perturbation: every rank draws the same tangents (the generator is
         seeded alike everywhere and consumed alike), so the ranks exchange only their k directional
         derivatives and each rebuilds the same estimate, which equals the average of the ranks' full
         estimates because every aggregation is linear in the derivatives."""
-        return self.parallel is not None and self.perturb == "weights"
+        return self.perturb == "weights"
 
     def prepare(self, model: nn.Module) -> None:
         if self.perturb == "activities":

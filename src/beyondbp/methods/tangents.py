@@ -45,7 +45,7 @@ def at_angle(k: int, n: int, device: torch.device | str = "cpu", angle: float | 
     """``v_j = sqrt(1 - c) q_j + sqrt(c) q_0`` with orthonormal random ``q_0..q_k``: unit length and
     ``v_i · v_j = c = cos(angle)`` for ``i ≠ j`` (Flügel et al. 2024, Sec. 4.3). Needs ``k < n``."""
     if angle is None or not 0 < angle <= 90:
-        raise BeyondBPError(f"the angle sampler needs --angle in (0, 90] degrees, got {angle}")
+        raise BeyondBPError(f"the angle sampler needs angle=DEGREES in (0, 90], got {angle}")
     if k + 1 > n:
         raise BeyondBPError(f"the angle sampler needs k < n, got k={k}, n={n}")
     q, _ = torch.linalg.qr(torch.randn(n, k + 1, device=device))

@@ -27,7 +27,7 @@ def cnn(
         raise ValueError(f"cnn needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
     in_channels, height, width = input_shape
     if min(height, width) < 2 ** len(channels):
-        raise ValueError(f"{len(channels)} conv blocks halve {height}x{width} too often; use fewer --channels")
+        raise ValueError(f"{len(channels)} conv blocks halve {height}x{width} too often; use fewer channels")
     blocks, c = [], in_channels
     for out_channels in channels:
         blocks.append(nn.Sequential(nn.Conv2d(c, out_channels, kernel_size, padding=kernel_size // 2),
