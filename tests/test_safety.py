@@ -111,3 +111,9 @@ def test_non_finite_parameters_stop_the_run_and_keep_the_last_good_checkpoint(tm
     with pytest.raises(BeyondBPError, match=r"parameter 0.1.weight is not.*epoch 2.*last good checkpoint kept"):
         trainer.fit(blobs().train, epochs=3, batch_size=5)
     assert len(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["history"]) == 1
+
+
+def test_train_refuses_options_its_method_does_not_take(capsys):
+    assert main(["train", "--method", "fa", "--tangents", "4", "--feedback-points", "0"]) == 2
+    assert ("--feedback-points, --tangents do not apply to method fa; its options: --feedback-init, "
+            "--feedback-normalize") in capsys.readouterr().err

@@ -24,7 +24,7 @@ from .distributed import launched_rank, launched_world
 from .errors import BeyondBPError
 from .experiment import OPTIMIZERS, RunConfig, run
 from .functions import FUNCTIONS
-from .methods import FEEDBACK_INITS, METHODS, SIGNALS
+from .methods import FEEDBACK_INITS, METHODS, SIGNALS, method_options
 from .methods.aggregation import AGGREGATIONS
 from .methods.tangents import TANGENT_SAMPLERS
 from .models import ACTIVATIONS, MODELS
@@ -65,6 +65,15 @@ def output_folder(given: Path | None, default: Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
+    unused = config.inapplicable()
+    if unused:
+        method = args.method.partition(":")[0]
+        flag = {f.metadata["method_arg"]: "--" + f.name.replace("_", "-")
+                for f in dataclasses.fields(RunConfig) if f.metadata.get("method_arg")}
+        taken = [flag[name] for name in method_options(method) if name in flag]
+        given = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise BeyondBPError(f"{given} {'does' if len(unused) == 1 else 'do'} not apply to method {method}; "
+                            f"its options: {', '.join(taken) or 'none'}")
     if launched_world() is not None:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")

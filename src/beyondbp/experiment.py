@@ -144,6 +144,14 @@ class RunConfig:
         return make_method(self.method, signal=signal,
                            **{k: v for k, v in settings.items() if k in accepted})
 
+    def inapplicable(self) -> list[str]:
+        """Method settings changed from their defaults that this run's method does not take (a suite or
+        ``compare`` shares settings among methods, so only ``beyondbp train`` refuses them)."""
+        accepted = set(method_options(self.method.partition(":")[0]))
+        return [f.name for f in dataclasses.fields(self) if f.metadata.get("method_arg")
+                and f.metadata["method_arg"] not in accepted and getattr(self, f.name) != f.default
+                and f.name != "signal"]
+
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""
         self.build_method()
