@@ -95,7 +95,7 @@ def test_align_every_and_align_command_agree(tmp_path, capsys):
     measured = json.loads((out / "alignment.json").read_text())
     for layer, values in records[-1]["alignment"]["layers"].items():
         assert measured["layers"][layer]["cosine"] == pytest.approx(values["cosine"], abs=1e-6)
-    assert "signal at block 1" in capsys.readouterr().out
+    assert "signal at point 1" in capsys.readouterr().out
 
 
 def test_ldfa_full_rank_feedback_is_w():

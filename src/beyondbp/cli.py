@@ -114,7 +114,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     for layer, v in report["layers"].items():
         print(f"| {layer} | {v['cosine']:.4f} | {v['angle']:.1f} | {v['norm_ratio']:.4g} |")
     for s in report.get("signals", []):
-        print(f"signal at block {s['block']}: cosine with the true gradient {s['cosine_mean']:.4f} "
+        print(f"signal at point {s['point']}: cosine with the true gradient {s['cosine_mean']:.4f} "
               f"± {s['cosine_std']:.4f} over samples")
     print(f"written: {args.run / 'alignment.json'}")
     return 0
