@@ -40,7 +40,7 @@ Two executions, with identical gradients:
   that is not a sequence of blocks cut at its children, each segment's backward runs inside
   the point's forward hook instead.
   ``unlocked=True`` also applies the optimizer to each block right away (no update
-  locking); the caller provides that step as :attr:`after_block`.
+  locking); the training loop provides that step through :meth:`DirectFeedback.connect`.
 
 ``"auto"`` (default) picks ``"forward"`` where the signal allows it.
 """
@@ -130,7 +130,6 @@ class DirectFeedback(Method):
         self.batch_mean = batch_mean
         self.unlocked = unlocked
         self.name = name
-        #: Called with each hidden block once its gradient is in ``.grad`` (unlocked mode).
         #: Called with each segment's parameters once their gradient is in ``.grad`` (unlocked mode).
         self.after_block: Callable[[list[nn.Parameter]], None] | None = None
         self.feedback_points = None if feedback_points is None else list(feedback_points)
