@@ -169,11 +169,7 @@ class Trainer:
             loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
             if epoch == 1 and number == 1:
                 self._first_step_loss = loss
-            combined = self.lowrank.average_gradients(self.model, loss, len(x)) if self.lowrank else None
-            if combined is not None:
-                loss = combined
-            elif self.parallel is not None and not self.method.exchanges_estimates:
-                loss = self.parallel.average_gradients(self.model, loss, len(x))
+            loss = self._combine_gradients(loss, len(x))
             if self.parallel is not None:
                 self.parallel.steps += 1
             if not math.isfinite(loss):
@@ -191,6 +187,17 @@ class Trainer:
             if event is not None:
                 lowrank_events.append(event)
         return total / count, lowrank_events
+
+    def _combine_gradients(self, loss: float, local_count: int) -> float:
+        """How the ranks' gradients become the step's; returns the loss averaged over ranks. This is the one
+        place that decides: in one process they stay as they are; a method that exchanges its own estimates
+        (fg: k directional derivatives) did so inside ``step()``; a schedule that trains parts of the model in
+        separate groups (AB-training) averages group-wise; everything else is plain data parallelism, every
+        gradient averaged over all ranks."""
+        if self.parallel is None or self.method.exchanges_estimates:
+            return loss
+        combined = self.lowrank.average_gradients(self.model, loss, local_count) if self.lowrank else None
+        return combined if combined is not None else self.parallel.average_gradients(self.model, loss, local_count)
 
     def _alignment(self, train: Dataset | Iterable) -> dict[str, Any]:
         from .diagnostics import alignment
