@@ -1,4 +1,4 @@
-"""The ``beyondbp`` command: ``train``, ``compare`` and ``list``.
+"""The ``beyondbp`` command: ``train``, ``compare``, ``bench``, ``autopq``, ``list`` and the diagnostics.
 
 User errors (unknown names, missing data, bad numbers) print one line and exit 2;
 a diverging run exits 1 with its message; neither shows a traceback.
@@ -17,6 +17,10 @@ from pathlib import Path
 
 import torch
 
+from .autopq.forecasters import FORECASTERS
+from .autopq.quantiles import BASELINES
+from .autopq.run import AutoPQConfig
+from .autopq.series import SOURCES
 from .checkpoint import CHECKPOINT_NAME
 from .compare import compare
 from .data import DATASETS
@@ -202,12 +206,39 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autopq(args: argparse.Namespace) -> int:
+    from .autopq.run import run_autopq
+
+    config = from_args(AutoPQConfig, args)
+    config.validate()
+    name = config.dataset or Path(config.csv).stem
+    out = output_folder(args.out, Path("runs") / f"autopq-{name}-{config.forecaster}-seed{config.seed}")
+    summary = run_autopq(config, out, progress=not args.no_progress)
+    print(f"AutoPQ-default on {summary['series']} with {summary['forecaster']}: sigma {summary['sigma']:.4g} "
+          f"after {summary['trials']} trials (validation CRPS {summary['validation_crps']:.4f}), "
+          f"{summary['wall_seconds']:.0f} s")
+    print(f"{'test':14s} {'CRPS':>8s} {'pinball':>8s} {'coverage err':>12s} {'MAE':>8s} {'RMSE':>8s}")
+    for method, m in summary["metrics"].items():
+        print(f"{method:14s} {m['crps']:8.4f} {m['pinball']:8.4f} {m['coverage_error']:12.4f} {m['mae']:8.4f} "
+              f"{m['rmse']:8.4f}")
+    print(f"outputs in {out}: quantiles.csv, metrics.csv, trials.csv, summary.json, fan.png, reliability.png")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
                 ("tangent samplers (fg --sampler)", TANGENT_SAMPLERS), ("test functions (optimize)", FUNCTIONS),
                 ("datasets", DATASETS), ("models", MODELS), ("activations", ACTIVATIONS),
                 ("losses", OBJECTIVES), ("optimizers", OPTIMIZERS)]
     for title, registry in sections:
+        print(f"{title}:")
+        for name in registry.names():
+            print(f"  {name:24s} {registry.help(name)}")
+    print("AutoPQ data sets (autopq --dataset):")
+    for name, source in SOURCES.items():
+        print(f"  {name:24s} {source.description}; target {source.target}")
+    for title, registry in [("AutoPQ point forecasters (autopq --forecaster)", FORECASTERS),
+                            ("AutoPQ baselines (autopq --baselines)", BASELINES)]:
         print(f"{title}:")
         for name in registry.names():
             print(f"  {name:24s} {registry.help(name)}")
@@ -285,6 +316,12 @@ def build_parser() -> Parser:
     opt.add_argument("--lr", type=float, default=0.01, help="default 0.01")
     opt.add_argument("--seed", type=int, default=0)
     opt.set_defaults(handler=cmd_optimize)
+
+    autopq = commands.add_parser("autopq", help="quantile forecasts from a point forecast (AutoPQ-default)")
+    autopq.add_argument("--out", type=Path, help="output folder (default runs/autopq-DATA-FORECASTER-seedS)")
+    autopq.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(autopq, AutoPQConfig)
+    autopq.set_defaults(handler=cmd_autopq)
 
     lst = commands.add_parser("list", help="methods, signals, feedback inits, data sets, models")
     lst.set_defaults(handler=cmd_list)

@@ -1,0 +1,86 @@
+"""Point forecasters behind one small interface: ``fit(c, y)`` on training windows, ``predict(c) -> ŷ``.
+
+``c`` are a window's conditions (:func:`~beyondbp.autopq.series.make_windows`: the previous 24 target
+values first, then the exogenous features over the target hours, then the calendar), ``y`` and ``ŷ`` the
+24 standardised target hours. AutoPQ's default configuration trains the forecaster once with its
+default hyperparameters (Meisenbacher et al. 2024). Any object with these two methods plugs in
+(:func:`beyondbp.autopq.run_autopq` takes it as ``forecaster``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..registry import Registry
+from .series import HORIZON
+
+
+class PointForecaster(Protocol):
+    def fit(self, c: np.ndarray, y: np.ndarray) -> PointForecaster: ...
+
+    def predict(self, c: np.ndarray) -> np.ndarray: ...
+
+
+FORECASTERS: Registry = Registry("forecaster")
+
+
+@FORECASTERS.register("naive", "seasonal naive: the previous 24 hours again")
+class SeasonalNaive:
+    def __init__(self, seed: int = 0):
+        pass
+
+    def fit(self, c: np.ndarray, y: np.ndarray) -> SeasonalNaive:
+        return self
+
+    def predict(self, c: np.ndarray) -> np.ndarray:
+        return c[:, :HORIZON].copy()
+
+
+class SklearnForecaster:
+    """A scikit-learn regressor with 24 outputs (natively multi-output or one model per hour)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, c: np.ndarray, y: np.ndarray) -> SklearnForecaster:
+        self.model.fit(c, y)
+        return self
+
+    def predict(self, c: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(c), dtype=np.float32).reshape(len(c), -1)
+
+
+@FORECASTERS.register("linear", "ridge regression (scikit-learn Ridge)")
+def linear(seed: int = 0) -> SklearnForecaster:
+    from sklearn.linear_model import Ridge
+
+    return SklearnForecaster(Ridge())
+
+
+@FORECASTERS.register("mlp", "multi-layer perceptron (scikit-learn MLPRegressor, default hyperparameters)")
+def mlp(seed: int = 0) -> SklearnForecaster:
+    from sklearn.neural_network import MLPRegressor
+
+    return SklearnForecaster(MLPRegressor(random_state=seed, early_stopping=True))
+
+
+@FORECASTERS.register("svr", "support vector regression, one per hour (scikit-learn SVR, rbf kernel)")
+def svr(seed: int = 0) -> SklearnForecaster:
+    from sklearn.multioutput import MultiOutputRegressor
+    from sklearn.svm import SVR
+
+    return SklearnForecaster(MultiOutputRegressor(SVR()))
+
+
+@FORECASTERS.register("gbt", "gradient-boosted trees, one per hour (LightGBM, default hyperparameters)")
+def gbt(seed: int = 0) -> SklearnForecaster:
+    from lightgbm import LGBMRegressor
+    from sklearn.multioutput import MultiOutputRegressor
+
+    return SklearnForecaster(MultiOutputRegressor(LGBMRegressor(random_state=seed, verbose=-1, n_jobs=1)))
+
+
+def make_forecaster(name: str, seed: int = 0) -> PointForecaster:
+    return FORECASTERS.get(name)(seed=seed)

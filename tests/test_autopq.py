@@ -1,0 +1,164 @@
+"""AutoPQ: the cINN's inverse and log-determinant, the scores by hand, windows, and calibration on a series
+whose true distribution is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import norm
+
+from beyondbp.autopq import AutoPQConfig, Series, make_windows, read_csv_series, run_autopq
+from beyondbp.autopq.cinn import CINNSettings, ConditionalINN
+from beyondbp.autopq.quantiles import BASELINES, CINNSampler, finish
+from beyondbp.autopq.scores import LEVELS, coverage, crps, pinball, scores
+from beyondbp.cli import main
+from beyondbp.errors import BeyondBPError
+
+NOISE = 0.3  # standard deviation of the generated series' noise, original units
+
+
+def seasonal_series(days: int = 60, seed: int = 0) -> Series:
+    """``10 + sin(2π hour / 24)`` plus Gaussian noise of standard deviation NOISE, hourly."""
+    time = pd.date_range("2021-01-01", periods=24 * days, freq="h").to_numpy()
+    rng = np.random.default_rng(seed)
+    hours = np.arange(len(time))
+    target = 10 + np.sin(2 * np.pi * hours / 24) + rng.normal(0, NOISE, len(time))
+    return Series("seasonal", target, np.zeros((len(time), 0)), time)
+
+
+class SeasonalMean:
+    """A user's forecaster (fit/predict only): the training mean of each hour for each origin hour."""
+
+    def fit(self, c, y):
+        self.means = {key: y[keys == key].mean(0) for keys in [self.key(c)] for key in np.unique(keys)}
+        return self
+
+    def predict(self, c):
+        return np.stack([self.means[key] for key in self.key(c)])
+
+    @staticmethod
+    def key(c):
+        sin, cos = c[:, -5], c[:, -4]  # the calendar's hour of day (see make_windows)
+        return np.round(np.arctan2(sin, cos), 3)
+
+
+def test_cinn_inverse_and_log_determinant():
+    torch.manual_seed(0)
+    net = ConditionalINN(4, 3, CINNSettings(blocks=3)).double()
+    y, c = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    z, log_det = net(y, c)
+    assert torch.allclose(net.inverse(z, c), y, atol=1e-5)
+    for n in range(3):
+        jacobian = torch.autograd.functional.jacobian(lambda v: net(v[None], c[n:n + 1])[0][0], y[n])
+        assert log_det[n].item() == pytest.approx(torch.linalg.slogdet(jacobian)[1].item(), abs=1e-6)
+
+
+def test_pinball_and_crps_by_hand():
+    levels, q, y = np.array([0.25, 0.5, 0.75]), np.array([[1.0, 2.0, 3.0]]), np.array([2.5])
+    assert pinball(y, q, levels)[0].tolist() == [0.375, 0.25, 0.125]
+    # 2 × trapezoid: 2 × (0.25 (0.375 + 0.25) / 2 + 0.25 (0.25 + 0.125) / 2)
+    assert crps(y, q, levels) == pytest.approx(0.25)
+    assert coverage(y, q).tolist() == [0.0, 0.0, 1.0]
+
+
+def test_crps_of_a_gaussian_equals_its_closed_form():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.3, 1.2, 2000)
+    levels = np.linspace(0.0005, 0.9995, 1999)
+    q = np.broadcast_to(norm.ppf(levels), (len(y), len(levels)))  # N(0, 1) forecasts
+    closed = np.mean(y * (2 * norm.cdf(y) - 1) + 2 * norm.pdf(y) - 1 / math.sqrt(math.pi))
+    assert crps(y, q, levels) == pytest.approx(closed, rel=5e-3)
+
+
+def test_windows_hold_the_previous_day_and_parts_share_no_target_hour():
+    series = seasonal_series(days=20)
+    splits = make_windows(series)
+    mean = series.target[:len(series.target) * 56 // 100].mean()
+    first = splits.train[:1]
+    assert np.allclose(splits.original(first.c[0, :24]), series.target[:24], atol=1e-4)
+    assert np.allclose(splits.original(first.y[0]), series.target[24:48], atol=1e-4)
+    assert mean == pytest.approx(splits.mean, rel=1e-2)
+    last_train = splits.train.start[-1] + np.timedelta64(23, "h")
+    assert last_train < splits.validation.start[0]
+    assert splits.validation.start[-1] + np.timedelta64(23, "h") < splits.test.start[0]
+
+
+def test_too_short_series_and_bad_columns_are_refused(tmp_path):
+    with pytest.raises(BeyondBPError, match="too short for the splits"):
+        make_windows(seasonal_series(days=5))
+    path = tmp_path / "s.csv"
+    pd.DataFrame({"t": pd.date_range("2021-01-01", periods=300, freq="h")[::-1], "y": 1.0}).to_csv(path, index=False)
+    with pytest.raises(BeyondBPError, match="increasing without duplicates"):
+        read_csv_series(path, "y", time="t")
+    with pytest.raises(BeyondBPError, match="no column 'load'"):
+        read_csv_series(path, "load", time="t")
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    """AutoPQ on the generated series with the seasonal-mean forecaster (close to the true mean), sampling
+    ``ẑ + σ η``: the paper's ``ẑ ⊙ ε`` has almost no spread when the point forecast is the conditional mean
+    (``ẑ ≈ 0``), which a forecaster this good makes it (see beyondbp.autopq.quantiles)."""
+    config = AutoPQConfig(csv="seasonal.csv", target="y", cinn_epochs=40, trials=40, seed=0, noise="additive")
+    summary = run_autopq(config, progress=False, forecaster=SeasonalMean(), series=seasonal_series(days=90))
+    return summary
+
+
+def test_autopq_on_a_known_distribution_is_calibrated(calibrated):
+    """The 10-90% band covers 80 ± 5% of the test hours and the CRPS is within 10% of the true distribution's
+    (its quantiles scored the same way: the mean plus NOISE · Φ⁻¹(τ), on the normalised scale)."""
+    splits = make_windows(seasonal_series(days=90))
+    hours = (splits.test.start.astype("datetime64[h]").astype(np.int64) % 24)[:, None] + np.arange(24)
+    mean = (10 + np.sin(2 * np.pi * hours / 24) - splits.mean) / splits.std
+    truth = mean[..., None] + NOISE / splits.std * norm.ppf(LEVELS)
+    true_crps = crps(splits.test.y, truth)
+    metrics = calibrated["metrics"]["autopq"]
+    assert metrics["crps"] == pytest.approx(true_crps, rel=0.1)
+    assert metrics["coverage_80"] == pytest.approx(0.8, abs=0.05)
+
+
+def test_same_seed_same_numbers(calibrated):
+    config = AutoPQConfig(csv="seasonal.csv", target="y", cinn_epochs=40, trials=40, seed=0, noise="additive")
+    again = run_autopq(config, progress=False, forecaster=SeasonalMean(), series=seasonal_series(days=90))
+    assert again["metrics"] == calibrated["metrics"] and again["sigma"] == calibrated["sigma"]
+
+
+def test_every_method_gives_non_decreasing_quantiles():
+    splits = make_windows(seasonal_series(days=20))
+    forecaster = SeasonalMean().fit(splits.train.c, splits.train.y)
+    y_hat, fit_y_hat = forecaster.predict(splits.test.c), forecaster.predict(splits.validation.c)
+    residuals = splits.validation.y - fit_y_hat
+    for name in BASELINES.names():
+        q = finish(BASELINES.get(name)(y_hat, residuals, c=splits.test.c, fit_c=splits.validation.c,
+                                       fit_y_hat=fit_y_hat, fit_y=splits.validation.y), -3, 3)
+        assert q.shape == (len(y_hat), 24, len(LEVELS)) and (np.diff(q, axis=-1) >= 0).all(), name
+    torch.manual_seed(0)
+    net = ConditionalINN(24, splits.test.c.shape[1], CINNSettings(blocks=2)).eval()
+    q = CINNSampler(net, splits.test.c, y_hat, samples=20).quantiles(0.5, -3, 3)
+    assert (np.diff(q, axis=-1) >= 0).all() and q.min() >= -3 and q.max() <= 3
+    assert set(scores(splits.test.y, q)) == {"crps", "pinball", "coverage_error", "coverage_80", "mae", "rmse"}
+
+
+def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
+    series = seasonal_series(days=30)
+    path = tmp_path / "load.csv"
+    pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    args = ["autopq", "--csv", str(path), "--time", "when", "--target", "load", "--forecaster", "linear",
+            "--cinn-epochs", "3", "--trials", "3", "--baselines", "gaussian,conformal", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {"quantiles.csv", "metrics.csv", "trials.csv", "summary.json",
+                                               "fan.png", "reliability.png"}
+    assert list(pd.read_csv(out / "metrics.csv")["method"]) == ["autopq", "gaussian", "conformal"]
+    capsys.readouterr()
+    for bad, message in [(["--forecaster", "prophet"], "unknown forecaster 'prophet'; known forecasters: gbt"),
+                         (["--sigma-low", "4"], "sigma bounds must satisfy"),
+                         (["--target", "price"], "has no column 'price'")]:
+        assert main([*args, *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["autopq", "--dataset", "Load-XX"]) == 2
+    assert "known: Load-BW, Load-GCP, Mobility, PV, Price, WP" in capsys.readouterr().err
