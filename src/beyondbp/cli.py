@@ -139,6 +139,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.suite == "speed":
         return cmd_speed(args)
+    if args.suite == "autopq":
+        from .autopq.bench import run_autopq_suite
+
+        report = run_autopq_suite(jobs=args.jobs)
+        print(report.read_text(), end="")
+        print(f"results: {report.parent}; updated {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
+        return 0
     speed_only = [f"--{k.replace('_', '-')}" for k in SPEED_DEFAULTS if getattr(args, k) != SPEED_DEFAULTS[k]]
     if speed_only:
         raise BeyondBPError(f"{', '.join(speed_only)} apply to 'beyondbp bench speed' only")

@@ -234,6 +234,10 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
         sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, cost_rows, image_prefix=prefix,
                                        heading="##"))
+    if (results_dir / "autopq" / "autopq.csv").is_file():
+        from ..autopq.bench import autopq_section
+
+        sections.append(autopq_section(results_dir / "autopq", out_path.parent))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown

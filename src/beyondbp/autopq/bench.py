@@ -1,0 +1,169 @@
+"""Suite ``autopq``: the paper's series × point forecasters × seeds, AutoPQ-default against the baselines.
+
+``beyondbp bench autopq --jobs 2`` reads ``benchmarks/suites/autopq.toml`` (``datasets``, ``forecasters``,
+``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields), runs
+every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS`` (a finished run, one whose
+``summary.json`` holds the same settings, is not run again), and writes ``benchmarks/results/autopq/``:
+``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over seeds, the goal's verdict, the
+cost), ``meta.json`` and the fan chart and reliability plot of each data set's first run.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import BeyondBPError
+from ..tables import write_rows
+from .run import SUMMARY_NAME, AutoPQConfig, run_autopq
+
+SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
+RESULTS = Path("benchmarks") / "results" / "autopq"
+RUNS = Path("runs") / "bench" / "autopq"
+REPORTED = ("crps", "pinball", "coverage_error", "coverage_80", "mae")
+
+
+def load_autopq_suite(path: Path = SUITE_PATH) -> dict[str, Any]:
+    if not path.is_file():
+        raise BeyondBPError(f"no suite file {path}")
+    suite = tomllib.loads(path.read_text())
+    missing = {"datasets", "forecasters", "seeds"} - set(suite)
+    if missing:
+        raise BeyondBPError(f"suite {path} needs {', '.join(sorted(missing))}")
+    for dataset in suite["datasets"]:  # check every setting before anything runs
+        for forecaster in suite["forecasters"]:
+            config(suite, dataset, forecaster, suite["seeds"][0]).validate()
+    return suite
+
+
+def config(suite: dict[str, Any], dataset: str, forecaster: str, seed: int) -> AutoPQConfig:
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in suite.get("settings", {}).items()}
+    try:
+        return AutoPQConfig(dataset=dataset, data_dir=suite.get("data_dir"), forecaster=forecaster, seed=seed,
+                            **settings)
+    except TypeError as error:
+        raise BeyondBPError(f"suite autopq: {error}") from None
+
+
+def finished(out: Path, cfg: AutoPQConfig) -> dict[str, Any] | None:
+    path = out / SUMMARY_NAME
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    stored = summary["settings"]
+    current = json.loads(json.dumps(asdict(cfg)))
+    return summary if stored == current else None
+
+
+def _run(cfg: AutoPQConfig, out: Path, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return run_autopq(cfg, out, progress=False)
+
+
+def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
+    started = time.time()
+    suite = load_autopq_suite(path)
+    cells = [(d, f, s) for d in suite["datasets"] for f in suite["forecasters"] for s in suite["seeds"]]
+    configs = {cell: config(suite, *cell) for cell in cells}
+    outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
+    pending = [cell for cell in cells if finished(outs[cell], configs[cell]) is None]
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="autopq suite", dynamic_ncols=True) as bar:
+        if jobs <= 1:
+            for cell in pending:
+                _run(configs[cell], outs[cell], threads)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
+                for future in as_completed([pool.submit(_run, configs[c], outs[c], threads) for c in pending]):
+                    future.result()
+                    bar.update()
+    summaries = {cell: finished(outs[cell], configs[cell]) for cell in cells}
+    rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
+             "sigma": summaries[(d, f, s)]["sigma"], "wall_seconds": summaries[(d, f, s)]["wall_seconds"]}
+            for (d, f, s) in cells for method, values in summaries[(d, f, s)]["metrics"].items()]
+    results.mkdir(parents=True, exist_ok=True)
+    write_rows(rows, results / "autopq.csv")
+    for dataset in suite["datasets"]:
+        first = outs[(dataset, suite["forecasters"][0], suite["seeds"][0])]
+        for picture in ("fan", "reliability"):
+            shutil.copyfile(first / f"{picture}.png", results / f"{dataset}-{picture}.png")
+    meta_path = results / "meta.json"
+    if pending or not meta_path.is_file():
+        meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "jobs": jobs,
+                "wall_seconds": round(time.time() - started), "runs": len(cells), "ran": len(pending)}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    meta = json.loads(meta_path.read_text())
+    (results / "autopq.md").write_text(autopq_markdown(suite, rows, meta))
+    return results / "autopq.md"
+
+
+def autopq_section(results: Path, document_dir: Path) -> str:
+    """The suite's report as a section of a document in ``document_dir`` (RESULTS.md)."""
+    from ..tables import read_rows
+
+    prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
+    return autopq_markdown(load_autopq_suite(), read_rows(results / "autopq.csv"),
+                           json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix)
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
+                    heading: str = "#", image_prefix: str = "") -> str:
+    """Per data set and forecaster: each method's scores (mean ± std over seeds), then the goal's verdict."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    text = [f"{heading} Suite `autopq`", "",
+            "AutoPQ-default (the cINN's quantiles around the point forecast, σ searched on the validation CRPS) "
+            "against three baselines on the same point forecast. Scores on the test part, normalised scale; "
+            "CRPS from the 17 quantiles (lower is better), coverage error = mean |empirical − nominal| over the "
+            "levels, coverage 80 = share of test hours inside the 10–90% band.", "",
+            f"- Command: `beyondbp bench autopq --jobs {meta['jobs']}`; suite file `{SUITE_PATH}`.",
+            f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
+            f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
+            f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
+            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).", ""]
+    wins = {f: 0 for f in suite["forecasters"]}
+    for dataset in suite["datasets"]:
+        for forecaster in suite["forecasters"]:
+            cell = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
+            text += [f"{heading}# {dataset}, {forecaster}", "",
+                     "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median | s / run |",
+                     "|---|---|---|---|---|---|---|"]
+            means = {}
+            for method in methods:
+                mine = [r for r in cell if r["method"] == method]
+                means[method] = {k: statistics.mean(r[k] for r in mine) for k in REPORTED}
+                cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}" if method == "autopq" else ""
+                scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
+                text.append(f"| {method} | {scores} | {cost} |")
+            baselines = [m for m in methods if m != "autopq"]
+            beats = all(means["autopq"]["crps"] < means[b]["crps"] for b in baselines)
+            calibrated = all(means["autopq"]["coverage_error"] <= means[b]["coverage_error"] for b in baselines
+                             if means[b]["coverage_error"] == min(means[c]["coverage_error"] for c in baselines))
+            wins[forecaster] += beats and calibrated
+            if forecaster == suite["forecasters"][0]:
+                text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
+            verdict = "no worse than" if calibrated else "worse than"
+            text += ["", f"AutoPQ's CRPS is {'below' if beats else 'not below'} every baseline's; its coverage "
+                         f"error is {verdict} the best-calibrated baseline's.", ""]
+    text += [f"{heading}# Goal", "", "AutoPQ-default below each baseline's CRPS, with a coverage error no worse than "
+             "the best baseline's, on at least 4 of the 6 data sets (mean over seeds):", ""]
+    text += [f"- {f}: {n} of {len(suite['datasets'])} data sets" for f, n in wins.items()]
+    return "\n".join(text) + "\n"
