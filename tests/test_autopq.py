@@ -162,3 +162,24 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["autopq", "--dataset", "Load-XX"]) == 2
     assert "known: Load-BW, Load-GCP, Mobility, PV, Price, WP" in capsys.readouterr().err
+
+
+def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
+    from beyondbp.autopq.bench import run_autopq_suite
+
+    data = tmp_path / "data"
+    data.mkdir()
+    series = seasonal_series(days=30)
+    pd.DataFrame({"time": series.time, "load_power_statistics": series.target}).to_csv(data / "Load-BW.csv",
+                                                                                       index=False)
+    suite = tmp_path / "autopq.toml"
+    suite.write_text(f'datasets = ["Load-BW"]\nforecasters = ["linear"]\nseeds = [1]\ndata_dir = "{data}"\n'
+                     '[settings]\ncinn_epochs = 2\ntrials = 2\nbaselines = ["gaussian"]\n')
+    report = run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
+    text = report.read_text()
+    assert "| autopq |" in text and "| gaussian |" in text and "linear: " in text
+    assert (tmp_path / "results" / "Load-BW-fan.png").is_file()
+    summary = tmp_path / "runs" / "Load-BW" / "linear" / "seed1" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
+    assert summary.stat().st_mtime_ns == stamp  # a finished run is not run again
