@@ -122,7 +122,8 @@ def test_autopq_on_a_known_distribution_is_calibrated(calibrated):
 
 
 def test_same_seed_same_numbers():
-    config = AutoPQConfig(csv="seasonal.csv", target="y", forecaster="linear", cinn_epochs=3, trials=5, seed=3)
+    config = AutoPQConfig(csv="seasonal.csv", target="y", forecaster="linear", cinn_epochs=3, trials=5, seed=3,
+                          baselines=("gaussian", "quantile-gbt"))
     first, again = (run_autopq(config, progress=False, series=seasonal_series(days=30)) for _ in range(2))
     assert again["metrics"] == first["metrics"] and again["sigma"] == first["sigma"]
 
@@ -183,3 +184,13 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     stamp = summary.stat().st_mtime_ns
     run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
     assert summary.stat().st_mtime_ns == stamp  # a finished run is not run again
+
+
+@pytest.mark.parametrize("name", ["naive", "linear", "mlp", "svr", "gbt"])
+def test_every_forecaster_predicts_24_hours_and_beats_noise_on_the_seasonal_series(name):
+    from beyondbp.autopq import make_forecaster
+
+    splits = make_windows(seasonal_series(days=20))
+    y_hat = make_forecaster(name, seed=0).fit(splits.train.c, splits.train.y).predict(splits.test.c)
+    assert y_hat.shape == splits.test.y.shape
+    assert np.abs(y_hat - splits.test.y).mean() < np.abs(splits.test.y).mean()  # better than predicting 0

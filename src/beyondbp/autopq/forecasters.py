@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..registry import Registry
 from .series import HORIZON
@@ -39,7 +40,7 @@ class SeasonalNaive:
 
 
 class SklearnForecaster:
-    """A scikit-learn regressor with 24 outputs (natively multi-output or one model per hour)."""
+    """A scikit-learn regressor with 24 outputs."""
 
     def __init__(self, model):
         self.model = model
@@ -50,6 +51,21 @@ class SklearnForecaster:
 
     def predict(self, c: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(c), dtype=np.float32).reshape(len(c), -1)
+
+
+class PerHourForecaster:
+    """One single-output regressor per hour of the horizon, fitted one after another with a progress bar."""
+
+    def __init__(self, make_model, name: str):
+        self.make_model, self.name = make_model, name
+
+    def fit(self, c: np.ndarray, y: np.ndarray) -> PerHourForecaster:
+        hours = tqdm(range(y.shape[1]), desc=f"{self.name}, hour of the horizon", disable=None, leave=False)
+        self.models = [self.make_model().fit(c, y[:, h]) for h in hours]
+        return self
+
+    def predict(self, c: np.ndarray) -> np.ndarray:
+        return np.stack([m.predict(c) for m in self.models], axis=1).astype(np.float32)
 
 
 @FORECASTERS.register("linear", "ridge regression (scikit-learn Ridge)")
@@ -67,19 +83,17 @@ def mlp(seed: int = 0) -> SklearnForecaster:
 
 
 @FORECASTERS.register("svr", "support vector regression, one per hour (scikit-learn SVR, rbf kernel)")
-def svr(seed: int = 0) -> SklearnForecaster:
-    from sklearn.multioutput import MultiOutputRegressor
+def svr(seed: int = 0) -> PerHourForecaster:
     from sklearn.svm import SVR
 
-    return SklearnForecaster(MultiOutputRegressor(SVR()))
+    return PerHourForecaster(SVR, "svr")
 
 
 @FORECASTERS.register("gbt", "gradient-boosted trees, one per hour (LightGBM, default hyperparameters)")
-def gbt(seed: int = 0) -> SklearnForecaster:
+def gbt(seed: int = 0) -> PerHourForecaster:
     from lightgbm import LGBMRegressor
-    from sklearn.multioutput import MultiOutputRegressor
 
-    return SklearnForecaster(MultiOutputRegressor(LGBMRegressor(random_state=seed, verbose=-1, n_jobs=1)))
+    return PerHourForecaster(lambda: LGBMRegressor(random_state=seed, verbose=-1, n_jobs=1), "gbt")
 
 
 def make_forecaster(name: str, seed: int = 0) -> PointForecaster:

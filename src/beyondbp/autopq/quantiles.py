@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.stats import norm
+from tqdm.auto import tqdm
 
 from ..errors import BeyondBPError
 from ..registry import Registry
@@ -96,7 +97,7 @@ def quantile_gbt(y_hat: np.ndarray, residuals: np.ndarray, levels: np.ndarray = 
 
     x_fit, x = _rows(fit_c, fit_y_hat), _rows(c, y_hat)
     columns = []
-    for level in levels:
+    for level in tqdm(levels, desc="quantile-gbt, level", disable=None, leave=False):
         model = LGBMRegressor(objective="quantile", alpha=float(level), random_state=seed, verbose=-1, n_jobs=1)
         columns.append(model.fit(x_fit, fit_y.reshape(-1)).predict(x))
     return np.stack(columns, axis=-1).reshape(*y_hat.shape, len(levels))
