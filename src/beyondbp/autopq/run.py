@@ -37,7 +37,9 @@ class AutoPQConfig:
     download: bool = option(False, "data", "download missing files")
     csv: str | None = option(None, "data", "your own hourly series instead: a CSV file (with --time, --target)",
                              metavar="PATH")
-    time: str | None = option(None, "data", "--csv: the timestamp column", metavar="COLUMN")
+    time: str | None = option(None, "data", "--csv: the timestamp column (without one, rows are taken as hourly "
+                                            "from 2000-01-01, so the calendar features mean nothing)",
+                              metavar="COLUMN")
     target: str | None = option(None, "data", "--csv: the target column", metavar="COLUMN")
     features: tuple[str, ...] = option((), "data", "--csv: exogenous feature columns, e.g. temp,wind",
                                        metavar="A,B")
@@ -85,6 +87,8 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     original units), ``metrics.csv`` (AutoPQ and each baseline), ``trials.csv``, ``summary.json``, a fan
     chart and a reliability plot. ``forecaster`` replaces the named one (any object with fit/predict)."""
     config.validate()
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BeyondBPError(f"out {out_dir} is an existing file, not a folder; choose another path")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     series = series if series is not None else config.series()
@@ -124,8 +128,6 @@ def write_outputs(out: Path, splits: Splits, y_hat: np.ndarray, quantiles: dict[
                   metrics: dict[str, dict[str, float]], trials: list[dict], summary: dict[str, Any]) -> None:
     from .plots import fan_chart, reliability_plot
 
-    if out.exists() and not out.is_dir():
-        raise BeyondBPError(f"out {out} is an existing file, not a folder; choose another path")
     out.mkdir(parents=True, exist_ok=True)
     q = splits.original(quantiles["autopq"])
     hours = splits.test.start[:, None] + np.arange(q.shape[1]) * np.timedelta64(1, "h")
