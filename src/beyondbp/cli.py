@@ -236,7 +236,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
                 ("tangent samplers (fg --sampler)", TANGENT_SAMPLERS), ("test functions (optimize)", FUNCTIONS),
                 ("datasets", DATASETS), ("models", MODELS), ("activations", ACTIVATIONS),
-                ("losses", OBJECTIVES), ("optimizers", OPTIMIZERS)]
+                ("losses", OBJECTIVES), ("optimizers", OPTIMIZERS),
+                ("AutoPQ point forecasters (autopq --forecaster)", FORECASTERS),
+                ("AutoPQ baselines (autopq --baselines)", BASELINES)]
     for title, registry in sections:
         print(f"{title}:")
         for name in registry.names():
@@ -244,11 +246,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("AutoPQ data sets (autopq --dataset):")
     for name, source in SOURCES.items():
         print(f"  {name:24s} {source.description}; target {source.target}")
-    for title, registry in [("AutoPQ point forecasters (autopq --forecaster)", FORECASTERS),
-                            ("AutoPQ baselines (autopq --baselines)", BASELINES)]:
-        print(f"{title}:")
-        for name in registry.names():
-            print(f"  {name:24s} {registry.help(name)}")
     return 0
 
 

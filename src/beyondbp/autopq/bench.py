@@ -155,8 +155,8 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
                 text.append(f"| {method} | {scores} | {cost} |")
             baselines = [m for m in methods if m != "autopq"]
             beats = all(means["autopq"]["crps"] < means[b]["crps"] for b in baselines)
-            calibrated = all(means["autopq"]["coverage_error"] <= means[b]["coverage_error"] for b in baselines
-                             if means[b]["coverage_error"] == min(means[c]["coverage_error"] for c in baselines))
+            calibrated = not baselines or means["autopq"]["coverage_error"] <= min(
+                means[b]["coverage_error"] for b in baselines)
             wins[forecaster] += beats and calibrated
             if forecaster == suite["forecasters"][0]:
                 text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]

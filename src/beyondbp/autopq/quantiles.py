@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from ..errors import BeyondBPError
@@ -74,6 +73,8 @@ BASELINES: Registry = Registry("baseline")
 
 @BASELINES.register("gaussian", "point forecast + Gaussian quantiles of the validation residuals, per hour")
 def gaussian(y_hat: np.ndarray, residuals: np.ndarray, levels: np.ndarray = LEVELS, **_) -> np.ndarray:
+    from scipy.stats import norm  # scipy.stats takes half a second to import: only here
+
     spread = residuals.std(axis=0)  # [24]
     return y_hat[..., None] + spread[None, :, None] * norm.ppf(levels)
 
