@@ -157,7 +157,7 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
                                                "fan.png", "reliability.png"}
     assert list(pd.read_csv(out / "metrics.csv")["method"]) == ["autopq", "gaussian", "conformal"]
     capsys.readouterr()
-    for bad, message in [(["--forecaster", "prophet"], "unknown forecaster 'prophet'; known forecasters: gbt"),
+    for bad, message in [(["--forecaster", "prophet"], "unknown forecaster 'prophet'; known forecasters: ets, gbt"),
                          (["--sigma-low", "4"], "sigma bounds must satisfy"),
                          (["--target", "price"], "has no column 'price'")]:
         assert main([*args, *bad]) == 2
@@ -187,11 +187,73 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     assert summary.stat().st_mtime_ns == stamp  # a finished run is not run again
 
 
-@pytest.mark.parametrize("name", ["naive", "linear", "mlp", "svr", "gbt"])
+@pytest.mark.parametrize("name", ["naive", "linear", "mlp", "svr", "gbt", "ets", "sarimax", "nhits"])
 def test_every_forecaster_predicts_24_hours_and_beats_noise_on_the_seasonal_series(name):
+    from beyondbp.autopq import make_forecaster
+    from beyondbp.autopq.forecasters import point_forecasts
+
+    splits = make_windows(seasonal_series(days=20))
+    y_hat = point_forecasts(make_forecaster(name, seed=0), splits, ("test",))["test"]
+    assert y_hat.shape == splits.test.y.shape
+    assert np.abs(y_hat - splits.test.y).mean() < np.abs(splits.test.y).mean()  # better than predicting 0
+    if name in ("sarimax", "ets", "nhits", "gbt"):  # these learn the daily shape: near the noise floor
+        assert np.abs(y_hat - splits.test.y).mean() < 1.5 * NOISE * math.sqrt(2 / math.pi) / splits.std
+
+
+@pytest.mark.parametrize("name", ["ets", "sarimax"])
+def test_state_space_forecasts_equal_statsmodels_own_from_every_origin(name):
+    """The forecasts for all origins at once (design and transition matrices applied to the filtered
+    states) equal statsmodels' ``forecast(24)`` after filtering the series up to each origin."""
     from beyondbp.autopq import make_forecaster
 
     splits = make_windows(seasonal_series(days=20))
-    y_hat = make_forecaster(name, seed=0).fit(splits.train.c, splits.train.y).predict(splits.test.c)
-    assert y_hat.shape == splits.test.y.shape
-    assert np.abs(y_hat - splits.test.y).mean() < np.abs(splits.test.y).mean()  # better than predicting 0
+    forecaster = make_forecaster(name).fit_series(splits.target, splits.features, splits.validation_start)
+    origins = splits.test.origin[[0, 7, -1]]
+    begin = forecaster.begin
+    for origin, forecast in zip(origins, forecaster.predict_origins(origins)):
+        reference = forecaster.filtered.apply(splits.target[begin:origin]).forecast(24)
+        assert np.allclose(forecast, reference, atol=1e-5)
+
+
+def test_a_forecaster_without_either_interface_is_refused():
+    from beyondbp.autopq.forecasters import point_forecasts
+
+    with pytest.raises(BeyondBPError, match="has neither fit"):
+        point_forecasts(object(), make_windows(seasonal_series(days=20)))
+
+
+def test_quantiles_are_clipped_to_the_physical_range_not_the_training_range():
+    """A series that grows: its test values exceed the training maximum, and only the physical bounds
+    (here 0 below, none above) limit the quantiles."""
+    series = seasonal_series(days=30)
+    series.target = series.target + np.linspace(0, 5, len(series.target))
+    series.bounds = (0.0, None)
+    splits = make_windows(series)
+    assert splits.high == math.inf and splits.original(np.array(splits.low)) == pytest.approx(0.0)
+    config = AutoPQConfig(csv="grow.csv", target="y", forecaster="naive", cinn_epochs=2, trials=2,
+                          baselines=("gaussian",))
+    summary = run_autopq(config, progress=False, series=series)
+    assert summary["metrics"]["gaussian"]["coverage_80"] > 0.5  # not cut at the training maximum
+    with pytest.raises(BeyondBPError, match="lower must lie below upper"):
+        AutoPQConfig(csv="x.csv", target="y", lower=1.0, upper=0.0).validate()
+
+
+def test_coupling_blocks_start_as_the_authors_do():
+    net = ConditionalINN(24, 10, CINNSettings(init_std=0.01))
+    weights = torch.cat([p.flatten() for p in net.flow.parameters() if p.requires_grad])
+    assert weights.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_the_cinn_is_trained_once_per_series_and_seed(tmp_path):
+    """A second forecaster's run reads the cINN the first one trained, and gives the numbers a run that
+    trains its own gives."""
+    series, cache = seasonal_series(days=30), tmp_path / "cinn.pt"
+    config = AutoPQConfig(csv="s.csv", target="y", forecaster="naive", cinn_epochs=2, trials=3, baselines=())
+    first = run_autopq(config, progress=False, series=series, cinn_cache=cache)
+    other = AutoPQConfig(**{**config.__dict__, "forecaster": "linear"})
+    shared = run_autopq(other, progress=False, series=series, cinn_cache=cache)
+    alone = run_autopq(other, progress=False, series=series)
+    assert not first["cinn_reused"] and shared["cinn_reused"] and not alone["cinn_reused"]
+    assert shared["metrics"] == alone["metrics"] and shared["sigma"] == alone["sigma"]
+    changed = AutoPQConfig(**{**config.__dict__, "seed": 1})
+    assert not run_autopq(changed, progress=False, series=series, cinn_cache=cache)["cinn_reused"]

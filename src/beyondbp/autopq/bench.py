@@ -3,9 +3,10 @@
 ``beyondbp bench autopq --jobs 2`` reads ``benchmarks/suites/autopq.toml`` (``datasets``, ``forecasters``,
 ``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields), runs
 every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS`` (a finished run, one whose
-``summary.json`` holds the same settings, is not run again), and writes ``benchmarks/results/autopq/``:
-``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over seeds, the goal's verdict, the
-cost), ``meta.json`` and the fan chart and reliability plot of each data set's first run.
+``summary.json`` holds the same settings, is not run again; the forecasters of one data set and seed run in
+one job and share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``), and writes
+``benchmarks/results/autopq/``: ``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over
+seeds, the goal's verdict, the cost), ``meta.json`` and the fan chart and reliability plot of each data set's first run.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def finished(out: Path, cfg: AutoPQConfig) -> dict[str, Any] | None:
     return summary if stored == current else None
 
 
-def _run(cfg: AutoPQConfig, out: Path, threads: int) -> dict[str, Any]:
+def _run_group(group: list[tuple[AutoPQConfig, Path]], cinn_cache: Path, threads: int) -> int:
+    """The runs of one data set and seed, one after another, sharing one cINN (trained by the first)."""
     torch.set_num_threads(threads)
-    return run_autopq(cfg, out, progress=False)
+    for cfg, out in group:
+        run_autopq(cfg, out, progress=False, cinn_cache=cinn_cache)
+    return len(group)
 
 
 def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
@@ -80,20 +84,24 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     configs = {cell: config(suite, *cell) for cell in cells}
     outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
     pending = [cell for cell in cells if finished(outs[cell], configs[cell]) is None]
+    groups: dict[tuple[str, int], list[tuple[AutoPQConfig, Path]]] = {}
+    for d, f, s in pending:
+        groups.setdefault((d, s), []).append((configs[(d, f, s)], outs[(d, f, s)]))
+    caches = {(d, s): runs / d / f"cinn-seed{s}.pt" for d, s in groups}
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="autopq suite", dynamic_ncols=True) as bar:
         if jobs <= 1:
-            for cell in pending:
-                _run(configs[cell], outs[cell], threads)
-                bar.update()
+            for key, group in groups.items():
+                bar.update(_run_group(group, caches[key], threads))
         else:
             with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-                for future in as_completed([pool.submit(_run, configs[c], outs[c], threads) for c in pending]):
-                    future.result()
-                    bar.update()
+                futures = [pool.submit(_run_group, group, caches[key], threads) for key, group in groups.items()]
+                for future in as_completed(futures):
+                    bar.update(future.result())
     summaries = {cell: finished(outs[cell], configs[cell]) for cell in cells}
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
-             "sigma": summaries[(d, f, s)]["sigma"], "wall_seconds": summaries[(d, f, s)]["wall_seconds"]}
+             "sigma": summaries[(d, f, s)]["sigma"],
+             "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"])}
             for (d, f, s) in cells for method, values in summaries[(d, f, s)]["metrics"].items()]
     results.mkdir(parents=True, exist_ok=True)
     write_rows(rows, results / "autopq.csv")
@@ -144,7 +152,8 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
         for forecaster in suite["forecasters"]:
             cell = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
             text += [f"{heading}# {dataset}, {forecaster}", "",
-                     "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median | s / run |",
+                     "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
+                     "| s / run (with its cINN) |",
                      "|---|---|---|---|---|---|---|"]
             means = {}
             for method in methods:

@@ -5,6 +5,9 @@ values first, then the exogenous features over the target hours, then the calend
 24 standardised target hours. AutoPQ's default configuration trains the forecaster once with its
 default hyperparameters (Meisenbacher et al. 2024). Any object with these two methods plugs in
 (:func:`beyondbp.autopq.run_autopq` takes it as ``forecaster``).
+
+Models of the whole series (ETS, SARIMAX: :mod:`.statespace`) cannot be fed windows; they implement
+:class:`SeriesForecaster` instead, and :func:`point_forecasts` serves both kinds.
 """
 
 from __future__ import annotations
@@ -14,14 +17,41 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import BeyondBPError
 from ..registry import Registry
-from .series import HORIZON
+from .series import HORIZON, Splits
 
 
 class PointForecaster(Protocol):
     def fit(self, c: np.ndarray, y: np.ndarray) -> PointForecaster: ...
 
     def predict(self, c: np.ndarray) -> np.ndarray: ...
+
+
+class SeriesForecaster(Protocol):
+    """A model of the whole series: fitted on its training hours, it forecasts the 24 hours from any origin
+    using only the hours before that origin."""
+
+    def fit_series(self, target: np.ndarray, features: np.ndarray, end: int) -> SeriesForecaster:
+        """``target`` ``[T]`` and ``features`` ``[T, F]`` are the whole standardised series; fit on ``[:end]``."""
+
+    def predict_origins(self, origins: np.ndarray) -> np.ndarray:
+        """``[N, 24]``: the forecast of hours ``o … o + 23`` from the hours before ``o``, for each origin."""
+
+
+def point_forecasts(forecaster: PointForecaster | SeriesForecaster, splits: Splits,
+                    parts: tuple[str, ...] = ("validation", "test")) -> dict[str, np.ndarray]:
+    """Fit ``forecaster`` on the training part and forecast the windows of each of ``parts``."""
+    if not all(hasattr(forecaster, m) for m in ("fit", "predict")) and not all(
+            hasattr(forecaster, m) for m in ("fit_series", "predict_origins")):
+        raise BeyondBPError(f"forecaster {type(forecaster).__name__} has neither fit(c, y) and predict(c) nor "
+                            "fit_series(target, features, end) and predict_origins(origins)")
+    if hasattr(forecaster, "fit_series"):
+        forecaster.fit_series(splits.target, splits.features, splits.validation_start)
+        return {part: np.asarray(forecaster.predict_origins(getattr(splits, part).origin), np.float32)
+                for part in parts}
+    forecaster.fit(splits.train.c, splits.train.y)
+    return {part: np.asarray(forecaster.predict(getattr(splits, part).c), np.float32) for part in parts}
 
 
 FORECASTERS: Registry = Registry("forecaster")
@@ -96,5 +126,26 @@ def gbt(seed: int = 0) -> PerHourForecaster:
     return PerHourForecaster(lambda: LGBMRegressor(random_state=seed, verbose=-1, n_jobs=1), "gbt")
 
 
-def make_forecaster(name: str, seed: int = 0) -> PointForecaster:
+@FORECASTERS.register("ets", "exponential smoothing with a daily season (statsmodels state-space ETS)")
+def ets(seed: int = 0) -> SeriesForecaster:
+    from .statespace import exponential_smoothing
+
+    return exponential_smoothing()
+
+
+@FORECASTERS.register("sarimax", "seasonal ARIMA (2,0,1)(1,0,1)24 with the exogenous features (statsmodels)")
+def sarimax(seed: int = 0) -> SeriesForecaster:
+    from .statespace import seasonal_arimax
+
+    return seasonal_arimax()
+
+
+@FORECASTERS.register("nhits", "N-HiTS (Challu et al. 2023), written here in torch, default hyperparameters")
+def nhits(seed: int = 0) -> PointForecaster:
+    from .nhits import NHiTSForecaster
+
+    return NHiTSForecaster(seed=seed)
+
+
+def make_forecaster(name: str, seed: int = 0) -> PointForecaster | SeriesForecaster:
     return FORECASTERS.get(name)(seed=seed)

@@ -18,14 +18,16 @@ import torch
 from ..errors import BeyondBPError
 from ..options import option
 from ..tables import write_rows
-from .cinn import CINNSettings, train_cinn
-from .forecasters import FORECASTERS, PointForecaster, make_forecaster
+from .cinn import CINNSettings, ConditionalINN, train_cinn
+from .forecasters import FORECASTERS, PointForecaster, SeriesForecaster, make_forecaster, point_forecasts
 from .quantiles import BASELINES, LATENT_NOISE, CINNSampler, finish
 from .scores import LEVELS, scores
 from .search import SIGMA_RANGE, search_sigma
 from .series import SOURCES, Series, Splits, load_series, make_windows, read_csv_series
 
 SUMMARY_NAME = "summary.json"
+#: The settings that decide the series and its windows (and so the cINN trained on them).
+SERIES_FIELDS = ("dataset", "data_dir", "csv", "time", "target", "features", "stride")
 
 
 @dataclass
@@ -43,6 +45,9 @@ class AutoPQConfig:
     target: str | None = option(None, "data", "--csv: the target column", metavar="COLUMN")
     features: tuple[str, ...] = option((), "data", "--csv: exogenous feature columns, e.g. temp,wind",
                                        metavar="A,B")
+    lower: float | None = option(None, "data", "the target's physical minimum (quantiles are clipped to it); "
+                                               "the paper's series have theirs (see 'beyondbp list')")
+    upper: float | None = option(None, "data", "the target's physical maximum (quantiles are clipped to it)")
     stride: int = option(1, "data", "hours between forecast origins")
     forecaster: str = option("mlp", "AutoPQ", "point forecaster; see 'beyondbp list'")
     trials: int = option(100, "AutoPQ", "at most this many sigma trials")
@@ -53,6 +58,8 @@ class AutoPQConfig:
     noise: str = option("multiplicative", "AutoPQ", "latent samples: the paper's z_hat * N(1, sigma^2), or "
                                                      "z_hat + N(0, sigma^2)", choices=LATENT_NOISE)
     cinn_epochs: int = option(CINNSettings.epochs, "AutoPQ", "cINN training epochs")
+    cinn_init_std: float = option(CINNSettings.init_std, "AutoPQ", "coupling parameters start as this times "
+                                                                    "N(0, 1) (the authors' 0.01)")
     baselines: tuple[str, ...] = option(("gaussian", "conformal", "quantile-gbt"), "AutoPQ",
                                         "baselines on the same point forecast", metavar="NAMES")
     seed: int = option(0, "AutoPQ", "random seed (forecaster, cINN, sampling, search)")
@@ -68,6 +75,10 @@ class AutoPQConfig:
         FORECASTERS.get(self.forecaster)
         for name in self.baselines:
             BASELINES.get(name)
+        if self.lower is not None and self.upper is not None and not self.lower < self.upper:
+            raise BeyondBPError(f"lower must lie below upper, got {self.lower} and {self.upper}")
+        if not self.cinn_init_std > 0:
+            raise BeyondBPError(f"cinn_init_std must be positive, got {self.cinn_init_std}")
         if not 0 < self.sigma_low < self.sigma_high:
             raise BeyondBPError(f"sigma bounds must satisfy 0 < low < high, got {self.sigma_low} and {self.sigma_high}")
         for name in ("trials", "patience", "samples", "cinn_epochs", "stride"):
@@ -75,17 +86,51 @@ class AutoPQConfig:
                 raise BeyondBPError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def series(self) -> Series:
+        """The series, with ``lower``/``upper`` (where given) replacing its physical range."""
         if self.dataset is not None:
-            return load_series(self.dataset, self.data_dir, self.download)
-        return read_csv_series(self.csv, self.target, tuple(self.features), self.time,
-                               start=None if self.time else "2000-01-01 00:00")
+            series = load_series(self.dataset, self.data_dir, self.download)
+        else:
+            series = read_csv_series(self.csv, self.target, tuple(self.features), self.time,
+                                     start=None if self.time else "2000-01-01 00:00")
+        given = (self.lower, self.upper)
+        series.bounds = tuple(new if new is not None else old for new, old in zip(given, series.bounds))
+        return series
+
+
+def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache: Path | None
+                    ) -> tuple[ConditionalINN, dict[str, Any]]:
+    """The cINN for ``config``'s series and seed: trained here, or read from ``cache`` when that file holds one
+    trained with the same data, seed and settings (the cINN never sees the point forecast, so every
+    forecaster of a series and seed can share it). Returns it and ``{"best_epoch", "seconds", "reused"}``."""
+    settings = CINNSettings(epochs=config.cinn_epochs, init_std=config.cinn_init_std)
+    key = {"series": {k: v for k, v in asdict(config).items() if k in SERIES_FIELDS}, "seed": config.seed,
+           "settings": asdict(settings), "windows": len(splits.train)}
+    net = ConditionalINN(splits.train.y.shape[1], splits.train.c.shape[1], settings, config.seed)
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache, map_location="cpu", weights_only=False)
+        if stored["key"] == key:
+            net.load_state_dict(stored["state"])
+            return net.to(config.device).eval(), {**stored["record"], "reused": True}
+    started = time.perf_counter()
+    net, history = train_cinn(splits.train.c, splits.train.y, settings, config.seed, config.device, progress)
+    record = {"best_epoch": int(np.argmin([h["held_out_nll"] for h in history])) + 1,
+              "seconds": time.perf_counter() - started}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".partial")
+        torch.save({"key": key, "state": net.state_dict(), "record": record}, partial)
+        partial.replace(cache)
+    return net, {**record, "reused": False}
 
 
 def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress: bool = True,
-               forecaster: PointForecaster | None = None, series: Series | None = None) -> dict[str, Any]:
+               forecaster: PointForecaster | SeriesForecaster | None = None,
+               series: Series | None = None, cinn_cache: Path | str | None = None) -> dict[str, Any]:
     """Train and evaluate; with ``out_dir``, write ``quantiles.csv`` (the 17 quantiles of every test hour, in
     original units), ``metrics.csv`` (AutoPQ and each baseline), ``trials.csv``, ``summary.json``, a fan
-    chart and a reliability plot. ``forecaster`` replaces the named one (any object with fit/predict)."""
+    chart and a reliability plot. ``forecaster`` replaces the named one: any object with ``fit(c, y)`` and
+    ``predict(c)``, or with ``fit_series`` and ``predict_origins`` (see :mod:`.forecasters`). ``cinn_cache``:
+    a file where the trained cINN is kept for runs of other forecasters on the same series and seed."""
     config.validate()
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise BeyondBPError(f"out {out_dir} is an existing file, not a folder; choose another path")
@@ -93,13 +138,11 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     torch.manual_seed(config.seed)
     series = series if series is not None else config.series()
     splits = make_windows(series, config.stride)
-    low, high = (splits.low - splits.mean) / splits.std, (splits.high - splits.mean) / splits.std
+    low, high = splits.low, splits.high
     label = config.forecaster if forecaster is None else type(forecaster).__name__
     forecaster = forecaster if forecaster is not None else make_forecaster(config.forecaster, config.seed)
-    forecaster.fit(splits.train.c, splits.train.y)
-    y_hat = {part: forecaster.predict(getattr(splits, part).c) for part in ("validation", "test")}
-    net, history = train_cinn(splits.train.c, splits.train.y, CINNSettings(epochs=config.cinn_epochs), config.seed,
-                              config.device, progress)
+    y_hat = point_forecasts(forecaster, splits)
+    net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache))
     validation = CINNSampler(net, splits.validation.c, y_hat["validation"], config.samples, config.seed,
                              config.device, config.noise)
     sigma, trials = search_sigma(
@@ -116,9 +159,11 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     metrics = {name: scores(splits.test.y, q) for name, q in quantiles.items()}
     summary = {"settings": asdict(config), "series": series.name, "forecaster": label,
                "sigma": sigma, "trials": len(trials), "validation_crps": min(t["crps"] for t in trials),
-               "cinn_epochs_best": int(np.argmin([h["held_out_nll"] for h in history])) + 1,
+               "cinn_epochs_best": cinn["best_epoch"], "cinn_seconds": cinn["seconds"], "cinn_reused": cinn["reused"],
                "windows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
                "metrics": metrics, "wall_seconds": time.perf_counter() - started}
+    # the run's cost: its own time, plus its cINN's training where that happened in an earlier run
+    summary["cost_seconds"] = summary["wall_seconds"] + (cinn["seconds"] if cinn["reused"] else 0.0)
     if out_dir is not None:
         write_outputs(Path(out_dir), splits, y_hat["test"], quantiles, metrics, trials, summary)
     return summary

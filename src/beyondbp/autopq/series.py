@@ -36,22 +36,23 @@ class SeriesSource:
     time: str | None  # the timestamp column; None: hourly from ``start``
     start: str | None = None
     rows: int | None = None  # the paper uses only the first ``rows``
+    bounds: tuple[float | None, float | None] = (None, None)  # the target's physical range (None: open)
     description: str = ""
 
 
 SOURCES: dict[str, SeriesSource] = {
-    "Load-BW": SeriesSource("Load-BW.csv", "load_power_statistics", (), "time",
+    "Load-BW": SeriesSource("Load-BW.csv", "load_power_statistics", (), "time", bounds=(0.0, None),
                             description="OPSD electrical load of Baden-Wuerttemberg, 2018"),
-    "Load-GCP": SeriesSource("Load-GCP.csv", "MT_158", (), "time", rows=26_280,
+    "Load-GCP": SeriesSource("Load-GCP.csv", "MT_158", (), "time", rows=26_280, bounds=(0.0, None),
                              description="UCI ElectricityLoadDiagrams20112014, client MT_158, hourly"),
     "Mobility": SeriesSource("Mobility.csv", "cnt", ("temp", "hum", "windspeed", "weathersit"), "time",
-                             description="UCI Bike Sharing, hourly rentals with weather"),
-    "PV": SeriesSource("PV.csv", "POWER", ("SSRD", "TCC"), None, start="2012-04-01 01:00",
+                             bounds=(0.0, None), description="UCI Bike Sharing, hourly rentals with weather"),
+    "PV": SeriesSource("PV.csv", "POWER", ("SSRD", "TCC"), None, start="2012-04-01 01:00", bounds=(0.0, 1.0),
                        description="GEFCom2014 solar track, zone 1"),
     "Price": SeriesSource("Price.csv", "Zonal Price", ("Forecasted Total Load", "Forecasted Zonal Load"), None,
                           start="2011-01-01 00:00", description="GEFCom2014 price track"),
     "WP": SeriesSource("WP.csv", "TARGETVAR", ("U100", "V100", "Speed100"), None, start="2012-01-01 01:00",
-                       description="GEFCom2014 wind track"),
+                       bounds=(0.0, 1.0), description="GEFCom2014 wind track"),
 }
 
 
@@ -64,13 +65,18 @@ class Series:
     features: np.ndarray
     time: np.ndarray
     feature_names: tuple[str, ...] = ()
+    bounds: tuple[float | None, float | None] = (None, None)  # physical range of the target (None: open)
 
 
 def read_csv_series(path: Path | str, target: str, features: tuple[str, ...] = (), time: str | None = None,
-                    start: str | None = None, rows: int | None = None, name: str | None = None) -> Series:
+                    start: str | None = None, rows: int | None = None, name: str | None = None,
+                    bounds: tuple[float | None, float | None] = (None, None)) -> Series:
     """A series from a CSV file: ``time`` names the timestamp column (increasing, no duplicates), or the
     rows are hourly from ``start``. Rows whose target is missing at the ends are dropped; gaps inside are
-    interpolated linearly, with a warning that says how many."""
+    interpolated linearly, with a warning that says how many. ``bounds``: the target's physical range."""
+    low, high = bounds
+    if low is not None and high is not None and not low < high:
+        raise BeyondBPError(f"the target's lower bound must lie below its upper bound, got {low} and {high}")
     import pandas as pd
 
     path = Path(path)
@@ -104,7 +110,7 @@ def read_csv_series(path: Path | str, target: str, features: tuple[str, ...] = (
         warnings.warn(f"{path.name}: {gaps} missing values interpolated linearly", stacklevel=2)
     values = values.dropna()  # leading and trailing gaps
     return Series(name or path.stem, values[target].to_numpy(np.float64), values[list(features)].to_numpy(np.float64),
-                  values.index.to_numpy(), tuple(features))
+                  values.index.to_numpy(), tuple(features), bounds)
 
 
 def load_series(name: str, data_dir: str | None = None, download: bool = False) -> Series:
@@ -119,7 +125,8 @@ def load_series(name: str, data_dir: str | None = None, download: bool = False) 
         raise DataNotFoundError(f"data set '{name}': no download of the original is implemented yet; {hint}")
 
     path = locate_or_fetch("autopq", [source.file], data_dir, hint, download, fetch)[source.file]
-    return read_csv_series(path, source.target, source.features, source.time, source.start, source.rows, name)
+    return read_csv_series(path, source.target, source.features, source.time, source.start, source.rows, name,
+                           source.bounds)
 
 
 def calendar(time: np.ndarray) -> np.ndarray:
@@ -137,30 +144,35 @@ def calendar(time: np.ndarray) -> np.ndarray:
 @dataclass
 class Windows:
     """Forecasting windows: conditions ``c`` ``[N, n_c]``, targets ``y`` ``[N, 24]`` (standardised), and the
-    timestamp of each window's first target hour."""
+    timestamp and the hour index (in the series) of each window's first target hour."""
 
     c: np.ndarray
     y: np.ndarray
     start: np.ndarray
+    origin: np.ndarray
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, rows) -> Windows:
-        return Windows(self.c[rows], self.y[rows], self.start[rows])
+        return Windows(self.c[rows], self.y[rows], self.start[rows], self.origin[rows])
 
 
 @dataclass
 class Splits:
-    """Training, validation and test windows, and how to return to the original scale."""
+    """Training, validation and test windows, the whole standardised series (for forecasters that model the
+    series, :class:`~beyondbp.autopq.forecasters.SeriesForecaster`), and how to return to the original scale."""
 
     train: Windows
     validation: Windows
     test: Windows
     mean: float
     std: float
-    low: float  # the target's range in the training part, in original units (quantiles are clipped to it)
+    low: float  # the target's physical range, normalised (quantiles are clipped to it; ±inf where open)
     high: float
+    target: np.ndarray  # [T], standardised with the training part's statistics
+    features: np.ndarray  # [T, F], standardised likewise
+    validation_start: int  # the first hour of the validation part (the training part ends before it)
 
     def original(self, values: np.ndarray) -> np.ndarray:
         return values * self.std + self.mean
@@ -201,8 +213,9 @@ def make_windows(series: Series, stride: int = 1) -> Splits:
         past = target[origins[:, None] - HORIZON + np.arange(HORIZON)]
         exogenous = features[hours].reshape(len(origins), -1)
         c = np.concatenate([past, exogenous, cal[origins]], axis=1)
-        return Windows(c.astype(np.float32), target[hours].astype(np.float32), series.time[origins])
+        return Windows(c.astype(np.float32), target[hours].astype(np.float32), series.time[origins], origins)
 
-    raw_train = series.target[:validation_start]
+    low, high = ((math.inf * side if bound is None else (bound - mean) / std)
+                 for side, bound in zip((-1, 1), series.bounds))
     return Splits(part(0, validation_start), part(validation_start, test_start), part(test_start, length),
-                  float(mean), float(std), float(raw_train.min()), float(raw_train.max()))
+                  float(mean), float(std), float(low), float(high), target, features, validation_start)
