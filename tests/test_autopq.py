@@ -257,3 +257,36 @@ def test_the_cinn_is_trained_once_per_series_and_seed(tmp_path):
     assert shared["metrics"] == alone["metrics"] and shared["sigma"] == alone["sigma"]
     changed = AutoPQConfig(**{**config.__dict__, "seed": 1})
     assert not run_autopq(changed, progress=False, series=series, cinn_cache=cache)["cinn_reused"]
+
+
+def test_downloaded_originals_are_converted_to_the_local_layout(tmp_path):
+    """The converters of --download, on small archives in the originals' formats."""
+    import zipfile
+
+    from beyondbp.autopq.download import bike_sharing_csv, electricity_csv, fetch_series, opsd_csv
+    from beyondbp.autopq.series import SOURCES
+
+    hours = pd.DataFrame({"instant": [1, 2, 3], "dteday": ["2011-01-01"] * 3, "hr": [0, 1, 3], "temp": 0.2,
+                          "hum": 0.8, "windspeed": 0.0, "weathersit": 1, "cnt": [16, 40, 32]})
+    with zipfile.ZipFile(tmp_path / "bike.zip", "w") as z:
+        z.writestr("hour.csv", hours.to_csv(index=False))
+    bike_sharing_csv(tmp_path / "bike.zip", tmp_path / "Mobility.csv")
+    with pytest.warns(UserWarning, match="1 missing values interpolated|missing values interpolated"):
+        mobility = read_csv_series(tmp_path / "Mobility.csv", "cnt", SOURCES["Mobility"].features, "time")
+    assert mobility.target.tolist() == [16, 40, 36, 32]  # hour 2 is missing in the original
+
+    quarters = "\n".join(f'"2011-01-01 {h:02d}:{m:02d}:00";1,0;{v}' for h, m, v in
+                         [(0, 15, "1,0"), (0, 30, "2,0"), (0, 45, "3,0"), (1, 0, "6,0"), (1, 15, "8,0")])
+    with zipfile.ZipFile(tmp_path / "ld.zip", "w") as z:
+        z.writestr("LD2011_2014.txt", '"";"MT_001";"MT_158"\n' + quarters + "\n")
+    electricity_csv(tmp_path / "ld.zip", tmp_path / "Load-GCP.csv")
+    assert pd.read_csv(tmp_path / "Load-GCP.csv")["MT_158"].tolist() == [3.0, 8.0]  # (1+2+3+6)/4, then 8
+
+    table = pd.DataFrame({"utc_timestamp": ["2017-12-31T23:00:00Z", "2018-01-01T00:00:00Z"],
+                          "DE_transnetbw_load_actual_entsoe_power_statistics": [1.0, 2.0]})
+    table.to_csv(tmp_path / "opsd.csv", index=False)
+    opsd_csv(tmp_path / "opsd.csv", tmp_path / "Load-BW.csv")
+    assert pd.read_csv(tmp_path / "Load-BW.csv").to_dict("list") == {"time": ["2018-01-01"],
+                                                                     "load_power_statistics": [2.0]}
+    with pytest.raises(BeyondBPError, match="GEFCom2014"):
+        fetch_series("PV", "PV.csv", tmp_path)

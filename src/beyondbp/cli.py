@@ -245,7 +245,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:24s} {registry.help(name)}")
     print("AutoPQ data sets (autopq --dataset):")
     for name, source in SOURCES.items():
-        print(f"  {name:24s} {source.description}; target {source.target}")
+        low, high = ("open" if bound is None else f"{bound:g}" for bound in source.bounds)
+        print(f"  {name:24s} {source.description}; target {source.target}, physical range [{low}, {high}]")
     return 0
 
 

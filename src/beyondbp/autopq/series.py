@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.files import locate_or_fetch
-from ..errors import BeyondBPError, DataNotFoundError
+from ..errors import BeyondBPError
 
 HORIZON = 24
 TEST_FRACTION = 0.2
@@ -119,10 +119,13 @@ def load_series(name: str, data_dir: str | None = None, download: bool = False) 
         raise BeyondBPError(f"unknown AutoPQ data set '{name}'; known: {', '.join(SOURCES)}")
     source = SOURCES[name]
     hint = (f"give --data-dir the folder that holds {source.file} (a copy of the AutoPQ series, e.g. "
-            f"../shared/data/autopq), or read the original ({source.description}) with --csv")
+            f"../shared/data/autopq), fetch the original ({source.description}) with --download, or give your "
+            f"own file with --csv")
 
     def fetch(folder: Path) -> None:
-        raise DataNotFoundError(f"data set '{name}': no download of the original is implemented yet; {hint}")
+        from .download import fetch_series
+
+        fetch_series(name, source.file, folder)
 
     path = locate_or_fetch("autopq", [source.file], data_dir, hint, download, fetch)[source.file]
     return read_csv_series(path, source.target, source.features, source.time, source.start, source.rows, name,
