@@ -159,6 +159,9 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
     capsys.readouterr()
     for bad, message in [(["--forecaster", "prophet"], "unknown forecaster 'prophet'; known forecasters: ets, gbt"),
                          (["--sigma-low", "4"], "sigma bounds must satisfy"),
+                         (["--levels", "0.9,0.1"], "quantile levels must be"),
+                         (["--levels", "0,0.5"], "quantile levels must be"),
+                         (["--lower", "5", "--upper", "1"], "lower must lie below upper"),
                          (["--target", "price"], "has no column 'price'")]:
         assert main([*args, *bad]) == 2
         assert message in capsys.readouterr().err
@@ -290,3 +293,13 @@ def test_downloaded_originals_are_converted_to_the_local_layout(tmp_path):
                                                                      "load_power_statistics": [2.0]}
     with pytest.raises(BeyondBPError, match="GEFCom2014"):
         fetch_series("PV", "PV.csv", tmp_path)
+
+
+def test_other_quantile_levels_are_scored_and_written(tmp_path):
+    config = AutoPQConfig(csv="s.csv", target="y", forecaster="linear", cinn_epochs=2, trials=2,
+                          baselines=("conformal",), levels=(0.025, 0.5, 0.975))
+    summary = run_autopq(config, tmp_path, progress=False, series=seasonal_series(days=30))
+    written = pd.read_csv(tmp_path / "quantiles.csv")
+    assert [c for c in written.columns if c.startswith("q")] == ["q2.5", "q50", "q97.5"]
+    assert (written["q2.5"] <= written["q50"]).all() and (written["q50"] <= written["q97.5"]).all()
+    assert set(summary["metrics"]) == {"autopq", "conformal"}

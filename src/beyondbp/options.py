@@ -47,6 +47,14 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    """``"0.1,0.5,0.9"`` -> ``(0.1, 0.5, 0.9)``."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
 def name_list(text: str) -> tuple[str, ...]:
     """``"a, b"`` -> ``("a", "b")``; at least one name."""
     names = tuple(v.strip() for v in text.split(",") if v.strip())
@@ -60,7 +68,7 @@ def _parser_type(annotation: Any):
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is tuple:
-        return int_list if typing.get_args(annotation)[0] is int else name_list
+        return {int: int_list, float: float_list}.get(typing.get_args(annotation)[0], name_list)
     return annotation
 
 

@@ -64,8 +64,9 @@ def finished(out: Path, cfg: AutoPQConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    stored = summary["settings"]
     current = json.loads(json.dumps(asdict(cfg)))
+    defaults = json.loads(json.dumps(asdict(AutoPQConfig())))
+    stored = {**defaults, **summary["settings"]}  # a setting added later ran with its default
     return summary if stored == current else None
 
 

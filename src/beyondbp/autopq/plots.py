@@ -10,14 +10,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .scores import LEVELS, coverage  # noqa: E402
+from .scores import coverage  # noqa: E402
 from .series import HORIZON, Splits  # noqa: E402
 
-#: Central bands drawn in the fan chart, as pairs of level indices into LEVELS (98%, 80%, 50%).
-BANDS = ((0, 16), (2, 14), (5, 11))
+#: Central bands the fan chart aims to draw (the nearest pairs of levels symmetric about the median).
+BANDS = (0.98, 0.8, 0.5)
 
 
-def fan_chart(splits: Splits, y_hat: np.ndarray, q: np.ndarray, path: Path, title: str, days: int = 14) -> None:
+def bands(levels: np.ndarray) -> list[tuple[int, int]]:
+    """Index pairs ``(i, L − 1 − i)`` whose width is nearest to each of :data:`BANDS`, widest first."""
+    pairs = [(i, len(levels) - 1 - i) for i in range(len(levels) // 2)]
+    if not pairs:
+        return []
+    chosen = [min(pairs, key=lambda p: abs(levels[p[1]] - levels[p[0]] - width)) for width in BANDS]
+    return list(dict.fromkeys(chosen))
+
+
+def fan_chart(splits: Splits, y_hat: np.ndarray, q: np.ndarray, levels: np.ndarray, path: Path, title: str,
+              days: int = 14) -> None:
     """The quantile bands, the truth and the point forecast over ``days`` consecutive days of the test part:
     one window a day (every 24th origin from the first), placed end to end, in original units."""
     start = splits.test.start
@@ -28,9 +38,9 @@ def fan_chart(splits: Splits, y_hat: np.ndarray, q: np.ndarray, path: Path, titl
     point = splits.original(y_hat[chosen]).reshape(-1)
     quantiles = splits.original(q[chosen]).reshape(-1, q.shape[-1])
     fig, ax = plt.subplots(figsize=(11, 4))
-    for alpha, (lo, hi) in zip((0.2, 0.35, 0.5), BANDS):
+    for alpha, (lo, hi) in zip((0.2, 0.35, 0.5), bands(levels)):
         ax.fill_between(hours, quantiles[:, lo], quantiles[:, hi], color="tab:blue", alpha=alpha, linewidth=0,
-                        label=f"{round((LEVELS[hi] - LEVELS[lo]) * 100)}% band")
+                        label=f"{(levels[hi] - levels[lo]) * 100:.3g}% band")
     ax.plot(hours, point, color="tab:orange", linewidth=1, label="point forecast")
     ax.plot(hours, truth, color="black", linewidth=1, label="truth")
     ax.set_title(f"AutoPQ on {title}: {len(chosen)} test days, one 24-hour forecast a day")
@@ -42,12 +52,12 @@ def fan_chart(splits: Splits, y_hat: np.ndarray, q: np.ndarray, path: Path, titl
     plt.close(fig)
 
 
-def reliability_plot(y: np.ndarray, quantiles: dict[str, np.ndarray], path: Path) -> None:
+def reliability_plot(y: np.ndarray, quantiles: dict[str, np.ndarray], levels: np.ndarray, path: Path) -> None:
     """Empirical against nominal coverage of every level, one line per method; the diagonal is perfect."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     for name, q in quantiles.items():
-        ax.plot(LEVELS, coverage(y, q), marker="o", markersize=3, label=name)
+        ax.plot(levels, coverage(y, q), marker="o", markersize=3, label=name)
     ax.set_xlabel("nominal level")
     ax.set_ylabel("share of test hours below the quantile")
     ax.legend(fontsize=8)

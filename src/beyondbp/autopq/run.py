@@ -55,6 +55,8 @@ class AutoPQConfig:
     sigma_low: float = option(SIGMA_RANGE[0], "AutoPQ", "smallest sigma searched")
     sigma_high: float = option(SIGMA_RANGE[1], "AutoPQ", "largest sigma searched")
     samples: int = option(100, "AutoPQ", "samples per window drawn through the cINN")
+    levels: tuple[float, ...] = option(tuple(LEVELS.tolist()), "AutoPQ", "quantile levels, increasing, between 0 "
+                                                                          "and 1 (the paper's 17)", metavar="L1,L2")
     noise: str = option("multiplicative", "AutoPQ", "latent samples: the paper's z_hat * N(1, sigma^2), or "
                                                      "z_hat + N(0, sigma^2)", choices=LATENT_NOISE)
     cinn_epochs: int = option(CINNSettings.epochs, "AutoPQ", "cINN training epochs")
@@ -79,6 +81,10 @@ class AutoPQConfig:
             raise BeyondBPError(f"lower must lie below upper, got {self.lower} and {self.upper}")
         if not self.cinn_init_std > 0:
             raise BeyondBPError(f"cinn_init_std must be positive, got {self.cinn_init_std}")
+        levels = np.asarray(self.levels, dtype=float)
+        if len(levels) < 2 or not ((0 < levels) & (levels < 1)).all() or not (np.diff(levels) > 0).all():
+            raise BeyondBPError(f"quantile levels must be at least two numbers strictly between 0 and 1, "
+                                f"increasing; got {', '.join(map(str, self.levels))}")
         if not 0 < self.sigma_low < self.sigma_high:
             raise BeyondBPError(f"sigma bounds must satisfy 0 < low < high, got {self.sigma_low} and {self.sigma_high}")
         for name in ("trials", "patience", "samples", "cinn_epochs", "stride"):
@@ -145,18 +151,20 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache))
     validation = CINNSampler(net, splits.validation.c, y_hat["validation"], config.samples, config.seed,
                              config.device, config.noise)
+    levels = np.asarray(config.levels)
     sigma, trials = search_sigma(
-        lambda s: scores(splits.validation.y, validation.quantiles(s, low, high))["crps"], config.trials,
+        lambda s: scores(splits.validation.y, validation.quantiles(s, low, high, levels), levels)["crps"],
+        config.trials,
         (config.sigma_low, config.sigma_high), config.patience, config.seed, progress)
     test = CINNSampler(net, splits.test.c, y_hat["test"], config.samples, config.seed + 1, config.device,
                        config.noise)
-    quantiles = {"autopq": test.quantiles(sigma, low, high)}
+    quantiles = {"autopq": test.quantiles(sigma, low, high, levels)}
     residuals = splits.validation.y - y_hat["validation"]
     for name in config.baselines:
-        quantiles[name] = finish(BASELINES.get(name)(y_hat["test"], residuals, c=splits.test.c,
+        quantiles[name] = finish(BASELINES.get(name)(y_hat["test"], residuals, levels, c=splits.test.c,
                                                      fit_c=splits.validation.c, fit_y_hat=y_hat["validation"],
                                                      fit_y=splits.validation.y, seed=config.seed), low, high)
-    metrics = {name: scores(splits.test.y, q) for name, q in quantiles.items()}
+    metrics = {name: scores(splits.test.y, q, levels) for name, q in quantiles.items()}
     summary = {"settings": asdict(config), "series": series.name, "forecaster": label,
                "sigma": sigma, "trials": len(trials), "validation_crps": min(t["crps"] for t in trials),
                "cinn_epochs_best": cinn["best_epoch"], "cinn_seconds": cinn["seconds"], "cinn_reused": cinn["reused"],
@@ -177,13 +185,20 @@ def write_outputs(out: Path, splits: Splits, y_hat: np.ndarray, quantiles: dict[
     q = splits.original(quantiles["autopq"])
     hours = splits.test.start[:, None] + np.arange(q.shape[1]) * np.timedelta64(1, "h")
     rows = [{"origin": str(splits.test.start[i]), "time": str(hours[i, h]), "truth": float(truth[h]),
-             "point": float(point[h]), **{f"q{round(level * 100):02d}": float(q[i, h, k])
-                                          for k, level in enumerate(LEVELS)}}
+             "point": float(point[h]), **{level_name(level): float(q[i, h, k])
+                                          for k, level in enumerate(summary["settings"]["levels"])}}
             for i, (truth, point) in enumerate(zip(splits.original(splits.test.y), splits.original(y_hat)))
             for h in range(q.shape[1])]
     write_rows(rows, out / "quantiles.csv")
     write_rows([{"method": name, **values} for name, values in metrics.items()], out / "metrics.csv")
     write_rows(trials, out / "trials.csv")
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    fan_chart(splits, y_hat, quantiles["autopq"], out / "fan.png", summary["series"])
-    reliability_plot(splits.test.y, quantiles, out / "reliability.png")
+    levels = np.asarray(summary["settings"]["levels"])
+    fan_chart(splits, y_hat, quantiles["autopq"], levels, out / "fan.png", summary["series"])
+    reliability_plot(splits.test.y, quantiles, levels, out / "reliability.png")
+
+
+def level_name(level: float) -> str:
+    """The column of a quantile level in ``quantiles.csv``: ``q01`` … ``q99``, ``q2.5`` for 0.025."""
+    percent = level * 100
+    return f"q{round(percent):02d}" if abs(percent - round(percent)) < 1e-9 else f"q{percent:g}"
