@@ -136,8 +136,24 @@ def _mean_std(values: list[float]) -> str:
 
 def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
                     heading: str = "#", image_prefix: str = "") -> str:
-    """Per data set and forecaster: each method's scores (mean ± std over seeds), then the goal's verdict."""
+    """An overview (test CRPS of every method per data set and forecaster, and whether AutoPQ wins), then per
+    data set and forecaster each method's scores (mean ± std over seeds), then the goal's verdict."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    baselines = [m for m in methods if m != "autopq"]
+    ran = {(r["dataset"], r["forecaster"]) for r in rows}
+    cells = [(d, f) for d in suite["datasets"] for f in suite["forecasters"] if (d, f) in ran]
+    means = {(d, f): {m: {k: statistics.mean(r[k] for r in rows
+                                             if (r["dataset"], r["forecaster"], r["method"]) == (d, f, m))
+                          for k in REPORTED} for m in methods} for d, f in cells}
+
+    def wins(cell: tuple[str, str]) -> tuple[bool, bool]:
+        """AutoPQ's CRPS below every baseline's; its coverage error no worse than the best baseline's."""
+        mine = means[cell]
+        beats = all(mine["autopq"]["crps"] < mine[b]["crps"] for b in baselines)
+        calibrated = not baselines or mine["autopq"]["coverage_error"] <= min(mine[b]["coverage_error"]
+                                                                              for b in baselines)
+        return beats, calibrated
+
     text = [f"{heading} Suite `autopq`", "",
             "AutoPQ-default (the cINN's quantiles around the point forecast, σ searched on the validation CRPS) "
             "against three baselines on the same point forecast. Scores on the test part, normalised scale; "
@@ -147,33 +163,38 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
             f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
             f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
             f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
-            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).", ""]
-    wins = {f: 0 for f in suite["forecasters"]}
-    for dataset in suite["datasets"]:
-        for forecaster in suite["forecasters"]:
-            cell = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
-            text += [f"{heading}# {dataset}, {forecaster}", "",
-                     "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
-                     "| s / run (with its cINN) |",
-                     "|---|---|---|---|---|---|---|"]
-            means = {}
-            for method in methods:
-                mine = [r for r in cell if r["method"] == method]
-                means[method] = {k: statistics.mean(r[k] for r in mine) for k in REPORTED}
-                cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}" if method == "autopq" else ""
-                scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
-                text.append(f"| {method} | {scores} | {cost} |")
-            baselines = [m for m in methods if m != "autopq"]
-            beats = all(means["autopq"]["crps"] < means[b]["crps"] for b in baselines)
-            calibrated = not baselines or means["autopq"]["coverage_error"] <= min(
-                means[b]["coverage_error"] for b in baselines)
-            wins[forecaster] += beats and calibrated
-            if forecaster == suite["forecasters"][0]:
-                text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
-            verdict = "no worse than" if calibrated else "worse than"
-            text += ["", f"AutoPQ's CRPS is {'below' if beats else 'not below'} every baseline's; its coverage "
-                         f"error is {verdict} the best-calibrated baseline's.", ""]
+            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).", "",
+            f"{heading}# Overview: test CRPS (mean over seeds; lowest in bold)", "",
+            f"| data set | forecaster | {' | '.join(methods)} | AutoPQ wins |",
+            "|---|---|" + "---|" * len(methods) + "---|"]
+    for cell in cells:
+        best = min(means[cell][m]["crps"] for m in methods)
+        values = [f"**{means[cell][m]['crps']:.4f}**" if means[cell][m]["crps"] == best
+                  else f"{means[cell][m]['crps']:.4f}" for m in methods]
+        beats, calibrated = wins(cell)
+        verdict = "yes" if beats and calibrated else ("CRPS only" if beats else "no")
+        text.append(f"| {cell[0]} | {cell[1]} | {' | '.join(values)} | {verdict} |")
+    text.append("")
+    for dataset, forecaster in cells:
+        cell_rows = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
+        text += [f"{heading}# {dataset}, {forecaster}", "",
+                 "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
+                 "| s / run (with its cINN) |",
+                 "|---|---|---|---|---|---|---|"]
+        for method in methods:
+            mine = [r for r in cell_rows if r["method"] == method]
+            cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}" if method == "autopq" else ""
+            scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
+            text.append(f"| {method} | {scores} | {cost} |")
+        if forecaster == suite["forecasters"][0]:
+            text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
+        beats, calibrated = wins((dataset, forecaster))
+        verdict = "no worse than" if calibrated else "worse than"
+        text += ["", f"AutoPQ's CRPS is {'below' if beats else 'not below'} every baseline's; its coverage "
+                     f"error is {verdict} the best-calibrated baseline's.", ""]
     text += [f"{heading}# Goal", "", "AutoPQ-default below each baseline's CRPS, with a coverage error no worse than "
              "the best baseline's, on at least 4 of the 6 data sets (mean over seeds):", ""]
-    text += [f"- {f}: {n} of {len(suite['datasets'])} data sets" for f, n in wins.items()]
+    for forecaster in suite["forecasters"]:
+        count = sum(all(wins((d, forecaster))) for d in suite["datasets"] if (d, forecaster) in ran)
+        text.append(f"- {forecaster}: {count} of {len(suite['datasets'])} data sets")
     return "\n".join(text) + "\n"
