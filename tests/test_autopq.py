@@ -3,6 +3,7 @@ whose true distribution is known."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -162,6 +163,7 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
                          (["--levels", "0.9,0.1"], "quantile levels must be"),
                          (["--levels", "0,0.5"], "quantile levels must be"),
                          (["--lower", "5", "--upper", "1"], "lower must lie below upper"),
+                         (["--price-per-kwh", "-1"], "price per kWh not negative"),
                          (["--target", "price"], "has no column 'price'")]:
         assert main([*args, *bad]) == 2
         assert message in capsys.readouterr().err
@@ -183,6 +185,9 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     report = run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
     text = report.read_text()
     assert "| autopq |" in text and "| gaussian |" in text and "linear: " in text
+    summary_of_run = json.loads((tmp_path / "runs" / "Load-BW" / "linear" / "seed1" / "summary.json").read_text())
+    assert summary_of_run["energy_kwh"] > 0 and summary_of_run["energy_source"] in text
+    assert summary_of_run["energy_cost"] == pytest.approx(summary_of_run["energy_kwh"] * 0.3)
     assert (tmp_path / "results" / "Load-BW-fan.png").is_file()
     summary = tmp_path / "runs" / "Load-BW" / "linear" / "seed1" / "summary.json"
     stamp = summary.stat().st_mtime_ns

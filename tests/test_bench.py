@@ -99,6 +99,11 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert "## Suite `tiny`" in md and "| f3:delayed_error |" in md and "gap to BP closed" in md
     assert "![digits mlp-1x16](results/tiny-digits-mlp-1x16.png)" in md
     assert (results / "tiny-digits-mlp-1x16.png").is_file()
+    # every method's training energy per epoch, against the first method, with how it was measured
+    costs = list(csv.DictReader(open(results / "tiny-cost.csv")))
+    assert all(float(r["joules_per_epoch"]) > 0 and r["energy_source"] for r in costs)
+    bp_row = next(line for line in md.splitlines() if line.startswith("| bp |"))
+    assert bp_row.endswith("(1.00×) |") and "J / epoch (× first)" in md and costs[0]["energy_source"] in md
 
     # an edited suite does not report its old runs under its new settings
     (suites / "tiny.toml").write_text(TINY.replace('width = 16', 'width = 16\nactivation = "relu"'))

@@ -89,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     metric = summary["metric"]
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
-          f"{summary['train_seconds']:.1f} s training; outputs in {out}")
+          f"{summary['train_seconds']:.1f} s and {summary['train_joules']:.0f} J training "
+          f"({summary['energy_source']}); outputs in {out}")
     return 0
 
 
@@ -228,6 +229,8 @@ def cmd_autopq(args: argparse.Namespace) -> int:
     for method, m in summary["metrics"].items():
         print(f"{method:14s} {m['crps']:8.4f} {m['pinball']:8.4f} {m['coverage_error']:12.4f} {m['mae']:8.4f} "
               f"{m['rmse']:8.4f}")
+    print(f"energy {summary['energy_kwh'] * 1000:.3g} Wh, cost {summary['energy_cost']:.3g} at "
+          f"{config.price_per_kwh:g} per kWh ({summary['energy_source']})")
     print(f"outputs in {out}: quantiles.csv, metrics.csv, trials.csv, summary.json, fan.png, reliability.png")
     return 0
 

@@ -22,7 +22,8 @@ from .plots import plot_curves
 from .tables import mean_std, write_rows
 from .train import METRICS_NAME
 
-CSV_COLUMNS = ("method", "seed", "dataset", "model", "epochs", "train_seconds", "metric", "final", "best")
+CSV_COLUMNS = ("method", "seed", "dataset", "model", "epochs", "train_seconds", "train_joules", "metric", "final",
+               "best")
 
 
 def method_configs(base: RunConfig, methods: Sequence[str], seeds: Sequence[int]) -> list[RunConfig]:
@@ -58,7 +59,8 @@ def compare(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], out_d
 
 def write_csv(summaries: Sequence[dict[str, Any]], path: Path) -> None:
     write_rows([{"method": s["method"], "seed": s["seed"], "dataset": s["dataset"], "model": s["model"],
-                 "epochs": s["epochs"], "train_seconds": f"{s['train_seconds']:.2f}", "metric": s["metric"],
+                 "epochs": s["epochs"], "train_seconds": f"{s['train_seconds']:.2f}",
+                 "train_joules": f"{s['train_joules']:.1f}" if "train_joules" in s else "", "metric": s["metric"],
                  "final": f"{s[s['metric']]:.6f}", "best": f"{s['best_' + s['metric']]:.6f}"} for s in summaries],
                path, CSV_COLUMNS)
 
@@ -79,13 +81,17 @@ def markdown_table(summaries: Sequence[dict[str, Any]], base: RunConfig, seeds: 
     lines = [
         f"Settings: {settings_line(base, seeds)}.",
         "",
-        f"| method | final {metric} | best {metric} | train seconds |",
-        "|---|---|---|---|",
+        f"| method | final {metric} | best {metric} | train seconds | train joules |",
+        "|---|---|---|---|---|",
     ]
     for method, runs in by_method.items():
+        joules = [r["train_joules"] for r in runs if "train_joules" in r]
         lines.append(f"| {method} | {mean_std([r[metric] for r in runs])} | "
                      f"{mean_std([r['best_' + metric] for r in runs])} | "
-                     f"{statistics.fmean(r['train_seconds'] for r in runs):.1f} |")
+                     f"{statistics.fmean(r['train_seconds'] for r in runs):.1f} | "
+                     f"{f'{statistics.fmean(joules):.0f}' if joules else 'not measured'} |")
+    sources = sorted({s["energy_source"] for s in summaries if "energy_source" in s})
     lines += ["", f"Mean ± standard deviation over {len(seeds)} seed(s); {direction} is better. "
-              "Best is the best epoch on the test set, shown for reference only."]
+              "Best is the best epoch on the test set, shown for reference only. Energy: "
+              f"{'; '.join(sources) or 'not measured (runs from before energy was recorded)'}."]
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from .ab_training import ABTraining
 from .data import DATASETS, DataSplit, load_dataset, validation_split
 from .data.user_files import TASKS, load_user_file
 from .distributed import DataParallel, from_environment, launched_device, launched_world
+from .energy import DEFAULT_WATTS_PER_CORE
 from .errors import BeyondBPError
 from .lowrank import OIALR
 from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, Method, make_method, method_options
@@ -130,6 +131,8 @@ class RunConfig:
     device: str = option("auto", "training", "auto (cuda if available), cpu, cuda, cuda:N")
     nproc: int = option(1, "training", "data-parallel training on N processes of this machine (launches torchrun); "
                                        "see README", metavar="N")
+    watts_per_core: float = option(DEFAULT_WATTS_PER_CORE, "training", "energy estimate where RAPL is not "
+                                                                      "readable: watts per busy CPU core")
 
     def build_method(self) -> Method:
         """The method, given the settings its constructor takes (the others concern other methods)."""
@@ -174,6 +177,8 @@ class RunConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
                                 f"{self.batch_size}, {self.lr}")
+        if not self.watts_per_core > 0:
+            raise BeyondBPError(f"watts per core must be positive, got {self.watts_per_core}")
         if any(h < 1 for h in self.hidden):
             raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
         resolve_device(self.device)
@@ -209,7 +214,7 @@ class RunConfig:
     def run_info(self) -> dict[str, Any]:
         """Settings that a resumed run must share with its checkpoint (everything but epochs and device)."""
         info = dataclasses.asdict(self)
-        for key in ("epochs", "device", "data_dir", "download", "execution"):
+        for key in ("epochs", "device", "data_dir", "download", "execution", "watts_per_core"):
             info.pop(key)
         info["hidden"], info["channels"] = list(self.hidden), list(self.channels)
         info["feedback_points"] = list(self.feedback_points)
@@ -276,7 +281,8 @@ def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParal
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),
-                      lowrank=config.build_lowrank(parallel), parallel=parallel)
+                      lowrank=config.build_lowrank(parallel), parallel=parallel,
+                      watts_per_core=config.watts_per_core)
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)
@@ -344,6 +350,8 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         **({"feedback_points": method.points.names} if getattr(method, "points", None) else {}),
         "epochs": last["epoch"],
         "train_seconds": last["train_seconds"],
+        **({"train_joules": last["train_joules"], "energy_source": last["energy_source"]}
+           if "train_joules" in last else {}),
         "metric": metric,
         "test_loss": last["test_loss"],
         metric: last[metric],

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
 from .distributed import DataParallel
+from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
 from .methods import Method
 from .metrics import evaluate
@@ -61,6 +62,9 @@ class Trainer:
             every optimizer step and at the end of every epoch; it must accept the method.
         parallel: data-parallel training (see :mod:`beyondbp.distributed`): ``batch_size`` is per rank,
             gradients are averaged over ranks, only rank 0 writes files.
+        watts_per_core: the energy estimate's rated power per busy core where RAPL is not readable (see
+            :mod:`beyondbp.energy`); every epoch's record holds ``train_joules`` (cumulative, training only,
+            like ``train_seconds``) and ``energy_source``.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
@@ -68,7 +72,7 @@ class Trainer:
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
                  progress: bool = True, run_info: dict[str, Any] | None = None,
                  lowrank: ParametrizationSchedule | None = None,
-                 parallel: DataParallel | None = None):
+                 parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -86,6 +90,7 @@ class Trainer:
         self.writes = parallel is None or parallel.is_main
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
+        self.watts_per_core = watts_per_core
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -127,12 +132,16 @@ class Trainer:
         bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
                    desc=self.method.label, disable=None if self.progress else True, dynamic_ncols=True, leave=False)
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
+        train_joules = self.history[-1].get("train_joules", 0.0) if self.history else 0.0
+        meter = EnergyMeter(self.device, self.watts_per_core)
         with bar:
             for epoch in range(len(self.history) + 1, epochs + 1):
-                started = time.perf_counter()
+                started, joules = time.perf_counter(), meter.joules()
                 train_loss, lowrank_events = self._train_epoch(train, batch_size, seed, epoch, bar)
                 train_seconds += time.perf_counter() - started
-                record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds}
+                train_joules += meter.joules() - joules
+                record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds,
+                          "train_joules": train_joules, "energy_source": meter.source}
                 if epoch == 1:
                     record["first_step_loss"] = self._first_step_loss
                 self._check_health(record, epoch)

@@ -35,6 +35,7 @@ SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq"
 RUNS = Path("runs") / "bench" / "autopq"
 REPORTED = ("crps", "pinball", "coverage_error", "coverage_80", "mae")
+ENERGY = ("energy_kwh", "energy_cost", "energy_source")
 
 
 def load_autopq_suite(path: Path = SUITE_PATH) -> dict[str, Any]:
@@ -102,7 +103,8 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     summaries = {cell: finished(outs[cell], configs[cell]) for cell in cells}
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
              "sigma": summaries[(d, f, s)]["sigma"],
-             "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"])}
+             "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"]),
+             **{k: summaries[(d, f, s)].get(k, "") for k in ENERGY}}
             for (d, f, s) in cells for method, values in summaries[(d, f, s)]["metrics"].items()]
     results.mkdir(parents=True, exist_ok=True)
     write_rows(rows, results / "autopq.csv")
@@ -154,6 +156,7 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
                                                                               for b in baselines)
         return beats, calibrated
 
+    sources = "; ".join(sorted({r["energy_source"] for r in rows if r.get("energy_source")}))
     text = [f"{heading} Suite `autopq`", "",
             "AutoPQ-default (the cINN's quantiles around the point forecast, σ searched on the validation CRPS) "
             "against three baselines on the same point forecast. Scores on the test part, normalised scale; "
@@ -163,7 +166,10 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
             f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
             f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
             f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
-            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).", "",
+            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).",
+            f"- Energy per run (AutoPQ's row: the whole run, its cINN's training included; the baselines reuse its "
+            f"point forecast): {sources or 'not measured (runs from before energy was recorded)'}; cost at the "
+            f"run's price per kWh.", "",
             f"{heading}# Overview: test CRPS (mean over seeds; lowest in bold)", "",
             f"| data set | forecaster | {' | '.join(methods)} | AutoPQ wins |",
             "|---|---|" + "---|" * len(methods) + "---|"]
@@ -179,13 +185,19 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
         cell_rows = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
         text += [f"{heading}# {dataset}, {forecaster}", "",
                  "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
-                 "| s / run (with its cINN) |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| s / run (with its cINN) | Wh / run (cost) |",
+                 "|---|---|---|---|---|---|---|---|"]
         for method in methods:
             mine = [r for r in cell_rows if r["method"] == method]
-            cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}" if method == "autopq" else ""
+            cost = energy = ""
+            if method == "autopq":
+                cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}"
+                measured = [r for r in mine if r.get("energy_kwh") not in (None, "")]
+                energy = (f"{statistics.mean(float(r['energy_kwh']) for r in measured) * 1000:.3g} "
+                          f"({statistics.mean(float(r['energy_cost']) for r in measured):.2g})"
+                          if len(measured) == len(mine) else "not measured")
             scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
-            text.append(f"| {method} | {scores} | {cost} |")
+            text.append(f"| {method} | {scores} | {cost} | {energy} |")
         if forecaster == suite["forecasters"][0]:
             text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
         beats, calibrated = wins((dataset, forecaster))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..energy import DEFAULT_WATTS_PER_CORE, EnergyMeter, kwh
 from ..errors import BeyondBPError
 from ..options import option
 from ..tables import write_rows
@@ -66,6 +67,9 @@ class AutoPQConfig:
                                         "baselines on the same point forecast", metavar="NAMES")
     seed: int = option(0, "AutoPQ", "random seed (forecaster, cINN, sampling, search)")
     device: str = option("cpu", "AutoPQ", "cpu, cuda or cuda:N for the cINN")
+    watts_per_core: float = option(DEFAULT_WATTS_PER_CORE, "energy", "energy estimate where RAPL is not "
+                                                                    "readable: watts per busy CPU core")
+    price_per_kwh: float = option(0.3, "energy", "price of one kWh (any currency): the run's cost is kWh x price")
 
     def validate(self) -> None:
         if (self.dataset is None) == (self.csv is None):
@@ -79,6 +83,9 @@ class AutoPQConfig:
             BASELINES.get(name)
         if self.lower is not None and self.upper is not None and not self.lower < self.upper:
             raise BeyondBPError(f"lower must lie below upper, got {self.lower} and {self.upper}")
+        if not self.watts_per_core > 0 or self.price_per_kwh < 0:
+            raise BeyondBPError(f"watts per core must be positive and the price per kWh not negative, got "
+                                f"{self.watts_per_core} and {self.price_per_kwh}")
         if not self.cinn_init_std > 0:
             raise BeyondBPError(f"cinn_init_std must be positive, got {self.cinn_init_std}")
         levels = np.asarray(self.levels, dtype=float)
@@ -103,11 +110,12 @@ class AutoPQConfig:
         return series
 
 
-def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache: Path | None
-                    ) -> tuple[ConditionalINN, dict[str, Any]]:
+def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache: Path | None,
+                    meter: EnergyMeter) -> tuple[ConditionalINN, dict[str, Any]]:
     """The cINN for ``config``'s series and seed: trained here, or read from ``cache`` when that file holds one
     trained with the same data, seed and settings (the cINN never sees the point forecast, so every
-    forecaster of a series and seed can share it). Returns it and ``{"best_epoch", "seconds", "reused"}``."""
+    forecaster of a series and seed can share it). Returns it and ``{"best_epoch", "seconds", "joules",
+    "reused"}`` (the time and energy its training took, here or in the run that cached it)."""
     settings = CINNSettings(epochs=config.cinn_epochs, init_std=config.cinn_init_std)
     key = {"series": {k: v for k, v in asdict(config).items() if k in SERIES_FIELDS}, "seed": config.seed,
            "settings": asdict(settings), "windows": len(splits.train)}
@@ -116,11 +124,11 @@ def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache:
         stored = torch.load(cache, map_location="cpu", weights_only=False)
         if stored["key"] == key:
             net.load_state_dict(stored["state"])
-            return net.to(config.device).eval(), {**stored["record"], "reused": True}
-    started = time.perf_counter()
+            return net.to(config.device).eval(), {"joules": 0.0, **stored["record"], "reused": True}
+    started, joules = time.perf_counter(), meter.joules()
     net, history = train_cinn(splits.train.c, splits.train.y, settings, config.seed, config.device, progress)
     record = {"best_epoch": int(np.argmin([h["held_out_nll"] for h in history])) + 1,
-              "seconds": time.perf_counter() - started}
+              "seconds": time.perf_counter() - started, "joules": meter.joules() - joules}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".partial")
@@ -140,7 +148,7 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     config.validate()
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise BeyondBPError(f"out {out_dir} is an existing file, not a folder; choose another path")
-    started = time.perf_counter()
+    started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
     torch.manual_seed(config.seed)
     series = series if series is not None else config.series()
     splits = make_windows(series, config.stride)
@@ -148,7 +156,7 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     label = config.forecaster if forecaster is None else type(forecaster).__name__
     forecaster = forecaster if forecaster is not None else make_forecaster(config.forecaster, config.seed)
     y_hat = point_forecasts(forecaster, splits)
-    net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache))
+    net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache), meter)
     validation = CINNSampler(net, splits.validation.c, y_hat["validation"], config.samples, config.seed,
                              config.device, config.noise)
     levels = np.asarray(config.levels)
@@ -170,8 +178,11 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
                "cinn_epochs_best": cinn["best_epoch"], "cinn_seconds": cinn["seconds"], "cinn_reused": cinn["reused"],
                "windows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
                "metrics": metrics, "wall_seconds": time.perf_counter() - started}
-    # the run's cost: its own time, plus its cINN's training where that happened in an earlier run
+    # the run's cost: its own time and energy, plus its cINN's training where that happened in an earlier run
     summary["cost_seconds"] = summary["wall_seconds"] + (cinn["seconds"] if cinn["reused"] else 0.0)
+    joules = meter.joules() + (cinn["joules"] if cinn["reused"] else 0.0)
+    summary.update(energy_joules=joules, energy_kwh=kwh(joules), energy_cost=kwh(joules) * config.price_per_kwh,
+                   energy_source=meter.source)
     if out_dir is not None:
         write_outputs(Path(out_dir), splits, y_hat["test"], quantiles, metrics, trials, summary)
     return summary

@@ -147,6 +147,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
     ]
     chosen = {(r["dataset"], r["model"], r["method"]): r["lr"] for r in lr_rows if r["chosen"]}
     communicates = any(float(r.get("comm_bytes_per_step", 0) or 0) > 0 for r in cost_rows or [])
+    energy_sources = sorted({r["energy_source"] for r in cost_rows or [] if r.get("energy_source")})
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for row in rows:
         groups.setdefault((row["dataset"], row["model"]), {}).setdefault(row["method"], []).append(row)
@@ -155,16 +156,26 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         larger = LARGER_IS_BETTER[metric]
         lines += [f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)", "",
                   "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
-                  + (" bytes sent / step |" if communicates else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if communicates else "")]
+                  + (" bytes sent / step |" if communicates else "") + (" J / epoch (× first) |" if energy_sources
+                                                                         else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if communicates else "") + ("---|" if energy_sources
+                                                                                        else "")]
+        costs_of = lambda method: [r for r in cost_rows or []
+                                   if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+        joules = {m: mean([float(r["joules_per_epoch"]) for r in costs_of(m)])
+                  for m in by_method if costs_of(m) and all(r.get("joules_per_epoch") for r in costs_of(m))}
+        reference = joules.get(next(iter(by_method)))
         for method, runs in by_method.items():
-            costs = [r for r in cost_rows or [] if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+            costs = costs_of(method)
             cost = lambda column, form: form.format(mean([float(r[column]) for r in costs])) if costs else "–"
+            energy = (f"{joules[method]:.3g}" + (f" ({joules[method] / reference:.2f}×)" if reference else "")
+                      if method in joules else "–")
             lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
                          f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
                          f"{len(runs)} | {cost('seconds_per_epoch', '{:.3g}')} | "
                          f"{cost('trainable_fraction', '{:.0%}')} |"
-                         + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else ""))
+                         + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else "")
+                         + (f" {energy} |" if energy_sources else ""))
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
                    for m, runs in by_method.items()}
@@ -179,7 +190,10 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
                  "epochs, shown for reference only (choosing it would tune on the test set). 's / epoch': training "
                  "seconds per epoch (runs shared the machine with the other jobs, so compare within a suite only); "
                  "'trainable': the fraction of parameters trained at the end (below 100% with low-rank training); "
-                 "'bytes sent / step' (data-parallel runs): what each rank sent per step, averaged over the run.")
+                 "'bytes sent / step' (data-parallel runs): what each rank sent per step, averaged over the run."
+                 + (f" 'J / epoch': training energy per epoch, and its ratio to the table's first method; measured "
+                    f"by {'; '.join(energy_sources)} (runs shared the machine, so an estimate from CPU time is "
+                    f"fairer between methods than a whole-machine counter)." if energy_sources else ""))
     return "\n".join(lines) + "\n"
 
 
