@@ -99,53 +99,64 @@ class PerHourForecaster:
 
 
 @FORECASTERS.register("linear", "ridge regression (scikit-learn Ridge)")
-def linear(seed: int = 0) -> SklearnForecaster:
+def linear(seed: int = 0, alpha: float = 1.0) -> SklearnForecaster:
     from sklearn.linear_model import Ridge
 
-    return SklearnForecaster(Ridge())
+    return SklearnForecaster(Ridge(alpha=alpha))
 
 
 @FORECASTERS.register("mlp", "multi-layer perceptron (scikit-learn MLPRegressor, default hyperparameters)")
-def mlp(seed: int = 0) -> SklearnForecaster:
+def mlp(seed: int = 0, hidden: tuple[int, ...] = (100,), activation: str = "relu",
+        batch_size: int | str = "auto") -> SklearnForecaster:
     from sklearn.neural_network import MLPRegressor
 
-    return SklearnForecaster(MLPRegressor(random_state=seed, early_stopping=True))
+    return SklearnForecaster(MLPRegressor(hidden_layer_sizes=hidden, activation=activation, batch_size=batch_size,
+                                          random_state=seed,
+                                          early_stopping=True))
 
 
 @FORECASTERS.register("svr", "support vector regression, one per hour (scikit-learn SVR, rbf kernel)")
-def svr(seed: int = 0) -> PerHourForecaster:
+def svr(seed: int = 0, C: float = 1.0, epsilon: float = 0.1, kernel: str = "rbf") -> PerHourForecaster:  # noqa: N803
+    from sklearn.metrics.pairwise import laplacian_kernel
     from sklearn.svm import SVR
 
-    return PerHourForecaster(SVR, "svr")
+    chosen = laplacian_kernel if kernel == "laplacian" else kernel  # scikit-learn's SVR takes it as a callable
+    return PerHourForecaster(lambda: SVR(C=C, epsilon=epsilon, kernel=chosen), "svr")
 
 
 @FORECASTERS.register("gbt", "gradient-boosted trees, one per hour (LightGBM, default hyperparameters)")
-def gbt(seed: int = 0) -> PerHourForecaster:
+def gbt(seed: int = 0, n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = -1,
+        subsample: float = 1.0) -> PerHourForecaster:
     from lightgbm import LGBMRegressor
 
-    return PerHourForecaster(lambda: LGBMRegressor(random_state=seed, verbose=-1, n_jobs=1), "gbt")
+    return PerHourForecaster(lambda: LGBMRegressor(n_estimators=n_estimators, learning_rate=learning_rate,
+                                                   max_depth=max_depth, subsample=subsample,
+                                                   subsample_freq=1 if subsample < 1 else 0, random_state=seed,
+                                                   verbose=-1, n_jobs=1), "gbt")
 
 
 @FORECASTERS.register("ets", "exponential smoothing with a daily season (statsmodels state-space ETS)")
-def ets(seed: int = 0) -> SeriesForecaster:
+def ets(seed: int = 0, trend: bool = False, damped_trend: bool = False, seasonal: bool = True) -> SeriesForecaster:
     from .statespace import exponential_smoothing
 
-    return exponential_smoothing()
+    return exponential_smoothing(trend=trend, damped_trend=damped_trend, seasonal=seasonal)
 
 
 @FORECASTERS.register("sarimax", "seasonal ARIMA (2,0,1)(1,0,1)24 with the exogenous features (statsmodels)")
-def sarimax(seed: int = 0) -> SeriesForecaster:
+def sarimax(seed: int = 0, order: tuple[int, int, int] = (2, 0, 1),
+            seasonal_order: tuple[int, int, int] = (1, 0, 1)) -> SeriesForecaster:
     from .statespace import seasonal_arimax
 
-    return seasonal_arimax()
+    return seasonal_arimax(order, seasonal_order)
 
 
 @FORECASTERS.register("nhits", "N-HiTS (Challu et al. 2023), written here in torch, default hyperparameters")
-def nhits(seed: int = 0) -> PointForecaster:
+def nhits(seed: int = 0, width: int = 512, layers: int = 2, dropout: float = 0.0) -> PointForecaster:
     from .nhits import NHiTSForecaster
 
-    return NHiTSForecaster(seed=seed)
+    return NHiTSForecaster(seed=seed, width=width, layers=layers, dropout=dropout)
 
 
-def make_forecaster(name: str, seed: int = 0) -> PointForecaster | SeriesForecaster:
-    return FORECASTERS.get(name)(seed=seed)
+def make_forecaster(name: str, seed: int = 0, **hyperparameters) -> PointForecaster | SeriesForecaster:
+    """The forecaster ``name`` with its defaults, or with ``hyperparameters`` (the keywords of its factory)."""
+    return FORECASTERS.get(name)(seed=seed, **hyperparameters)

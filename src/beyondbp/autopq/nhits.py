@@ -10,9 +10,10 @@ Interpolation for Time Series Forecasting", AAAI. Each stack ``s`` holds blocks 
 
 the history loses each block's backcast (doubly residual stacking) and the forecast is the sum of all
 blocks' forecasts. Defaults: three stacks of one block, kernels (4, 2, 1), ratios (12, 4, 1), MLPs of two
-layers of 512 ReLU units (the paper's default width), Adam (lr 1e-3), MAE loss, batch 256, at most 100
-epochs with early stopping (patience 10) on a random 20% of the training windows. The history is the
-previous 24 hours that every AutoPQ window carries (:func:`~beyondbp.autopq.series.make_windows`).
+layers of 512 ReLU units (the paper's default width; dropout after each, 0 by default), Adam (lr 1e-3),
+MAE loss, batch 256, at most 100 epochs with early stopping (patience 10) on a random 20% of the training
+windows. The history is the previous 24 hours that every AutoPQ window carries
+(:func:`~beyondbp.autopq.series.make_windows`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from .series import HORIZON
 
 
 class NHiTSBlock(nn.Module):
-    def __init__(self, history: int, covariates: int, kernel: int, ratio: int, width: int, layers: int):
+    def __init__(self, history: int, covariates: int, kernel: int, ratio: int, width: int, layers: int,
+                 dropout: float = 0.0):
         super().__init__()
         self.kernel, self.coefficients = kernel, math.ceil(HORIZON / ratio)
         pooled = math.ceil(history / kernel)
         sizes = [pooled + covariates] + [width] * layers
-        self.mlp = nn.Sequential(*(m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())))
+        self.mlp = nn.Sequential(*(m for a, b in zip(sizes, sizes[1:])
+                                   for m in (nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout))))
         self.backcast = nn.Linear(width, history)
         self.forecast = nn.Linear(width, self.coefficients)
 
@@ -53,10 +56,10 @@ class NHiTS(nn.Module):
     """``forward(c) -> ŷ`` for AutoPQ conditions ``c`` (history first, then covariates)."""
 
     def __init__(self, num_conditions: int, history: int = HORIZON, kernels: tuple[int, ...] = (4, 2, 1),
-                 ratios: tuple[int, ...] = (12, 4, 1), width: int = 512, layers: int = 2):
+                 ratios: tuple[int, ...] = (12, 4, 1), width: int = 512, layers: int = 2, dropout: float = 0.0):
         super().__init__()
         self.history = history
-        self.blocks = nn.ModuleList(NHiTSBlock(history, num_conditions - history, k, r, width, layers)
+        self.blocks = nn.ModuleList(NHiTSBlock(history, num_conditions - history, k, r, width, layers, dropout)
                                     for k, r in zip(kernels, ratios))
 
     def forward(self, c: Tensor) -> Tensor:

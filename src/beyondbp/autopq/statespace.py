@@ -66,13 +66,17 @@ class StateSpaceForecaster:
         return forecast.astype(np.float32)
 
 
-def exponential_smoothing(fit_hours: int = FIT_HOURS) -> StateSpaceForecaster:
-    """Additive exponential smoothing with a season of 24 hours and no trend (statsmodels' state-space
-    ``ExponentialSmoothing``, its defaults otherwise)."""
+def exponential_smoothing(trend: bool = False, damped_trend: bool = False, seasonal: bool = True,
+                          fit_hours: int = FIT_HOURS) -> StateSpaceForecaster:
+    """Additive exponential smoothing (statsmodels' state-space ``ExponentialSmoothing``): by default with a
+    season of 24 hours and no trend; a damped trend needs a trend."""
     from statsmodels.tsa.statespace.exponential_smoothing import ExponentialSmoothing
 
-    return StateSpaceForecaster(lambda endog, exog: ExponentialSmoothing(endog, seasonal=HORIZON), "ets", False,
-                                fit_hours)
+    def make(endog, exog):
+        return ExponentialSmoothing(endog, trend=trend, damped_trend=damped_trend and trend,
+                                    seasonal=HORIZON if seasonal else None)
+
+    return StateSpaceForecaster(make, "ets", False, fit_hours)
 
 
 def seasonal_arimax(order: tuple[int, int, int] = (2, 0, 1), seasonal_order: tuple[int, int, int] = (1, 0, 1),
