@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .autopq.advanced import AdvancedConfig
 from .autopq.forecasters import FORECASTERS
 from .autopq.quantiles import BASELINES
 from .autopq.run import AutoPQConfig
@@ -235,6 +236,32 @@ def cmd_autopq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autopq_advanced(args: argparse.Namespace) -> int:
+    from .autopq.advanced import run_advanced
+
+    config = from_args(AdvancedConfig, args)
+    config.validate()
+    name = config.dataset or Path(config.csv).stem
+    out = args.out or Path("runs") / f"autopq-advanced-{name}-seed{config.seed}"
+    if out.exists() and not out.is_dir():
+        raise BeyondBPError(f"--out {out} is an existing file, not a folder; choose another path")
+    summary = run_advanced(config, out, progress=not args.no_progress)
+    if not summary:
+        print(f"worker finished; the study is in {config.storage_url(out)}")
+        return 0
+    best, default = summary["best"], summary["default"]
+    print(f"AutoPQ-advanced on {name}: trials {summary['trials']}; best: {best['forecaster']} "
+          f"{best['hyperparameters']}, sigma {best['sigma']:.4g}")
+    print(f"{'':22s} {'validation CRPS':>16s} {'test CRPS':>10s}")
+    print(f"{'advanced':22s} {best['validation_crps']:16.4f} {summary['metrics']['advanced']['crps']:10.4f}")
+    print(f"{'default (' + default['forecaster'] + ')':22s} {default['validation_crps']:16.4f} "
+          f"{default['test_crps']:10.4f}")
+    print(f"energy: search and refit {summary['energy_kwh'] * 1000:.3g} Wh (cost {summary['energy_cost']:.3g}), "
+          f"AutoPQ-default {default['energy_kwh'] * 1000:.3g} Wh ({summary['energy_source']})")
+    print(f"outputs in {out}: advanced.json, trials.csv, trials.png, default/")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     sections = [("methods", METHODS), ("signals (f3 --signal)", SIGNALS), ("feedback inits", FEEDBACK_INITS),
                 ("tangent samplers (fg --sampler)", TANGENT_SAMPLERS), ("test functions (optimize)", FUNCTIONS),
@@ -330,6 +357,12 @@ def build_parser() -> Parser:
     autopq.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_options(autopq, AutoPQConfig)
     autopq.set_defaults(handler=cmd_autopq)
+    advanced = commands.add_parser("autopq-advanced", help="AutoPQ-advanced: forecaster, hyperparameters and sigma "
+                                                           "searched together by many workers (Optuna)")
+    advanced.add_argument("--out", type=Path, help="output folder (default runs/autopq-advanced-DATA-seedS)")
+    advanced.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_options(advanced, AdvancedConfig)
+    advanced.set_defaults(handler=cmd_autopq_advanced)
 
     lst = commands.add_parser("list", help="methods, signals, feedback inits, data sets, models")
     lst.set_defaults(handler=cmd_list)

@@ -1,0 +1,314 @@
+"""AutoPQ-advanced: the point forecaster, its hyperparameters and σ searched together, by many workers.
+
+Meisenbacher et al. (2024), Sec. 3: where computing power allows, AutoPQ "simultaneously optimizes the point
+forecasting method's hyperparameters and the sampling hyperparameter" (combined algorithm selection and
+hyperparameter optimisation). Here every trial of an Optuna study (TPE sampler) draws
+
+- a forecaster from ``search`` and its hyperparameters from :mod:`.spaces` (the authors' ranges),
+- the sampling spread σ (log scale between ``sigma_low`` and ``sigma_high``),
+
+fits the forecaster, samples the cINN's quantiles around its validation forecast and scores their CRPS.
+Weak candidates stop early: a forecaster of windows is first fitted on the last ``partial`` share of the
+training windows and scored; Optuna's median pruner stops the trial if that score is worse than the median
+of earlier trials at the same step (successive fits). Series forecasters (ETS, SARIMAX) are fitted once.
+
+The cINN is the same for every trial (it never sees the point forecast): it is trained once and kept in
+``OUT/cinn.pt``. Workers share the study through Optuna's storage: a SQLite file for workers on one
+machine (the default, ``OUT/study.db``), any database URL for workers on many machines. A worker that dies
+leaves a trial that its heartbeat stops renewing; after the grace period it is marked failed and tried
+again. Restarting continues the study up to its budget (trials, or seconds per worker). A study remembers
+the series, seed and search space it was made for and refuses another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..energy import EnergyMeter, kwh
+from ..errors import BeyondBPError
+from ..options import option
+from ..tables import write_rows
+from .forecasters import make_forecaster, point_forecasts
+from .quantiles import BASELINES, CINNSampler, finish
+from .run import SERIES_FIELDS, AutoPQConfig, conditional_inn, run_autopq
+from .scores import scores
+from .series import Splits, make_windows
+from .spaces import SPACES
+
+STUDY_FILE = "study.db"
+CINN_FILE = "cinn.pt"
+RESULT_FILE = "advanced.json"
+ROLES = ("all", "worker", "report")
+
+
+@dataclass
+class AdvancedConfig(AutoPQConfig):
+    """Every setting of AutoPQ-advanced; the data, cINN and sampling settings are AutoPQ-default's, and
+    ``forecaster`` names the AutoPQ-default run it is compared with."""
+
+    search: tuple[str, ...] = option(("mlp", "svr", "gbt", "ets", "sarimax", "nhits"), "AutoPQ-advanced",
+                                     "forecasters searched, with their hyperparameters", metavar="NAMES")
+    budget_trials: int = option(50, "AutoPQ-advanced", "trials of the joint search (all workers together)")
+    budget_seconds: float | None = option(None, "AutoPQ-advanced", "stop each worker after this many seconds")
+    partial: float = option(0.25, "AutoPQ-advanced", "first fit on this share of the training windows; the median "
+                                                     "pruner stops candidates worse than the median there")
+    storage: str | None = option(None, "AutoPQ-advanced", "Optuna storage URL shared by the workers (default: "
+                                                          "sqlite:///OUT/study.db)", metavar="URL")
+    study: str = option("autopq-advanced", "AutoPQ-advanced", "study name in the storage")
+    workers: int = option(1, "AutoPQ-advanced", "worker processes on this machine", metavar="N")
+    role: str = option("all", "AutoPQ-advanced", "all: search with --workers, then report; worker: only search "
+                                                 "(for your scheduler's processes); report: only report",
+                       choices=ROLES)
+
+    def validate(self) -> None:
+        super().validate()
+        unknown = [name for name in self.search if name not in SPACES]
+        if unknown or not self.search:
+            raise BeyondBPError(f"unknown forecaster '{unknown[0] if unknown else ''}' in the search space; known: "
+                                f"{', '.join(SPACES)}")
+        if self.budget_trials < 1 or (self.budget_seconds is not None and not self.budget_seconds > 0):
+            raise BeyondBPError(f"the budget must be positive: got {self.budget_trials} trials and "
+                                f"{self.budget_seconds} seconds")
+        if self.workers < 1:
+            raise BeyondBPError(f"workers must be at least 1, got {self.workers}")
+        if not 0 < self.partial <= 1:
+            raise BeyondBPError(f"partial must lie in (0, 1], got {self.partial}")
+
+    def identity(self) -> dict[str, Any]:
+        """What a study is made for: the series, the seed, the search space and the scoring."""
+        settings = asdict(self)
+        return {"series": {k: settings[k] for k in SERIES_FIELDS}, "seed": self.seed,
+                "search": sorted(self.search), "sigma": [self.sigma_low, self.sigma_high],
+                "levels": list(self.levels), "partial": self.partial, "samples": self.samples, "noise": self.noise,
+                "cinn": [self.cinn_epochs, self.cinn_init_std]}
+
+    def storage_url(self, out: Path) -> str:
+        return self.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+
+
+def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0):
+    """The study in the configured storage (created if ``create``), checked against ``config.identity()``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage_url(out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
+            storage = optuna.storages.RDBStorage(
+                url, heartbeat_interval=30, grace_period=90,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
+        raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
+                            f"{str(error).splitlines()[0]}") from None
+    sampler = optuna.samplers.TPESampler(seed=config.seed * 1000 + worker)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    identity = json.dumps(config.identity(), sort_keys=True)
+    try:
+        study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        if not create:
+            raise BeyondBPError(f"no study '{config.study}' in {url}; start it with --role all (or report)") from None
+        study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="minimize")
+        study.set_user_attr("identity", identity)
+    if study.user_attrs.get("identity") != identity:
+        raise BeyondBPError(f"study '{config.study}' in {url} was made for other settings "
+                            f"({study.user_attrs.get('identity')}); give another --study or --storage")
+    return study
+
+
+def counted(study) -> int:
+    """Trials that used the budget: finished or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+class Objective:
+    """One trial: draw a forecaster, its hyperparameters and σ; fit (partly, then fully); score the CRPS."""
+
+    def __init__(self, config: AdvancedConfig, splits: Splits, net):
+        self.config, self.splits, self.net = config, splits, net
+
+    def validation_crps(self, forecaster, sigma: float, share: float) -> float:
+        splits = self.splits
+        if share < 1:
+            keep = max(1, int(round(share * len(splits.train))))
+            splits = dataclasses.replace(splits, train=splits.train[len(splits.train) - keep:])
+        y_hat = point_forecasts(forecaster, splits, ("validation",))["validation"]
+        cfg, levels = self.config, np.asarray(self.config.levels)
+        sampler = CINNSampler(self.net, splits.validation.c, y_hat, cfg.samples, cfg.seed, cfg.device, cfg.noise)
+        return scores(splits.validation.y, sampler.quantiles(sigma, splits.low, splits.high, levels), levels)["crps"]
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        cfg = self.config
+        name = trial.suggest_categorical("forecaster", list(cfg.search))
+        hyperparameters = SPACES[name](trial)
+        sigma = trial.suggest_float("sigma", cfg.sigma_low, cfg.sigma_high, log=True)
+        meter, started = EnergyMeter(cfg.device, cfg.watts_per_core), time.perf_counter()
+        series_model = hasattr(make_forecaster(name, cfg.seed, **hyperparameters), "fit_series")
+        shares = [1.0] if series_model or cfg.partial >= 1 else [cfg.partial, 1.0]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence notices: a search tries poor candidates on purpose
+                for step, share in enumerate(shares):
+                    value = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), sigma, share)
+                    if not np.isfinite(value):
+                        raise ValueError(f"{name} gave a CRPS of {value}")
+                    trial.report(value, step)
+                    if step < len(shares) - 1 and trial.should_prune():
+                        raise optuna.TrialPruned()
+            return value
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("joules", meter.joules())
+            trial.set_user_attr("energy_source", meter.source)
+
+
+def prepare(config: AdvancedConfig, out: Path, progress: bool) -> tuple[Splits, Any]:
+    """The windows and the shared cINN (trained into ``OUT/cinn.pt`` by the first process that needs it)."""
+    splits = make_windows(config.series(), config.stride)
+    meter = EnergyMeter(config.device, config.watts_per_core)
+    net, _ = conditional_inn(config, splits, progress, out / CINN_FILE, meter)
+    return splits, net
+
+
+def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = True) -> int:
+    """One worker: run trials until the study holds ``budget_trials`` or ``budget_seconds`` have passed."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    if config.workers > 1:
+        torch.set_num_threads(1)  # the workers share the cores
+    study = open_study(config, out, create=False, worker=worker)
+    if counted(study) >= config.budget_trials:
+        return 0
+    splits, net = prepare(config, out, progress=False)
+    before = counted(study)
+    bar = tqdm(total=config.budget_trials, initial=before, desc=f"AutoPQ-advanced, worker {worker}",
+               disable=None if progress else True, leave=False)
+    with bar:
+        study.optimize(Objective(config, splits, net), timeout=config.budget_seconds, catch=(Exception,),
+                       callbacks=[MaxTrialsCallback(config.budget_trials, states=(TrialState.COMPLETE,
+                                                                                  TrialState.PRUNED)),
+                                  lambda s, t: bar.update(counted(s) - bar.n)])
+    return counted(study) - before
+
+
+def _work_process(config: AdvancedConfig, out: Path, worker: int) -> int:
+    return work(config, out, worker, progress=False)
+
+
+def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = True) -> dict[str, Any]:
+    """What ``beyondbp autopq-advanced`` does: search (``role`` all or worker) and report (all or report)."""
+    config.validate()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BeyondBPError(f"out {out} is an existing file, not a folder; choose another path")
+    out.mkdir(parents=True, exist_ok=True)
+    open_study(config, out, create=config.role != "report")
+    if config.role in ("all", "worker"):
+        if config.role == "all":
+            prepare(config, out, progress)  # the cINN once, before the workers start
+        if config.workers == 1:
+            work(config, out, 0, progress)
+        else:
+            with ProcessPoolExecutor(config.workers, multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_work_process, config, out, w) for w in range(config.workers)]
+                for future in futures:
+                    future.result()
+    return report(config, out, progress) if config.role != "worker" else {}
+
+
+def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str, Any]:
+    """The best configuration refitted on all training windows and scored on the test windows, against
+    AutoPQ-default with ``config.forecaster``; every trial, the cost, a plot; written under ``out``."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = open_study(config, out, create=False)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        raise BeyondBPError(f"study '{config.study}' has no finished trial yet")
+    best = study.best_trial
+    started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
+    splits, net = prepare(config, out, progress)
+    name = best.params["forecaster"]
+    hyperparameters = SPACES[name](optuna.trial.FixedTrial(best.params))
+    y_hat = point_forecasts(make_forecaster(name, config.seed, **hyperparameters), splits)
+    levels = np.asarray(config.levels)
+    test = CINNSampler(net, splits.test.c, y_hat["test"], config.samples, config.seed + 1, config.device,
+                       config.noise)
+    quantiles = {"advanced": test.quantiles(best.params["sigma"], splits.low, splits.high, levels)}
+    residuals = splits.validation.y - y_hat["validation"]
+    for baseline in config.baselines:
+        quantiles[baseline] = finish(BASELINES.get(baseline)(
+            y_hat["test"], residuals, levels, c=splits.test.c, fit_c=splits.validation.c,
+            fit_y_hat=y_hat["validation"], fit_y=splits.validation.y, seed=config.seed), splits.low, splits.high)
+    metrics = {method: scores(splits.test.y, q, levels) for method, q in quantiles.items()}
+    refit_joules = meter.joules()
+    default_config = AutoPQConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AutoPQConfig)})
+    default = run_autopq(default_config, out / "default", progress=progress, cinn_cache=out / CINN_FILE)
+    trials = study.get_trials(deepcopy=False)
+    rows = [{"trial": t.number, "state": t.state.name.lower(), "forecaster": t.params.get("forecaster", ""),
+             "sigma": t.params.get("sigma", ""), "validation_crps": t.value if t.value is not None else "",
+             "seconds": t.user_attrs.get("seconds", ""), "joules": t.user_attrs.get("joules", ""),
+              "hyperparameters": json.dumps({k: v for k, v in t.params.items() if k not in ("forecaster", "sigma")})}
+            for t in trials]
+    search_joules = sum(float(r["joules"]) for r in rows if r["joules"] != "")
+    total = search_joules + refit_joules
+    states = [t.state.name.lower() for t in trials]
+    summary = {"settings": asdict(config), "study": config.study, "storage": config.storage_url(out),
+               "trials": {s: states.count(s) for s in sorted(set(states))},
+               "best": {"forecaster": name, "hyperparameters": hyperparameters, "sigma": best.params["sigma"],
+                        "validation_crps": best.value, "trial": best.number},
+               "metrics": metrics,
+               "default": {"forecaster": default["forecaster"], "sigma": default["sigma"],
+                           "validation_crps": default["validation_crps"],
+                           "test_crps": default["metrics"]["autopq"]["crps"], "energy_kwh": default["energy_kwh"]},
+               "energy_kwh": kwh(total), "energy_cost": kwh(total) * config.price_per_kwh,
+               "energy_source": meter.source, "report_seconds": time.perf_counter() - started}
+    write_rows(rows, out / "trials.csv")
+    (out / RESULT_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    trials_plot(rows, out / "trials.png", default["validation_crps"])
+    return summary
+
+
+def trials_plot(rows: list[dict[str, Any]], path: Path, default_crps: float) -> None:
+    """Validation CRPS of every finished trial in order, by forecaster, with the best so far and AutoPQ-default's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [r for r in rows if r["state"] == "complete"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(r["forecaster"] for r in finished):
+        mine = [r for r in finished if r["forecaster"] == name]
+        ax.scatter([r["trial"] for r in mine], [r["validation_crps"] for r in mine], s=14, label=name)
+    best = np.minimum.accumulate([r["validation_crps"] for r in finished])
+    ax.step([r["trial"] for r in finished], best, where="post", color="black", linewidth=1, label="best so far")
+    ax.axhline(default_crps, color="grey", linestyle="--", linewidth=1, label="AutoPQ-default")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation CRPS")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,89 @@
+"""AutoPQ-advanced: the joint search, its resumable study, the refusals, and the search spaces."""
+
+from __future__ import annotations
+
+import csv
+
+import optuna
+import pandas as pd
+import pytest
+
+from beyondbp.autopq.advanced import AdvancedConfig, run_advanced
+from beyondbp.autopq.spaces import SPACES
+from beyondbp.cli import main
+from beyondbp.errors import BeyondBPError
+from test_autopq import seasonal_series
+
+
+@pytest.fixture(scope="module")
+def series_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("series") / "load.csv"
+    series = seasonal_series(days=30)
+    pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
+    return path
+
+
+def tiny(path, **settings) -> AdvancedConfig:
+    return AdvancedConfig(**{"csv": str(path), "time": "when", "target": "load", "forecaster": "linear",
+                             "search": ("linear", "gbt"), "budget_trials": 6, "cinn_epochs": 2, "trials": 3,
+                             "baselines": ("conformal",), **settings})
+
+
+def test_the_search_reports_its_best_and_continues_to_a_larger_budget(series_csv, tmp_path):
+    summary = run_advanced(tiny(series_csv), tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    counted = [r for r in rows if r["state"] in ("complete", "pruned")]
+    assert len(counted) == 6 and all(float(r["joules"]) > 0 for r in counted)
+    finished = [float(r["validation_crps"]) for r in rows if r["state"] == "complete"]
+    assert summary["best"]["validation_crps"] == min(finished)
+    assert summary["best"]["forecaster"] in ("linear", "gbt") and 0.01 <= summary["best"]["sigma"] <= 3
+    assert set(summary["metrics"]) == {"advanced", "conformal"} and summary["default"]["forecaster"] == "linear"
+    assert summary["energy_kwh"] > 0 and summary["energy_source"]
+    assert (tmp_path / "trials.png").is_file() and (tmp_path / "default" / "summary.json").is_file()
+    # the study lives on: a larger budget adds trials to the same study
+    again = run_advanced(tiny(series_csv, budget_trials=8), tmp_path, progress=False)
+    assert sum(again["trials"].get(s, 0) for s in ("complete", "pruned")) == 8
+    assert again["best"]["validation_crps"] <= summary["best"]["validation_crps"]
+
+
+def test_a_study_refuses_other_settings_and_bad_budgets(series_csv, tmp_path):
+    run_advanced(tiny(series_csv, budget_trials=1), tmp_path, progress=False)
+    with pytest.raises(BeyondBPError, match="made for other settings"):
+        run_advanced(tiny(series_csv, search=("linear",), budget_trials=1), tmp_path, progress=False)
+    with pytest.raises(BeyondBPError, match="made for other settings"):
+        run_advanced(tiny(series_csv, seed=5, budget_trials=1), tmp_path, progress=False)
+    for bad, message in [({"budget_trials": 0}, "budget must be positive"),
+                         ({"budget_seconds": 0.0}, "budget must be positive"),
+                         ({"workers": 0}, "workers must be at least 1"),
+                         ({"search": ("linear", "prophet")}, "unknown forecaster 'prophet' in the search space"),
+                         ({"storage": "nosuchdatabase://nowhere"}, "cannot open the study storage")]:
+        with pytest.raises(BeyondBPError, match=message):
+            run_advanced(tiny(series_csv, **bad), tmp_path / "other", progress=False)
+
+
+def test_cli_bad_input_is_one_line(series_csv, tmp_path, capsys):
+    base = ["autopq-advanced", "--csv", str(series_csv), "--time", "when", "--target", "load",
+            "--out", str(tmp_path / "o")]
+    for bad, message in [(["--workers", "0"], "workers must be at least 1"),
+                         (["--search", "mlp,prophet"], "unknown forecaster 'prophet'"),
+                         (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open the study storage")]:
+        assert main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(series_csv, tmp_path):
+    summary = run_advanced(tiny(series_csv, workers=2, budget_trials=6), tmp_path, progress=False)
+    assert sum(summary["trials"].get(s, 0) for s in ("complete", "pruned")) >= 6
+
+
+def test_search_spaces_give_the_factories_their_keywords():
+    from beyondbp.autopq import make_forecaster
+
+    fixed = {"mlp.units_1": 50, "mlp.units_2": 5, "mlp.units_3": 20, "mlp.activation": "tanh", "mlp.batch_size": 64}
+    assert SPACES["mlp"](optuna.trial.FixedTrial(fixed))["hidden"] == (50, 20)  # a width below 10: no layer
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for name, space in SPACES.items():
+        for _ in range(3):
+            make_forecaster(name, 0, **space(study.ask()))  # every drawn configuration builds
