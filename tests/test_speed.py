@@ -18,8 +18,9 @@ def test_speed_files(tmp_path):
     assert [r["method"] for r in table] == ["bp", "f3:delayed_error_one_hot", "dfa"]
     assert float(table[0]["step_time_ratio"]) == 1.0 and float(table[0]["step_memory_ratio"]) == 1.0
     assert all(float(r["step_time_ms"]) > 0 and float(r["step_memory_mb"]) >= 0 for r in table)
+    assert float(table[0]["step_energy_ratio"]) == 1.0 and all(float(r["step_energy_mj"]) > 0 for r in table)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["depth"] == 2 and meta["command"].startswith("beyondbp bench speed")
+    assert meta["depth"] == 2 and meta["command"].startswith("beyondbp bench speed") and meta["energy_source"]
     assert len(rows) == 3
 
 

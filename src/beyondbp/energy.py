@@ -23,6 +23,7 @@ its own process, which this small reader gives.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,10 @@ def rapl_counters(root: Path = RAPL_ROOT) -> list[_Counter]:
 
 
 def cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all its threads) and of its finished children."""
+    """User + system CPU seconds of this process (all its threads; nanosecond clock) and of its finished
+    children (clock ticks)."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return time.process_time() + t.children_user + t.children_system
 
 
 class _GPU:

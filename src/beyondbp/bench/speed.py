@@ -10,6 +10,9 @@ are not counted; the step accumulates into them). That is the memory of activati
 autograd graph and temporaries. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
 allocation before the step. On CPU: the profiler's record of every allocation and free
 (``profile_memory=True``), summed in time order; the peak of that running sum.
+
+Energy: the mean energy of the timed steps (:class:`~beyondbp.energy.EnergyMeter` read around each one),
+labelled with its source.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ..energy import EnergyMeter
 from ..experiment import resolve_device
 from ..methods import make_method
 from ..models import build_model
 from ..objectives import make_objective
 from ..tables import write_rows
 
-SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio")
+SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio",
+                 "step_energy_mj", "step_energy_ratio", "energy_source")
 NUM_OUTPUTS = 10
 
 
@@ -118,9 +123,13 @@ def measure_speed(methods: Sequence[str], depth: int, width: int, batch_size: in
         for setup in setups.values():
             setup.train_step()
     times: dict[str, list[float]] = {spec: [] for spec in methods}
+    joules = dict.fromkeys(methods, 0.0)
+    meter = EnergyMeter(target)
     for _ in range(steps):
         for spec, setup in setups.items():
+            before = meter.joules()
             times[spec].append(setup.timed_step())
+            joules[spec] += meter.joules() - before
     memory = {spec: setup.step_memory() for spec, setup in setups.items()}
     reference = methods[0]
     ref_time, ref_memory = statistics.median(times[reference]), memory[reference]
@@ -128,7 +137,10 @@ def measure_speed(methods: Sequence[str], depth: int, width: int, batch_size: in
              "step_time_ms": round(1000 * statistics.median(times[spec]), 2),
              "step_time_ratio": round(statistics.median(times[spec]) / ref_time, 3),
              "step_memory_mb": round(memory[spec] / 2 ** 20, 1),
-             "step_memory_ratio": round(memory[spec] / ref_memory, 3) if ref_memory else float("nan")}
+             "step_memory_ratio": round(memory[spec] / ref_memory, 3) if ref_memory else float("nan"),
+             "step_energy_mj": round(1000 * joules[spec] / steps, 2),
+             "step_energy_ratio": round(joules[spec] / joules[reference], 3) if joules[reference] else float("nan"),
+             "energy_source": meter.source}
             for spec in methods]
 
 
@@ -140,11 +152,12 @@ def run_speed(methods: Sequence[str], depth: int, width: int, batch_size: int, o
     rows = measure_speed(methods, depth, width, batch_size, steps, warmup, model, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_rows(rows, out_dir / "speed.csv", SPEED_COLUMNS)
+    energy_source = rows[0]["energy_source"]
     command = (f"beyondbp bench speed --methods {','.join(methods)} --depth {depth} --width {width} "
                f"--batch-size {batch_size} --steps {steps} --model {model} --device {device} --out {out_dir}")
     meta = {"command": command, "model": model, "depth": depth, "width": width, "batch_size": batch_size,
             "steps": steps, "warmup": warmup, "device": str(resolve_device(device)),
-            "threads": torch.get_num_threads(), "machine": machine_description(),
+            "threads": torch.get_num_threads(), "machine": machine_description(), "energy_source": energy_source,
             "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return rows
@@ -156,7 +169,11 @@ def speed_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading: st
              f"Command: `{meta['command']}`. Machine: {meta['machine']}, {meta['threads']} threads. "
              f"Finished {meta['finished']}. Median of {meta['steps']} steps after {meta['warmup']} warm-up steps; "
              "ratios against the first method.", "",
-             "| method | step time (ms) | time ratio | step memory (MB) | memory ratio |", "|---|---|---|---|---|"]
+             "| method | step time (ms) | time ratio | step memory (MB) | memory ratio | step energy (mJ) "
+             "| energy ratio |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['step_time_ms']} | {r['step_time_ratio']} | {r['step_memory_mb']} | "
-              f"{r['step_memory_ratio']} |" for r in rows]
+              f"{r['step_memory_ratio']} | {r.get('step_energy_mj') or '–'} | {r.get('step_energy_ratio') or '–'} |"
+              for r in rows]
+    lines += ["", f"Energy: {meta['energy_source']}." if "energy_source" in meta
+              else "Energy: not measured (run before energy was recorded)."]
     return "\n".join(lines) + "\n"
