@@ -42,7 +42,7 @@ from ..options import option
 from ..tables import write_rows
 from .forecasters import make_forecaster, point_forecasts
 from .quantiles import BASELINES, CINNSampler, finish
-from .run import SERIES_FIELDS, AutoPQConfig, conditional_inn, run_autopq
+from .run import SERIES_FIELDS, AutoPQConfig, completed_run, conditional_inn, run_autopq
 from .scores import scores
 from .series import Splits, make_windows
 from .spaces import SPACES
@@ -263,7 +263,8 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
     metrics = {method: scores(splits.test.y, q, levels) for method, q in quantiles.items()}
     refit_joules = meter.joules()
     default_config = AutoPQConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AutoPQConfig)})
-    default = run_autopq(default_config, out / "default", progress=progress, cinn_cache=out / CINN_FILE)
+    default = completed_run(out / "default", default_config) or run_autopq(
+        default_config, out / "default", progress=progress, cinn_cache=out / CINN_FILE)
     trials = study.get_trials(deepcopy=False)
     rows = [{"trial": t.number, "state": t.state.name.lower(), "forecaster": t.params.get("forecaster", ""),
              "sigma": t.params.get("sigma", ""), "validation_crps": t.value if t.value is not None else "",

@@ -19,7 +19,6 @@ import statistics
 import time
 import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BeyondBPError
 from ..tables import write_rows
-from .run import SUMMARY_NAME, AutoPQConfig, run_autopq
+from .run import AutoPQConfig, completed_run, run_autopq
 
 SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq"
@@ -60,17 +59,6 @@ def config(suite: dict[str, Any], dataset: str, forecaster: str, seed: int) -> A
         raise BeyondBPError(f"suite autopq: {error}") from None
 
 
-def finished(out: Path, cfg: AutoPQConfig) -> dict[str, Any] | None:
-    path = out / SUMMARY_NAME
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    current = json.loads(json.dumps(asdict(cfg)))
-    defaults = json.loads(json.dumps(asdict(AutoPQConfig())))
-    stored = {**defaults, **summary["settings"]}  # a setting added later ran with its default
-    return summary if stored == current else None
-
-
 def _run_group(group: list[tuple[AutoPQConfig, Path]], cinn_cache: Path, threads: int) -> int:
     """The runs of one data set and seed, one after another, sharing one cINN (trained by the first)."""
     torch.set_num_threads(threads)
@@ -85,7 +73,7 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     cells = [(d, f, s) for d in suite["datasets"] for f in suite["forecasters"] for s in suite["seeds"]]
     configs = {cell: config(suite, *cell) for cell in cells}
     outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
-    pending = [cell for cell in cells if finished(outs[cell], configs[cell]) is None]
+    pending = [cell for cell in cells if completed_run(outs[cell], configs[cell]) is None]
     groups: dict[tuple[str, int], list[tuple[AutoPQConfig, Path]]] = {}
     for d, f, s in pending:
         groups.setdefault((d, s), []).append((configs[(d, f, s)], outs[(d, f, s)]))
@@ -100,7 +88,7 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
                 futures = [pool.submit(_run_group, group, caches[key], threads) for key, group in groups.items()]
                 for future in as_completed(futures):
                     bar.update(future.result())
-    summaries = {cell: finished(outs[cell], configs[cell]) for cell in cells}
+    summaries = {cell: completed_run(outs[cell], configs[cell]) for cell in cells}
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
              "sigma": summaries[(d, f, s)]["sigma"],
              "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"]),

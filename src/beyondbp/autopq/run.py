@@ -110,6 +110,19 @@ class AutoPQConfig:
         return series
 
 
+def completed_run(out: Path, config: AutoPQConfig) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` made with ``config``'s settings, or None. A setting added
+    after the run was made counts as run with its default."""
+    path = out / SUMMARY_NAME
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    current = json.loads(json.dumps(asdict(config)))
+    defaults = json.loads(json.dumps(asdict(type(config)())))
+    stored = {**defaults, **summary["settings"]}
+    return summary if stored == current else None
+
+
 def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache: Path | None,
                     meter: EnergyMeter) -> tuple[ConditionalINN, dict[str, Any]]:
     """The cINN for ``config``'s series and seed: trained here, or read from ``cache`` when that file holds one
