@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import optuna
 import pandas as pd
@@ -87,3 +88,26 @@ def test_search_spaces_give_the_factories_their_keywords():
     for name, space in SPACES.items():
         for _ in range(3):
             make_forecaster(name, 0, **space(study.ask()))  # every drawn configuration builds
+
+
+def test_suite_compares_default_and_advanced_with_their_energy(tmp_path):
+    from beyondbp.autopq.advanced_bench import run_advanced_suite
+
+    data = tmp_path / "data"
+    data.mkdir()
+    series = seasonal_series(days=30)
+    pd.DataFrame({"time": series.time, "load_power_statistics": series.target}).to_csv(data / "Load-BW.csv",
+                                                                                       index=False)
+    suite = tmp_path / "autopq-advanced.toml"
+    suite.write_text(f'datasets = ["Load-BW"]\nseeds = [1]\ndata_dir = "{data}"\n'
+                     '[settings]\nsearch = ["linear", "naive"]\nbudget_trials = 3\ncinn_epochs = 2\ntrials = 2\n'
+                     'forecaster = "naive"\nbaselines = []\n'
+                     '[scaling]\ndataset = "Load-BW"\nbudget_trials = 2\nworkers = [1]\n')
+    report = run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv")))
+    assert [r["configuration"] for r in rows] == ["default", "advanced"]
+    assert all(float(r["energy_kwh"]) > 0 and r["energy_source"] in report for r in rows)
+    assert "| Load-BW | naive |" in report and "of 1 data sets" in report and "| 1 | 2 |" in report
+    assert (tmp_path / "results" / "crps-kwh.png").is_file()
+    advanced = json.loads((tmp_path / "runs" / "Load-BW" / "seed1" / "advanced.json").read_text())
+    assert float(rows[1]["test_crps"]) == pytest.approx(advanced["metrics"]["advanced"]["crps"])

@@ -148,6 +148,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(report.read_text(), end="")
         print(f"results: {report.parent}; updated {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
         return 0
+    if args.suite == "autopq-advanced":
+        from .autopq.advanced_bench import run_advanced_suite
+
+        report = run_advanced_suite()
+        print(report.read_text(), end="")
+        print(f"results: {report.parent}; updated {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
+        return 0
     speed_only = [f"--{k.replace('_', '-')}" for k in SPEED_DEFAULTS if getattr(args, k) != SPEED_DEFAULTS[k]]
     if speed_only:
         raise BeyondBPError(f"{', '.join(speed_only)} apply to 'beyondbp bench speed' only")

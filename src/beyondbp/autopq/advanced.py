@@ -180,12 +180,13 @@ class Objective:
             trial.set_user_attr("energy_source", meter.source)
 
 
-def prepare(config: AdvancedConfig, out: Path, progress: bool) -> tuple[Splits, Any]:
-    """The windows and the shared cINN (trained into ``OUT/cinn.pt`` by the first process that needs it)."""
+def prepare(config: AdvancedConfig, out: Path, progress: bool) -> tuple[Splits, Any, dict[str, Any]]:
+    """The windows, the shared cINN (trained into ``OUT/cinn.pt`` by the first process that needs it) and the
+    record of its training (seconds, joules)."""
     splits = make_windows(config.series(), config.stride)
     meter = EnergyMeter(config.device, config.watts_per_core)
-    net, _ = conditional_inn(config, splits, progress, out / CINN_FILE, meter)
-    return splits, net
+    net, record = conditional_inn(config, splits, progress, out / CINN_FILE, meter)
+    return splits, net, record
 
 
 def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = True) -> int:
@@ -198,7 +199,7 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     study = open_study(config, out, create=False, worker=worker)
     if counted(study) >= config.budget_trials:
         return 0
-    splits, net = prepare(config, out, progress=False)
+    splits, net, _ = prepare(config, out, progress=False)
     before = counted(study)
     bar = tqdm(total=config.budget_trials, initial=before, desc=f"AutoPQ-advanced, worker {worker}",
                disable=None if progress else True, leave=False)
@@ -247,7 +248,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
         raise BeyondBPError(f"study '{config.study}' has no finished trial yet")
     best = study.best_trial
     started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
-    splits, net = prepare(config, out, progress)
+    splits, net, cinn = prepare(config, out, progress)
     name = best.params["forecaster"]
     hyperparameters = SPACES[name](optuna.trial.FixedTrial(best.params))
     y_hat = point_forecasts(make_forecaster(name, config.seed, **hyperparameters), splits)
@@ -272,7 +273,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
               "hyperparameters": json.dumps({k: v for k, v in t.params.items() if k not in ("forecaster", "sigma")})}
             for t in trials]
     search_joules = sum(float(r["joules"]) for r in rows if r["joules"] != "")
-    total = search_joules + refit_joules
+    total = search_joules + refit_joules + cinn["joules"]  # the cINN's training counts, as in AutoPQ-default's
     states = [t.state.name.lower() for t in trials]
     summary = {"settings": asdict(config), "study": config.study, "storage": config.storage_url(out),
                "trials": {s: states.count(s) for s in sorted(set(states))},
@@ -282,6 +283,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
                "default": {"forecaster": default["forecaster"], "sigma": default["sigma"],
                            "validation_crps": default["validation_crps"],
                            "test_crps": default["metrics"]["autopq"]["crps"], "energy_kwh": default["energy_kwh"]},
+               "search_seconds": sum(float(r["seconds"]) for r in rows if r["seconds"] != ""),
                "energy_kwh": kwh(total), "energy_cost": kwh(total) * config.price_per_kwh,
                "energy_source": meter.source, "report_seconds": time.perf_counter() - started}
     write_rows(rows, out / "trials.csv")

@@ -252,6 +252,10 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         from ..autopq.bench import autopq_section
 
         sections.append(autopq_section(results_dir / "autopq", out_path.parent))
+    if (results_dir / "autopq-advanced" / "autopq-advanced.csv").is_file():
+        from ..autopq.advanced_bench import advanced_section
+
+        sections.append(advanced_section(results_dir / "autopq-advanced", out_path.parent))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown

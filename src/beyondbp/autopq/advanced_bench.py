@@ -1,0 +1,186 @@
+"""Suite ``autopq-advanced``: AutoPQ-advanced against AutoPQ-default on the paper's series, with the energy
+each spent, and how the search scales with workers.
+
+``beyondbp bench autopq-advanced --jobs J`` reads ``benchmarks/suites/autopq-advanced.toml``: ``datasets``,
+``seeds``, ``data_dir``, a table ``[settings]`` of :class:`~beyondbp.autopq.advanced.AdvancedConfig` fields
+(the search space, ``budget_trials``, ``workers`` …) and an optional table ``[scaling]`` (``dataset``,
+``seed``, ``budget_trials``, ``workers``, a list such as ``[1, 2]``). Every (data set, seed) runs
+:func:`~beyondbp.autopq.advanced.run_advanced` into ``runs/bench/autopq-advanced/DATASET/seedS``
+(resumable: the study continues to its budget and a finished AutoPQ-default run is reused). The scaling
+runs search the same budget in fresh studies with each number of workers and time the search.
+
+It writes ``benchmarks/results/autopq-advanced/``: ``autopq-advanced.csv`` (per data set, seed and
+configuration: forecaster, validation and test CRPS, kWh, cost, how the energy was measured),
+``scaling.csv``, ``crps-kwh.png`` (test CRPS against kWh, one panel per data set) and
+``autopq-advanced.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import BeyondBPError
+from ..tables import read_rows, write_rows
+from .advanced import AdvancedConfig, run_advanced
+
+SUITE_PATH = Path("benchmarks") / "suites" / "autopq-advanced.toml"
+RESULTS = Path("benchmarks") / "results" / "autopq-advanced"
+RUNS = Path("runs") / "bench" / "autopq-advanced"
+
+
+def load_advanced_suite(path: Path = SUITE_PATH) -> dict[str, Any]:
+    if not path.is_file():
+        raise BeyondBPError(f"no suite file {path}")
+    suite = tomllib.loads(path.read_text())
+    missing = {"datasets", "seeds"} - set(suite)
+    if missing:
+        raise BeyondBPError(f"suite {path} needs {', '.join(sorted(missing))}")
+    for dataset in suite["datasets"]:
+        advanced_config(suite, dataset, suite["seeds"][0]).validate()
+    return suite
+
+
+def advanced_config(suite: dict[str, Any], dataset: str, seed: int, **overrides: Any) -> AdvancedConfig:
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in suite.get("settings", {}).items()}
+    try:
+        return AdvancedConfig(dataset=dataset, data_dir=suite.get("data_dir"), seed=seed, **{**settings, **overrides})
+    except TypeError as error:
+        raise BeyondBPError(f"suite autopq-advanced: {error}") from None
+
+
+def scaling_rows(suite: dict[str, Any], runs: Path, results: Path) -> list[dict[str, Any]]:
+    """The same trial budget searched with each number of workers, in fresh studies; measured once."""
+    plan = suite.get("scaling")
+    if not plan:
+        return []
+    path = results / "scaling.csv"
+    key = json.dumps(plan, sort_keys=True)
+    if path.is_file():
+        kept = read_rows(path)
+        if kept and all(r["plan"] == key for r in kept):
+            return kept
+    rows = []
+    for workers in plan["workers"]:
+        out = runs / "scaling" / f"workers{workers}"
+        shutil.rmtree(out, ignore_errors=True)  # a timing needs a fresh study
+        config = advanced_config(suite, plan["dataset"], plan.get("seed", 1), workers=workers,
+                                 budget_trials=plan["budget_trials"], role="worker")
+        started = time.perf_counter()
+        run_advanced(config, out, progress=False)
+        rows.append({"plan": key, "dataset": plan["dataset"], "workers": workers,
+                     "budget_trials": plan["budget_trials"], "wall_seconds": time.perf_counter() - started})
+    write_rows(rows, path)
+    return rows
+
+
+def run_advanced_suite(path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
+    started = time.time()
+    suite = load_advanced_suite(path)
+    rows = []
+    for dataset in suite["datasets"]:
+        for seed in suite["seeds"]:
+            config = advanced_config(suite, dataset, seed)
+            summary = run_advanced(config, runs / dataset / f"seed{seed}", progress=True)
+            default = summary["default"]
+            rows.append({"dataset": dataset, "seed": seed, "configuration": "default",
+                         "forecaster": default["forecaster"], "validation_crps": default["validation_crps"],
+                         "test_crps": default["test_crps"], "energy_kwh": default["energy_kwh"],
+                         "energy_cost": default["energy_kwh"] * config.price_per_kwh,
+                         "energy_source": summary["energy_source"]})
+            rows.append({"dataset": dataset, "seed": seed, "configuration": "advanced",
+                         "forecaster": summary["best"]["forecaster"],
+                         "validation_crps": summary["best"]["validation_crps"],
+                         "test_crps": summary["metrics"]["advanced"]["crps"], "energy_kwh": summary["energy_kwh"],
+                         "energy_cost": summary["energy_cost"], "energy_source": summary["energy_source"]})
+    results.mkdir(parents=True, exist_ok=True)
+    write_rows(rows, results / "autopq-advanced.csv")
+    scaling = scaling_rows(suite, runs, results)
+    crps_kwh_plot(rows, results / "crps-kwh.png")
+    meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "wall_seconds": round(time.time() - started)}
+    (results / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (results / "autopq-advanced.md").write_text(advanced_markdown(suite, rows, scaling, meta))
+    return results / "autopq-advanced.md"
+
+
+def crps_kwh_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test CRPS against kWh per data set: one point per seed and configuration, default and advanced joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        for seed in dict.fromkeys(r["seed"] for r in mine):
+            pair = [r for r in mine if r["seed"] == seed]
+            ax.plot([float(r["energy_kwh"]) for r in pair], [float(r["test_crps"]) for r in pair], color="grey",
+                    linewidth=0.8)
+        for configuration, marker in (("default", "o"), ("advanced", "s")):
+            points = [r for r in mine if r["configuration"] == configuration]
+            ax.scatter([float(r["energy_kwh"]) for r in points], [float(r["test_crps"]) for r in points],
+                       marker=marker, label=configuration)
+        ax.set_xscale("log")
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("kWh")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test CRPS")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def advanced_section(results: Path, document_dir: Path) -> str:
+    """The suite's report as a section of a document in ``document_dir`` (RESULTS.md)."""
+    prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
+    scaling = read_rows(results / "scaling.csv") if (results / "scaling.csv").is_file() else []
+    return advanced_markdown(load_advanced_suite(), read_rows(results / "autopq-advanced.csv"), scaling,
+                             json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix)
+
+
+def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling: list[dict[str, Any]],
+                      meta: dict[str, Any], heading: str = "#", image_prefix: str = "") -> str:
+    mean = lambda values: statistics.mean(float(v) for v in values)
+    settings = suite.get("settings", {})
+    sources = "; ".join(sorted({r["energy_source"] for r in rows}))
+    text = [f"{heading} Suite `autopq-advanced`", "",
+            "AutoPQ-advanced (forecaster, hyperparameters and σ searched together) against AutoPQ-default (one "
+            "forecaster at its defaults, σ searched), test CRPS on the normalised scale (lower is better), and the "
+            "energy each configuration took, its cINN's training included.", "",
+            f"- Command: `beyondbp bench autopq-advanced`; suite file `{SUITE_PATH}`; data sets "
+            f"{', '.join(suite['datasets'])}; seeds {', '.join(map(str, suite['seeds']))}; settings {settings}.",
+            f"- Energy: {sources}.", f"- Finished {meta['finished']}; the last invocation took "
+            f"{meta['wall_seconds'] / 60:.0f} min.", "",
+            "| data set | default: forecaster | default CRPS | default Wh | advanced: best forecasters | "
+            "advanced CRPS | advanced Wh | advanced better |", "|---|---|---|---|---|---|---|---|"]
+    wins = 0
+    for dataset in suite["datasets"]:
+        default = [r for r in rows if r["dataset"] == dataset and r["configuration"] == "default"]
+        advanced = [r for r in rows if r["dataset"] == dataset and r["configuration"] == "advanced"]
+        better = mean(r["test_crps"] for r in advanced) < mean(r["test_crps"] for r in default)
+        wins += better
+        text.append(f"| {dataset} | {default[0]['forecaster']} | {mean(r['test_crps'] for r in default):.4f} | "
+                    f"{mean(r['energy_kwh'] for r in default) * 1000:.3g} | "
+                    f"{', '.join(dict.fromkeys(r['forecaster'] for r in advanced))} | "
+                    f"{mean(r['test_crps'] for r in advanced):.4f} | "
+                    f"{mean(r['energy_kwh'] for r in advanced) * 1000:.3g} | {'yes' if better else 'no'} |")
+    text += ["", f"![test CRPS against energy]({image_prefix}crps-kwh.png)", "",
+             f"AutoPQ-advanced's test CRPS is below AutoPQ-default's on {wins} of {len(suite['datasets'])} data sets "
+             "(goal: 4 of 6).", ""]
+    if scaling:
+        one = next(float(r["wall_seconds"]) for r in scaling if int(r["workers"]) == 1)
+        text += [f"{heading}# Workers", "", "| workers | trials | wall time (s) | against 1 worker |",
+                 "|---|---|---|---|"]
+        text += [f"| {r['workers']} | {r['budget_trials']} | {float(r['wall_seconds']):.0f} | "
+                 f"{float(r['wall_seconds']) / one:.2f}× |" for r in scaling]
+        text.append("")
+    return "\n".join(text) + "\n"
