@@ -32,6 +32,15 @@ def seasonal_series(days: int = 60, seed: int = 0) -> Series:
     return Series("seasonal", target, np.zeros((len(time), 0)), time)
 
 
+def load_bw_folder(folder):
+    """A folder holding a generated series in the layout of the paper's Load-BW.csv, for suite tests."""
+    folder.mkdir()
+    series = seasonal_series(days=30)
+    pd.DataFrame({"time": series.time, "load_power_statistics": series.target}).to_csv(folder / "Load-BW.csv",
+                                                                                       index=False)
+    return folder
+
+
 class SeasonalMean:
     """A user's forecaster (fit/predict only): the training mean of each hour for each origin hour."""
 
@@ -174,11 +183,7 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
 def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     from beyondbp.autopq.bench import run_autopq_suite
 
-    data = tmp_path / "data"
-    data.mkdir()
-    series = seasonal_series(days=30)
-    pd.DataFrame({"time": series.time, "load_power_statistics": series.target}).to_csv(data / "Load-BW.csv",
-                                                                                       index=False)
+    data = load_bw_folder(tmp_path / "data")
     suite = tmp_path / "autopq.toml"
     suite.write_text(f'datasets = ["Load-BW"]\nforecasters = ["linear"]\nseeds = [1]\ndata_dir = "{data}"\n'
                      '[settings]\ncinn_epochs = 2\ntrials = 2\nbaselines = ["gaussian"]\n')

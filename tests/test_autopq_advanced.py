@@ -13,7 +13,7 @@ from beyondbp.autopq.advanced import AdvancedConfig, run_advanced
 from beyondbp.autopq.spaces import SPACES
 from beyondbp.cli import main
 from beyondbp.errors import BeyondBPError
-from test_autopq import seasonal_series
+from test_autopq import load_bw_folder, seasonal_series
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +93,7 @@ def test_search_spaces_give_the_factories_their_keywords():
 def test_suite_compares_default_and_advanced_with_their_energy(tmp_path):
     from beyondbp.autopq.advanced_bench import run_advanced_suite
 
-    data = tmp_path / "data"
-    data.mkdir()
-    series = seasonal_series(days=30)
-    pd.DataFrame({"time": series.time, "load_power_statistics": series.target}).to_csv(data / "Load-BW.csv",
-                                                                                       index=False)
+    data = load_bw_folder(tmp_path / "data")
     suite = tmp_path / "autopq-advanced.toml"
     suite.write_text(f'datasets = ["Load-BW"]\nseeds = [1]\ndata_dir = "{data}"\n'
                      '[settings]\nsearch = ["linear", "naive"]\nbudget_trials = 3\ncinn_epochs = 2\ntrials = 2\n'

@@ -288,30 +288,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
                "energy_source": meter.source, "report_seconds": time.perf_counter() - started}
     write_rows(rows, out / "trials.csv")
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    from .plots import trials_plot
+
     trials_plot(rows, out / "trials.png", default["validation_crps"])
     return summary
-
-
-def trials_plot(rows: list[dict[str, Any]], path: Path, default_crps: float) -> None:
-    """Validation CRPS of every finished trial in order, by forecaster, with the best so far and AutoPQ-default's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    finished = [r for r in rows if r["state"] == "complete"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in dict.fromkeys(r["forecaster"] for r in finished):
-        mine = [r for r in finished if r["forecaster"] == name]
-        ax.scatter([r["trial"] for r in mine], [r["validation_crps"] for r in mine], s=14, label=name)
-    best = np.minimum.accumulate([r["validation_crps"] for r in finished])
-    ax.step([r["trial"] for r in finished], best, where="post", color="black", linewidth=1, label="best so far")
-    ax.axhline(default_crps, color="grey", linestyle="--", linewidth=1, label="AutoPQ-default")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation CRPS")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

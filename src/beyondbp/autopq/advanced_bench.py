@@ -102,41 +102,13 @@ def run_advanced_suite(path: Path = SUITE_PATH, runs: Path = RUNS, results: Path
     results.mkdir(parents=True, exist_ok=True)
     write_rows(rows, results / "autopq-advanced.csv")
     scaling = scaling_rows(suite, runs, results)
+    from .plots import crps_kwh_plot
+
     crps_kwh_plot(rows, results / "crps-kwh.png")
     meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "wall_seconds": round(time.time() - started)}
     (results / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (results / "autopq-advanced.md").write_text(advanced_markdown(suite, rows, scaling, meta))
     return results / "autopq-advanced.md"
-
-
-def crps_kwh_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test CRPS against kWh per data set: one point per seed and configuration, default and advanced joined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.2), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        mine = [r for r in rows if r["dataset"] == dataset]
-        for seed in dict.fromkeys(r["seed"] for r in mine):
-            pair = [r for r in mine if r["seed"] == seed]
-            ax.plot([float(r["energy_kwh"]) for r in pair], [float(r["test_crps"]) for r in pair], color="grey",
-                    linewidth=0.8)
-        for configuration, marker in (("default", "o"), ("advanced", "s")):
-            points = [r for r in mine if r["configuration"] == configuration]
-            ax.scatter([float(r["energy_kwh"]) for r in points], [float(r["test_crps"]) for r in points],
-                       marker=marker, label=configuration)
-        ax.set_xscale("log")
-        ax.set_title(dataset, fontsize=9)
-        ax.set_xlabel("kWh")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test CRPS")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def advanced_section(results: Path, document_dir: Path) -> str:

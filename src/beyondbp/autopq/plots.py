@@ -1,8 +1,10 @@
-"""AutoPQ's pictures: a fan chart of two test weeks and a reliability plot."""
+"""AutoPQ's pictures: a fan chart of two test weeks, a reliability plot, AutoPQ-advanced's trials, and test
+CRPS against energy (suite autopq-advanced)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -47,9 +49,7 @@ def fan_chart(splits: Splits, y_hat: np.ndarray, q: np.ndarray, levels: np.ndarr
     ax.legend(loc="upper right", fontsize=8, ncol=5)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def reliability_plot(y: np.ndarray, quantiles: dict[str, np.ndarray], levels: np.ndarray, path: Path) -> None:
@@ -62,6 +62,51 @@ def reliability_plot(y: np.ndarray, quantiles: dict[str, np.ndarray], levels: np
     ax.set_ylabel("share of test hours below the quantile")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def trials_plot(rows: list[dict[str, Any]], path: Path, default_crps: float) -> None:
+    """Validation CRPS of every finished trial in order, by forecaster, with the best so far and AutoPQ-default's."""
+    finished = [r for r in rows if r["state"] == "complete"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys(r["forecaster"] for r in finished):
+        mine = [r for r in finished if r["forecaster"] == name]
+        ax.scatter([r["trial"] for r in mine], [r["validation_crps"] for r in mine], s=14, label=name)
+    best = np.minimum.accumulate([r["validation_crps"] for r in finished])
+    ax.step([r["trial"] for r in finished], best, where="post", color="black", linewidth=1, label="best so far")
+    ax.axhline(default_crps, color="grey", linestyle="--", linewidth=1, label="AutoPQ-default")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation CRPS")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, path)
+
+
+def crps_kwh_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test CRPS against kWh per data set: one point per seed and configuration, default and advanced joined."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        for seed in dict.fromkeys(r["seed"] for r in mine):
+            pair = [r for r in mine if r["seed"] == seed]
+            ax.plot([float(r["energy_kwh"]) for r in pair], [float(r["test_crps"]) for r in pair], color="grey",
+                    linewidth=0.8)
+        for configuration, marker in (("default", "o"), ("advanced", "s")):
+            points = [r for r in mine if r["configuration"] == configuration]
+            ax.scatter([float(r["energy_kwh"]) for r in points], [float(r["test_crps"]) for r in points],
+                       marker=marker, label=configuration)
+        ax.set_xscale("log")
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("kWh")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test CRPS")
+    axes[0][0].legend(fontsize=7)
+    save(fig, path)
+
+
+def save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
