@@ -30,6 +30,7 @@ from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
 from .options import method_settings, option
 from .registry import Registry
+from .tracking import LOGGERS, make_logger
 from .train import Trainer
 
 #: Low-rank training schemes for ``--lowrank``.
@@ -133,6 +134,8 @@ class RunConfig:
                                        "see README", metavar="N")
     watts_per_core: float = option(DEFAULT_WATTS_PER_CORE, "training", "energy estimate where RAPL is not "
                                                                       "readable: watts per busy CPU core")
+    log: str | None = option(None, "training", "track the run: tensorboard (event files in OUT/tensorboard)",
+                             choices=tuple(LOGGERS.names()))
 
     def build_method(self) -> Method:
         """The method, given the settings its constructor takes (the others concern other methods)."""
@@ -214,7 +217,7 @@ class RunConfig:
     def run_info(self) -> dict[str, Any]:
         """Settings that a resumed run must share with its checkpoint (everything but epochs and device)."""
         info = dataclasses.asdict(self)
-        for key in ("epochs", "device", "data_dir", "download", "execution", "watts_per_core"):
+        for key in ("epochs", "device", "data_dir", "download", "execution", "watts_per_core", "log"):
             info.pop(key)
         info["hidden"], info["channels"] = list(self.hidden), list(self.channels)
         info["feedback_points"] = list(self.feedback_points)
@@ -278,11 +281,16 @@ def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParal
     if validation is not None:
         data = validation_split(data, *validation)
     model, method, optimizer, objective = build_run(config, data, device)
+    logger = None
+    if config.log is not None and (parallel is None or parallel.is_main):
+        if out_dir is None:
+            raise BeyondBPError(f"log={config.log} needs an output folder (out_dir, --out)")
+        logger = make_logger(config.log, out_dir)
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),
                       lowrank=config.build_lowrank(parallel), parallel=parallel,
-                      watts_per_core=config.watts_per_core)
+                      watts_per_core=config.watts_per_core, logger=logger)
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)

@@ -30,6 +30,7 @@ from .methods import Method
 from .metrics import evaluate
 from .objectives import Objective
 from .schedule import ParametrizationSchedule
+from .tracking import RunLogger, epoch_scalars
 
 METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
@@ -65,6 +66,8 @@ class Trainer:
         watts_per_core: the energy estimate's rated power per busy core where RAPL is not readable (see
             :mod:`beyondbp.energy`); every epoch's record holds ``train_joules`` (cumulative, training only,
             like ``train_seconds``) and ``energy_source``.
+        logger: a :class:`~beyondbp.tracking.RunLogger` (TensorBoard, or your own) given every step's loss,
+            every epoch's record and, at the end, ``run_info`` with the final metrics; only rank 0 uses it.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
@@ -72,7 +75,8 @@ class Trainer:
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
                  progress: bool = True, run_info: dict[str, Any] | None = None,
                  lowrank: ParametrizationSchedule | None = None,
-                 parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE):
+                 parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+                 logger: RunLogger | None = None):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -91,6 +95,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
+        self.logger = logger if self.writes else None
+        self._logged_steps = 0
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -134,6 +140,7 @@ class Trainer:
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
         train_joules = self.history[-1].get("train_joules", 0.0) if self.history else 0.0
         meter = EnergyMeter(self.device, self.watts_per_core)
+        self._logged_steps = len(self.history) * (steps or 0)
         with bar:
             for epoch in range(len(self.history) + 1, epochs + 1):
                 started, joules = time.perf_counter(), meter.joules()
@@ -154,11 +161,19 @@ class Trainer:
                                            self.target_scale, device=self.device))
                 if align_every and epoch % align_every == 0:
                     record["alignment"] = self._alignment(train)
+                previous = self.history[-1] if self.history else None
                 self.history.append(record)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
                 if self.out_dir and self.writes:
                     self._append_metrics(record)
                     self._save()
+                if self.logger is not None:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.logger.scalars(epoch_scalars(record, lr, previous), epoch)
+        if self.logger is not None and self.history:
+            final = {k: v for k, v in self.history[-1].items() if k.startswith("test_") and isinstance(v, float)}
+            self.logger.hyperparameters(self.run_info, final)
+            self.logger.close()
         return self.history
 
     def _train_epoch(self, train: Dataset | Iterable, batch_size: int, seed: int, epoch: int,
@@ -191,6 +206,9 @@ class Trainer:
             total += loss * len(x)
             count += len(x)
             bar.update()
+            self._logged_steps += 1
+            if self.logger is not None:
+                self.logger.scalars({"step/train_loss": loss}, self._logged_steps)
         if self.lowrank is not None:
             event = self.lowrank.end_epoch(self.model, self.optimizer)
             if event is not None:
