@@ -34,7 +34,7 @@ from .methods.aggregation import AGGREGATIONS
 from .methods.tangents import TANGENT_SAMPLERS
 from .models import ACTIVATIONS, MODELS
 from .objectives import OBJECTIVES
-from .options import add_options, from_args, int_list, name_list
+from .options import add_options, float_list, from_args, int_list, name_list
 
 
 class Parser(argparse.ArgumentParser):
@@ -249,9 +249,7 @@ def cmd_autopq_advanced(args: argparse.Namespace) -> int:
     config = from_args(AdvancedConfig, args)
     config.validate()
     name = config.dataset or Path(config.csv).stem
-    out = args.out or Path("runs") / f"autopq-advanced-{name}-seed{config.seed}"
-    if out.exists() and not out.is_dir():
-        raise BeyondBPError(f"--out {out} is an existing file, not a folder; choose another path")
+    out = output_folder(args.out, Path("runs") / f"autopq-advanced-{name}-seed{config.seed}")
     summary = run_advanced(config, out, progress=not args.no_progress)
     if not summary:
         print(f"worker finished; the study is in {config.storage_url(out)}")
@@ -266,6 +264,23 @@ def cmd_autopq_advanced(args: argparse.Namespace) -> int:
     print(f"energy: search and refit {summary['energy_kwh'] * 1000:.3g} Wh (cost {summary['energy_cost']:.3g}), "
           f"AutoPQ-default {default['energy_kwh'] * 1000:.3g} Wh ({summary['energy_source']})")
     print(f"outputs in {out}: advanced.json, trials.csv, trials.png, default/")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import Range, tune
+
+    config = config_from(args, args.method, args.seed)
+    if len(args.lr_bounds) != 2:
+        raise BeyondBPError(f"--lr-bounds takes two numbers, LOW,HIGH; got {','.join(map(str, args.lr_bounds))}")
+    out = output_folder(args.out, Path("runs") / f"tune-{args.method.replace(':', '-')}-{config.dataset}")
+    result = tune(config, args.trials, tuple(args.lr_bounds), tuple(Range.parse(t) for t in args.tune_param),
+                  args.validation_fraction, args.seed, args.jobs, out, progress=not args.no_progress)
+    best = result["best"]
+    print(f"{best['method']}: best {best['metric']} {best['value']:.4f} with "
+          f"{', '.join(f'{k} {v:.4g}' for k, v in best['settings'].items())} ({best['trials']} trials, "
+          f"{best['pruned']} pruned, {best['failed']} failed)")
+    print(f"outputs in {out}: trials.csv, best.json, tune.png, trials/")
     return 0
 
 
@@ -309,6 +324,22 @@ def build_parser() -> Parser:
     comp.add_argument("--out", type=Path, help="output folder (default runs/compare-DATASET)")
     add_run_options(comp)
     comp.set_defaults(handler=cmd_compare)
+
+    tuner = commands.add_parser("tune", help="search one method's learning rate (and other settings) with Optuna "
+                                             "on a validation split")
+    tuner.add_argument("--method", default="bp", help="the method to tune (as for train)")
+    tuner.add_argument("--seed", type=int, default=0, help="seed of the runs, the validation split and the sampler")
+    tuner.add_argument("--trials", type=int, default=20, help="trials (default 20)")
+    tuner.add_argument("--lr-bounds", type=float_list, default=(1e-4, 1e-2), metavar="LOW,HIGH",
+                       help="learning rate searched on a log scale between these (default 1e-4,1e-2)")
+    tuner.add_argument("--tune-param", action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
+                       help="another numeric setting to search, e.g. momentum=0.5:0.99 (repeatable)")
+    tuner.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="share of the training set held out to score trials (default 0.1)")
+    tuner.add_argument("--jobs", type=int, default=1, help="trials in parallel threads (default 1: reproducible)")
+    tuner.add_argument("--out", type=Path, help="output folder (default runs/tune-METHOD-DATASET)")
+    add_run_options(tuner)
+    tuner.set_defaults(handler=cmd_tune)
 
     bench = commands.add_parser("bench", help="run a benchmark suite from benchmarks/suites/SUITE.toml")
     bench.add_argument("suite", help="suite name (e.g. f3-classification) or path to a .toml file")

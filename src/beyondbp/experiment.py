@@ -30,7 +30,7 @@ from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
 from .options import method_settings, option
 from .registry import Registry
-from .tracking import LOGGERS, make_logger
+from .tracking import LOGGERS, FanOut, RunLogger, make_logger
 from .train import Trainer
 
 #: Low-rank training schemes for ``--lowrank``.
@@ -244,25 +244,29 @@ def resolve_device(name: str) -> torch.device:
 
 def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = False, progress: bool = True,
         data: DataSplit | None = None, align_every: int = 0,
-        validation: tuple[float, int] | None = None) -> dict[str, Any]:
+        validation: tuple[float, int] | None = None, logger: RunLogger | None = None) -> dict[str, Any]:
     """Train one run and return its summary (also written to ``out_dir/summary.json``).
 
     ``align_every=N`` measures alignment with backprop every N epochs (into ``metrics.jsonl``)
     and plots it to ``out_dir/alignment.png``. ``validation=(fraction, seed)`` trains on the
-    training set minus a held-out split and evaluates on that split. ``config.nproc > 1``
-    launches the run on that many processes (:func:`beyondbp.launch.launch`; ``data`` is then
-    loaded by each process).
+    training set minus a held-out split and evaluates on that split. ``logger`` (a
+    :class:`~beyondbp.tracking.RunLogger`) receives the run's steps and epochs besides ``config.log``'s.
+    ``config.nproc > 1`` launches the run on that many processes (:func:`beyondbp.launch.launch`;
+    ``data`` is then loaded by each process).
     """
     config.validate()
     if config.nproc > 1 and launched_world() is None:
         from .launch import launch
 
+        if logger is not None:
+            raise BeyondBPError("a logger object cannot follow a run on several processes; use config.log")
         return launch(config, out_dir, resume, progress, align_every, validation)
     device = launched_device(resolve_device(config.device))
     parallel = from_environment(device)
     completed = False
     try:
-        summary = train_this_rank(config, device, parallel, out_dir, resume, progress, data, align_every, validation)
+        summary = train_this_rank(config, device, parallel, out_dir, resume, progress, data, align_every, validation,
+                                  logger)
         completed = True
     finally:
         if parallel is not None:
@@ -272,7 +276,8 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
 
 def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParallel | None,
                     out_dir: Path | str | None, resume: bool, progress: bool, data: DataSplit | None,
-                    align_every: int, validation: tuple[float, int] | None) -> dict[str, Any]:
+                    align_every: int, validation: tuple[float, int] | None,
+                    logger: RunLogger | None = None) -> dict[str, Any]:
     """The body of :func:`run` in this process (one rank of a data-parallel run, or the only one)."""
     if parallel is not None and parallel.world != config.nproc:
         raise BeyondBPError(f"this run was launched on {parallel.world} processes but its settings say nproc "
@@ -281,11 +286,10 @@ def train_this_rank(config: RunConfig, device: torch.device, parallel: DataParal
     if validation is not None:
         data = validation_split(data, *validation)
     model, method, optimizer, objective = build_run(config, data, device)
-    logger = None
     if config.log is not None and (parallel is None or parallel.is_main):
         if out_dir is None:
             raise BeyondBPError(f"log={config.log} needs an output folder (out_dir, --out)")
-        logger = make_logger(config.log, out_dir)
+        logger = FanOut(make_logger(config.log, out_dir), *([logger] if logger is not None else []))
     trainer = Trainer(model, method, optimizer, objective, task=data.task,
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),

@@ -67,6 +67,25 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+class FanOut:
+    """Several loggers as one."""
+
+    def __init__(self, *loggers: RunLogger):
+        self.loggers = loggers
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.scalars(values, step)
+
+    def hyperparameters(self, settings: dict[str, Any], metrics: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.hyperparameters(settings, metrics)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
 def make_logger(name: str, out_dir: Path | str) -> RunLogger:
     """The logger ``name`` writing under ``out_dir / tensorboard``."""
     return LOGGERS.get(name)(Path(out_dir) / LOG_FOLDER)

@@ -1,0 +1,190 @@
+"""Fair per-method tuning: the same search budget for every method, so that a comparison is not decided by
+one method's lucky learning rate.
+
+Optuna's tree-structured Parzen estimator (seeded) searches the learning rate on a log scale between
+``lr_bounds`` and, optionally, other numeric settings of :class:`~beyondbp.experiment.RunConfig` given as
+:class:`Range` (``momentum=0.5:0.99``, ``batch_size=16:128``, ``feedback_lr=1e-4:1e-2:log``). Every trial
+trains on the training set minus a held-out validation split (``validation_fraction``, drawn with
+``seed``) and is scored on that split, never on the test set. Optuna's median pruner stops a trial whose
+validation score after an epoch is worse than the median of earlier trials after the same epoch (it
+listens to the run through the :class:`~beyondbp.tracking.RunLogger` interface). With ``jobs > 1`` trials
+run in parallel threads and their order, hence TPE's proposals, depend on timing; with one job the same
+call gives the same trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .errors import BeyondBPError, DivergenceError
+from .experiment import RunConfig, run
+from .metrics import HEADLINE
+from .tables import write_rows
+
+#: RunConfig fields that a tuner may not set (they define the budget, the run or the measurement).
+NOT_TUNABLE = ("epochs", "seed", "nproc", "watts_per_core", "lr")
+
+
+def tunable_settings() -> dict[str, type]:
+    """The numeric RunConfig fields a trial may set, with their type (int or float)."""
+    hints = typing.get_type_hints(RunConfig)
+    found = {}
+    for field in dataclasses.fields(RunConfig):
+        kinds = set(typing.get_args(hints[field.name])) - {type(None)} or {hints[field.name]}
+        if field.name not in NOT_TUNABLE and len(kinds) == 1 and (kind := kinds.pop()) in (int, float):
+            found[field.name] = kind
+    return found
+
+
+@dataclass(frozen=True)
+class Range:
+    """A setting searched between ``low`` and ``high`` (log scale if ``log``)."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Range:
+        """``NAME=LOW:HIGH`` or ``NAME=LOW:HIGH:log``."""
+        name, _, bounds = text.partition("=")
+        parts = bounds.split(":")
+        try:
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+                raise ValueError
+            return cls(name.strip().replace("-", "_"), float(parts[0]), float(parts[1]), len(parts) == 3)
+        except ValueError:
+            raise BeyondBPError(f"a tuned setting reads NAME=LOW:HIGH or NAME=LOW:HIGH:log, got '{text}'") from None
+
+    def check(self) -> None:
+        known = tunable_settings()
+        if self.name not in known:
+            raise BeyondBPError(f"'{self.name}' is not a numeric setting that can be tuned; tunable: "
+                                f"{', '.join(sorted(known))} (and lr, through the lr bounds)")
+        if not self.low < self.high or (self.log and not self.low > 0):
+            raise BeyondBPError(f"{self.name}: bounds must satisfy low < high (and 0 < low on a log scale), got "
+                                f"{self.low:g} and {self.high:g}")
+
+    def suggest(self, trial) -> int | float:
+        if tunable_settings()[self.name] is int:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+class PruningReporter:
+    """Reports each epoch's validation score to an Optuna trial and stops the trial when it should be pruned."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        import optuna
+
+        score = values.get(f"epoch/{self.metric}")
+        if score is None:
+            return
+        self.trial.report(score, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {step}: {self.metric} {score:.4g}")
+
+    def hyperparameters(self, settings: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1e-2),
+         ranges: tuple[Range, ...] = (), validation_fraction: float = 0.1, seed: int = 0, jobs: int = 1,
+         out_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Search ``base``'s learning rate (and ``ranges``) for ``trials`` trials; returns the best settings and
+    every trial. With ``out_dir``: one folder per trial under ``trials/``, ``trials.csv``, ``best.json`` and
+    ``tune.png`` (validation score against learning rate)."""
+    import optuna
+
+    low, high = lr_bounds
+    if trials < 1:
+        raise BeyondBPError(f"trials must be at least 1, got {trials}")
+    if not 0 < low < high:
+        raise BeyondBPError(f"learning-rate bounds must satisfy 0 < low < high, got {low:g} and {high:g}")
+    if not 0 < validation_fraction < 1 or jobs < 1:
+        raise BeyondBPError(f"the validation fraction must lie in (0, 1) and jobs be at least 1, got "
+                            f"{validation_fraction} and {jobs}")
+    for searched in ranges:
+        searched.check()
+    if base.nproc > 1:
+        raise BeyondBPError("tuning runs each trial in this process: set nproc=1")
+    base.validate()
+    data = base.load_data()
+    metric, larger_is_better = HEADLINE[data.task]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if larger_is_better else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    out = Path(out_dir) if out_dir is not None else None
+    bar = tqdm(total=trials, desc=f"tuning {base.method}", disable=None if progress else True, dynamic_ncols=True)
+
+    def objective(trial) -> float:
+        settings = {"lr": trial.suggest_float("lr", low, high, log=True),
+                    **{r.name: r.suggest(trial) for r in ranges}}
+        config = replace(base, **settings)
+        config.validate()
+        folder = out / "trials" / f"{trial.number:03d}" if out is not None else None
+        summary = run(config, folder, progress=False, data=data, validation=(validation_fraction, seed),
+                      logger=PruningReporter(trial, metric))
+        return summary[metric]
+
+    with bar:
+        study.optimize(objective, n_trials=trials, n_jobs=jobs, catch=(DivergenceError,),
+                       callbacks=[lambda s, t: bar.update()])
+    name = f"validation_{metric.removeprefix('test_')}"
+    last = lambda t: t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else ""
+    rows = [{"trial": t.number, "state": t.state.name.lower(), **t.params,
+             name: t.value if t.value is not None else last(t), "epochs": max(t.intermediate_values, default=0)}
+            for t in study.trials]
+    finished = [t for t in study.trials if t.value is not None]
+    if not finished:
+        raise BeyondBPError(f"no trial of {base.method} finished (every one diverged or was stopped); "
+                            "try lower learning-rate bounds")
+    best = {"method": base.method, "metric": name,
+            "value": study.best_value, "settings": study.best_params, "trials": len(rows),
+            "pruned": sum(r["state"] == "pruned" for r in rows), "failed": sum(r["state"] == "fail" for r in rows),
+            "validation_fraction": validation_fraction, "seed": seed}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_rows(rows, out / "trials.csv")
+        (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+        tune_plot(rows, best["metric"], out / "tune.png", f"{base.method} on {base.dataset}")
+    return {"best": best, "trials": rows}
+
+
+def tune_plot(rows: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
+    """The validation score of every trial against its learning rate (log scale); pruned trials show the
+    last score they reached."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        mine = [r for r in rows if r["state"] == state and r[metric] != ""]
+        if mine:
+            ax.scatter([r["lr"] for r in mine], [r[metric] for r in mine], marker=marker, label=state)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

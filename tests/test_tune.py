@@ -1,0 +1,64 @@
+"""beyondbp tune: the search on a validation split, its reproducibility, pruning, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import optuna
+import pytest
+
+import beyondbp as bb
+from beyondbp.cli import main
+from beyondbp.tune import PruningReporter, Range, tune
+
+BASE = bb.RunConfig(method="dfa", dataset="digits", epochs=2, hidden=(32,), batch_size=100)
+
+
+def test_tuning_keeps_the_best_validation_score_and_repeats_itself(tmp_path):
+    first = tune(BASE, trials=4, lr_bounds=(1e-4, 3e-2), seed=1, out_dir=tmp_path / "a", progress=False)
+    again = tune(BASE, trials=4, lr_bounds=(1e-4, 3e-2), seed=1, progress=False)
+    assert first["trials"] == again["trials"]  # same command, same trials
+    rows = list(csv.DictReader(open(tmp_path / "a" / "trials.csv")))
+    assert len(rows) == 4 and all(1e-4 <= float(r["lr"]) <= 3e-2 for r in rows)
+    done = [float(r["validation_accuracy"]) for r in rows if r["state"] == "complete"]
+    best = json.loads((tmp_path / "a" / "best.json").read_text())
+    assert best["value"] == max(done) and best["settings"]["lr"] == first["best"]["settings"]["lr"]
+    assert (tmp_path / "a" / "tune.png").is_file() and (tmp_path / "a" / "trials" / "000" / "summary.json").is_file()
+    # scored on 10% of the 1437 training samples, not on the 360 test samples
+    summary = json.loads((tmp_path / "a" / "trials" / "000" / "summary.json").read_text())
+    assert summary["test_accuracy"] * 144 == pytest.approx(round(summary["test_accuracy"] * 144), abs=1e-6)
+
+
+def test_other_numeric_settings_are_searched_too(tmp_path):
+    config = bb.RunConfig(method="bp", dataset="digits", epochs=1, hidden=(16,), optimizer="sgd")
+    result = tune(config, trials=2, ranges=(Range.parse("momentum=0.5:0.95"), Range.parse("batch_size=20:80")),
+                  progress=False)
+    assert all(0.5 <= r["momentum"] <= 0.95 and 20 <= r["batch_size"] <= 80 and isinstance(r["batch_size"], int)
+               for r in result["trials"])
+
+
+def test_a_trial_below_the_median_is_stopped():
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    earlier = study.ask()
+    earlier.report(0.9, 1)
+    study.tell(earlier, 0.9)
+    reporter = PruningReporter(study.ask(), "test_accuracy")
+    reporter.scalars({"epoch/lr": 0.1}, 1)  # other numbers are ignored
+    with pytest.raises(optuna.TrialPruned):
+        reporter.scalars({"epoch/test_accuracy": 0.2}, 1)
+
+
+def test_bad_tuning_input_is_one_line(tmp_path, capsys):
+    base = ["tune", "--method", "dfa", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "t")]
+    for bad, message in [(["--lr-bounds", "1e-2,1e-4"], "0 < low < high"),
+                         (["--lr-bounds=-1,1e-2"], "0 < low < high"),
+                         (["--trials", "0"], "trials must be at least 1"),
+                         (["--tune-param", "optimizer=1:2"], "'optimizer' is not a numeric setting"),
+                         (["--tune-param", "nosuch=1:2"], "tunable: "),
+                         (["--tune-param", "momentum=abc"], "reads NAME=LOW:HIGH"),
+                         (["--tune-param", "momentum=0.9:0.5"], "low < high")]:
+        assert main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
