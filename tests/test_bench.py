@@ -208,3 +208,31 @@ def test_model_sweep_table_puts_width_accuracy_and_alignment_side_by_side():
     assert lines[2] == "| model | width b | bp | dfa | dfa cosine, layer 1.0 |"
     assert lines[4] == "| b1 | 1 | 0.7000 ± 0.0000 | 0.4000 ± 0.0000 | 0.1000 ± 0.0000 |"
     assert lines[5] == "| full | – | 0.9000 ± 0.0000 | 0.8000 ± 0.0000 | 0.7000 ± 0.0000 |"
+
+
+def test_a_suite_searches_each_methods_learning_rate_with_the_same_budget(tmp_path):
+    """tune = { lr, trials, epochs }: every method gets the same trials; the chosen lr is the trial with the
+    best validation score; a second call searches nothing again."""
+    suites, runs, results = tmp_path / "suites", tmp_path / "runs", tmp_path / "results"
+    suites.mkdir()
+    grid = "[tuning]\nlrs = [1e-3, 1e-2]\nepochs_fraction = 0.5\n"
+    (suites / "searched.toml").write_text("tune = { lr = [1e-4, 3e-2], trials = 3, epochs = 1 }\n"
+                                          + TINY.replace(grid, "").replace('seeds = [1, 2]', 'seeds = [1]')
+                                          .replace('"bp", "drtp", "f3:delayed_error"', '"bp", "drtp"'))
+    suite = load_suite("searched", suites_dir=suites)
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+    lr_rows = list(csv.DictReader(open(results / "searched-lr.csv")))
+    for method in ("bp", "drtp"):
+        mine = [r for r in lr_rows if r["method"] == method]
+        assert len(mine) == 3 and sum(r["chosen"] == "True" for r in mine) == 1
+        scored = [r for r in mine if r["validation"] not in ("", "nan")]
+        assert next(r for r in mine if r["chosen"] == "True") == max(scored, key=lambda r: float(r["validation"]))
+    assert "Optuna's TPE between 0.0001 and 0.03 (log scale), 3 trials of 1 epochs" in (
+        results / "searched.md").read_text()
+    stamp = runs / "searched" / "digits" / "mlp-1x16" / "bp" / "tune" / "best.json"
+    before = stamp.stat().st_mtime_ns
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+    assert stamp.stat().st_mtime_ns == before
+    with pytest.raises(BeyondBPError, match="tune needs 0 < low < high"):
+        (suites / "bad.toml").write_text("tune = { lr = [1e-2, 1e-4], trials = 3 }\n" + TINY.replace(grid, ""))
+        load_suite("bad", suites_dir=suites)

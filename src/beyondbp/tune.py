@@ -155,7 +155,8 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
         raise BeyondBPError(f"no trial of {base.method} finished (every one diverged or was stopped); "
                             "try lower learning-rate bounds")
     best = {"method": base.method, "metric": name,
-            "value": study.best_value, "settings": study.best_params, "trials": len(rows),
+            "value": study.best_value, "settings": study.best_params, "trial": study.best_trial.number,
+            "trials": len(rows),
             "pruned": sum(r["state"] == "pruned" for r in rows), "failed": sum(r["state"] == "fail" for r in rows),
             "validation_fraction": validation_fraction, "seed": seed}
     if out is not None:

@@ -125,11 +125,26 @@ def model_sweep_lines(suite: Suite, rows: list[dict[str, Any]], alignment_rows: 
     return lines
 
 
+def selection_text(suite: Suite) -> str:
+    """How the suite chose each learning rate, in one bullet."""
+    t = suite.tuning
+    split = f"on {t.validation_fraction:.0%} of the training set held out (seed {t.seed})"
+    if t.lr_range is not None:
+        epochs = f"{t.epochs} epochs" if t.epochs else f"{t.epochs_fraction:.0%} of the epochs"
+        return (f"- Learning rate per method, model and data set: Optuna's TPE between {t.lr_range[0]:g} and "
+                f"{t.lr_range[1]:g} (log scale), {t.trials} trials of {epochs} for every method, the best final "
+                f"validation metric {split}, hopeless trials pruned at the median; the test set is never used.")
+    if len(t.lrs) > 1:
+        return (f"- Learning rate per method, model and data set: the best final validation metric among "
+                f"{', '.join(f'{lr:g}' for lr in t.lrs)}, {split}, training {t.epochs_fraction:.0%} of the "
+                "epochs; the test set is never used to choose.")
+    return f"- Learning rate {t.lrs[0]:g} for every method (fixed, not tuned)."
+
+
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
                    meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
                    cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#") -> str:
     epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
-    t = suite.tuning
     lines = [
         f"{heading} Suite `{suite.name}`", "",
         suite.description, "",
@@ -137,10 +152,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         f"`benchmarks/suites/{suite.name}.toml`.",
         f"- Settings: {suite.settings_text()}; seeds {', '.join(map(str, suite.seeds))}; epochs: {epochs}. "
         f"Everything not named has the `beyondbp train` default.",
-        (f"- Learning rate per method, model and data set: the best final validation metric among "
-         f"{', '.join(f'{lr:g}' for lr in t.lrs)}, on {t.validation_fraction:.0%} of the training set held out "
-         f"(seed {t.seed}), training {t.epochs_fraction:.0%} of the epochs; the test set is never used to choose."
-         if len(t.lrs) > 1 else f"- Learning rate {t.lrs[0]:g} for every method (fixed, not tuned)."),
+        selection_text(suite),
         f"- Machine: {meta['machine']}. Finished {meta['finished']}; the invocation that finished it took "
         f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} parallel job(s).",
         "",

@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..data import DataSplit, load_dataset
 from ..errors import BeyondBPError, DivergenceError
 from ..experiment import SUMMARY_NAME, RunConfig, run
 from ..metrics import HEADLINE
-from ..tables import write_rows
+from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
 from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
@@ -119,6 +120,8 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
     """Per (dataset, model, method): the lr with the best final validation metric; and how many runs ran.
     A grid of one learning rate is no choice: nothing runs and the validation score is NaN."""
     cells = suite.cells()
+    if suite.tuning.lr_range is not None:
+        return search_learning_rates(suite, runs_dir, n_jobs)
     if len(suite.tuning.lrs) == 1:
         return [{"dataset": d, "model": model, "method": m, "lr": suite.tuning.lrs[0], "validation": math.nan,
                  "chosen": True} for d, model, m in cells], 0
@@ -136,6 +139,34 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
         for lr, value in scored:
             rows.append({"dataset": dataset, "model": model, "method": method, "lr": lr,
                          "validation": value, "chosen": lr == best})
+    return rows, ran
+
+
+def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[list[dict[str, Any]], int]:
+    """Per (dataset, model, method): Optuna's TPE over the suite's lr range, the same number of trials and
+    epochs for every method (:func:`beyondbp.tune.tune`, ``n_jobs`` trials at a time); every trial is a row.
+    A cell whose search finished with the same settings is read back, not searched again."""
+    from ..tune import tune
+
+    t, rows, ran = suite.tuning, [], 0
+    for dataset, model, method in suite.cells():
+        config = suite.config(dataset, model, method, t.seed, t.lr_range[0], suite.tuning_epochs(dataset))
+        out = run_dir(runs_dir, dataset, model, method, "tune")
+        key = {"run": config.run_info(), "epochs": config.epochs, "lr": list(t.lr_range), "trials": t.trials,
+               "validation_fraction": t.validation_fraction, "seed": t.seed}
+        stamp = out / "suite-key.json"
+        if not (stamp.is_file() and json.loads(stamp.read_text()) == key):
+            shutil.rmtree(out, ignore_errors=True)
+            tune(config, t.trials, t.lr_range, validation_fraction=t.validation_fraction, seed=t.seed, jobs=n_jobs,
+                 out_dir=out, progress=False)
+            stamp.write_text(json.dumps(key) + "\n")
+            ran += t.trials
+        best = json.loads((out / "best.json").read_text())
+        for trial in read_rows(out / "trials.csv"):
+            value = trial[best["metric"]]
+            rows.append({"dataset": dataset, "model": model, "method": method, "lr": float(trial["lr"]),
+                         "validation": math.nan if value in ("", None) or trial["state"] != "complete" else value,
+                         "chosen": trial["trial"] == best["trial"]})
     return rows, ran
 
 

@@ -30,12 +30,20 @@ RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - set(PER_RUN)
 
 @dataclass(frozen=True)
 class Tuning:
-    """Learning-rate selection: each lr trains on the training set minus a validation split."""
+    """Learning-rate selection on the training set minus a validation split: every lr of a grid (``[tuning]
+    lrs = [...]``), or Optuna's TPE over a range with the same trials and epochs for every method (``tune =
+    { lr = [low, high], trials = N, epochs = E }``, see :mod:`beyondbp.tune`)."""
 
-    lrs: tuple[float, ...]
+    lrs: tuple[float, ...] = ()
     validation_fraction: float = 0.1
     seed: int = 0
     epochs_fraction: float = 0.25
+    lr_range: tuple[float, float] | None = None
+    trials: int = 0
+    epochs: int | None = None  # epochs of every tuning run (default: epochs_fraction of the data set's)
+
+    def first_lr(self) -> float:
+        return self.lr_range[0] if self.lr_range is not None else self.lrs[0]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class Suite:
         return RunConfig(**settings, dataset=dataset, lr=lr, epochs=epochs, seed=seed)
 
     def tuning_epochs(self, dataset: str) -> int:
+        if self.tuning.epochs is not None:
+            return self.tuning.epochs
         return max(1, round(self.datasets[dataset]["epochs"] * self.tuning.epochs_fraction))
 
     def cells(self) -> list[tuple[str, str, str]]:
@@ -108,7 +118,7 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
         raise BeyondBPError(f"unknown suite '{name_or_path}' (no {path}); known suites: {', '.join(known) or 'none'}")
     raw = tomllib.loads(path.read_text())
     try:
-        tuning = Tuning(**{k: tuple(v) if k == "lrs" else v for k, v in raw.pop("tuning").items()})
+        tuning = _tuning(raw.pop("tuning", {}), raw.pop("tune", None), path)
         own = {k: raw.pop(k) for k in ("description", "methods", "datasets", "seeds", "goal_gap_closed", "align",
                                         "sweep") if k in raw}
         variants = {label: _settings(options, f"suite {path}: [variants.{label}]")
@@ -131,5 +141,21 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
         if set(options) != {"epochs"}:
             raise BeyondBPError(f"suite {path}: [datasets.{dataset}] takes only 'epochs', got {sorted(options)}")
     for dataset, model, method in suite.cells():
-        suite.config(dataset, model, method, suite.seeds[0], suite.tuning.lrs[0], 1).validate()
+        suite.config(dataset, model, method, suite.seeds[0], suite.tuning.first_lr(), 1).validate()
     return suite
+
+
+def _tuning(grid: dict[str, Any], search: dict[str, Any] | None, path: Path) -> Tuning:
+    """``[tuning]`` (a grid of lrs, the split, the seed) and/or ``tune = {lr, trials, epochs}`` (a search)."""
+    settings = {k: tuple(v) if k == "lrs" else v for k, v in grid.items()}
+    if search is not None:
+        unknown = set(search) - {"lr", "trials", "epochs"}
+        if unknown or "lr" not in search or "trials" not in search:
+            raise BeyondBPError(f"suite {path}: tune takes lr = [low, high], trials = N and optionally epochs = E")
+        low, high = search["lr"]
+        if not 0 < low < high or search["trials"] < 1 or search.get("epochs", 1) < 1:
+            raise BeyondBPError(f"suite {path}: tune needs 0 < low < high, at least one trial and one epoch")
+        settings.update(lr_range=(float(low), float(high)), trials=search["trials"], epochs=search.get("epochs"))
+    if not settings.get("lrs") and search is None:
+        raise BeyondBPError(f"suite {path} needs [tuning] lrs = [...] or tune = {{ lr = [low, high], trials = N }}")
+    return Tuning(**settings)
