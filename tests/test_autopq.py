@@ -198,6 +198,10 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     stamp = summary.stat().st_mtime_ns
     run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
     assert summary.stat().st_mtime_ns == stamp  # a finished run is not run again
+    suite.write_text(suite.read_text().replace("seeds = [1]", "seeds = [1, 2]"))
+    partial = run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results", report_only=True)
+    assert "Not run yet (left out of every table): Load-BW/linear/seed2." in partial.read_text()
+    assert not (tmp_path / "runs" / "Load-BW" / "linear" / "seed2").exists()
 
 
 @pytest.mark.parametrize("name", ["naive", "linear", "mlp", "svr", "gbt", "ets", "sarimax", "nhits"])

@@ -144,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "autopq":
         from .autopq.bench import run_autopq_suite
 
-        report = run_autopq_suite(jobs=args.jobs)
+        report = run_autopq_suite(jobs=args.jobs, report_only=args.report_only)
         print(report.read_text(), end="")
         print(f"results: {report.parent}; updated {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
         return 0
@@ -155,6 +155,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(report.read_text(), end="")
         print(f"results: {report.parent}; updated {write_results_md(RESULTS_DIR, RESULTS_DIR.parent / 'RESULTS.md')}")
         return 0
+    if args.report_only:
+        raise BeyondBPError("--report-only applies to 'beyondbp bench autopq' only")
     speed_only = [f"--{k.replace('_', '-')}" for k in SPEED_DEFAULTS if getattr(args, k) != SPEED_DEFAULTS[k]]
     if speed_only:
         raise BeyondBPError(f"{', '.join(speed_only)} apply to 'beyondbp bench speed' only")
@@ -345,6 +347,8 @@ def build_parser() -> Parser:
     bench.add_argument("suite", help="suite name (e.g. f3-classification) or path to a .toml file")
     bench.add_argument("--seeds", type=int_list, help="override the suite's seeds, e.g. 1,2,3")
     bench.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    bench.add_argument("--report-only", action="store_true",
+                       help="autopq: report the finished runs (naming the missing ones) without running any")
     g = bench.add_argument_group("bench speed (step time and memory against the first method)")
     g.add_argument("--methods", type=name_list, default=SPEED_DEFAULTS["methods"], help="default bp,f3,drtp,dfa")
     g.add_argument("--depth", type=int, default=SPEED_DEFAULTS["depth"], help="hidden blocks (default 8)")

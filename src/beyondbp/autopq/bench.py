@@ -67,13 +67,16 @@ def _run_group(group: list[tuple[AutoPQConfig, Path]], cinn_cache: Path, threads
     return len(group)
 
 
-def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
+def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS,
+                     report_only: bool = False) -> Path:
+    """Run what is not finished (unless ``report_only``) and report every finished run; the report names the
+    runs still missing."""
     started = time.time()
     suite = load_autopq_suite(path)
     cells = [(d, f, s) for d in suite["datasets"] for f in suite["forecasters"] for s in suite["seeds"]]
     configs = {cell: config(suite, *cell) for cell in cells}
     outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
-    pending = [cell for cell in cells if completed_run(outs[cell], configs[cell]) is None]
+    pending = [] if report_only else [cell for cell in cells if completed_run(outs[cell], configs[cell]) is None]
     groups: dict[tuple[str, int], list[tuple[AutoPQConfig, Path]]] = {}
     for d, f, s in pending:
         groups.setdefault((d, s), []).append((configs[(d, f, s)], outs[(d, f, s)]))
@@ -89,6 +92,8 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
                 for future in as_completed(futures):
                     bar.update(future.result())
     summaries = {cell: completed_run(outs[cell], configs[cell]) for cell in cells}
+    missing = [cell for cell in cells if summaries[cell] is None]
+    cells = [cell for cell in cells if summaries[cell] is not None]
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
              "sigma": summaries[(d, f, s)]["sigma"],
              "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"]),
@@ -96,14 +101,15 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
             for (d, f, s) in cells for method, values in summaries[(d, f, s)]["metrics"].items()]
     results.mkdir(parents=True, exist_ok=True)
     write_rows(rows, results / "autopq.csv")
-    for dataset in suite["datasets"]:
-        first = outs[(dataset, suite["forecasters"][0], suite["seeds"][0])]
+    for dataset in dict.fromkeys(d for d, f, s in cells if f == suite["forecasters"][0]):
+        first = outs[next(c for c in cells if c[0] == dataset and c[1] == suite["forecasters"][0])]
         for picture in ("fan", "reliability"):
             shutil.copyfile(first / f"{picture}.png", results / f"{dataset}-{picture}.png")
     meta_path = results / "meta.json"
-    if pending or not meta_path.is_file():
+    if pending or not meta_path.is_file() or report_only:
         meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "jobs": jobs,
-                "wall_seconds": round(time.time() - started), "runs": len(cells), "ran": len(pending)}
+                "wall_seconds": round(time.time() - started), "runs": len(cells), "ran": len(pending),
+                "missing": [f"{d}/{f}/seed{s}" for d, f, s in missing]}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     meta = json.loads(meta_path.read_text())
     (results / "autopq.md").write_text(autopq_markdown(suite, rows, meta))
@@ -154,7 +160,8 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
             f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
             f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
             f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
-            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).",
+            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s)."
+            + (f" Not run yet (left out of every table): {', '.join(meta['missing'])}." if meta.get("missing") else ""),
             f"- Energy per run (AutoPQ's row: the whole run, its cINN's training included; the baselines reuse its "
             f"point forecast): {sources or 'not measured (runs from before energy was recorded)'}; cost at the "
             f"run's price per kWh.", "",
