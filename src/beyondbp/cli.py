@@ -229,8 +229,7 @@ def cmd_autopq(args: argparse.Namespace) -> int:
 
     config = from_args(AutoPQConfig, args)
     config.validate()
-    name = config.dataset or Path(config.csv).stem
-    out = output_folder(args.out, Path("runs") / f"autopq-{name}-{config.forecaster}-seed{config.seed}")
+    out = output_folder(args.out, Path("runs") / f"autopq-{config.series_name()}-{config.forecaster}-seed{config.seed}")
     summary = run_autopq(config, out, progress=not args.no_progress)
     print(f"AutoPQ-default on {summary['series']} with {summary['forecaster']}: sigma {summary['sigma']:.4g} "
           f"after {summary['trials']} trials (validation CRPS {summary['validation_crps']:.4f}), "
@@ -250,7 +249,7 @@ def cmd_autopq_advanced(args: argparse.Namespace) -> int:
 
     config = from_args(AdvancedConfig, args)
     config.validate()
-    name = config.dataset or Path(config.csv).stem
+    name = config.series_name()
     out = output_folder(args.out, Path("runs") / f"autopq-advanced-{name}-seed{config.seed}")
     summary = run_advanced(config, out, progress=not args.no_progress)
     if not summary:

@@ -98,6 +98,10 @@ class AutoPQConfig:
             if getattr(self, name) < 1:
                 raise BeyondBPError(f"{name} must be at least 1, got {getattr(self, name)}")
 
+    def series_name(self) -> str:
+        """The paper's series name, or the stem of the user's CSV file."""
+        return self.dataset or Path(self.csv).stem
+
     def series(self) -> Series:
         """The series, with ``lower``/``upper`` (where given) replacing its physical range."""
         if self.dataset is not None:
