@@ -22,6 +22,7 @@ from .autopq.forecasters import FORECASTERS
 from .autopq.quantiles import BASELINES
 from .autopq.run import AutoPQConfig
 from .autopq.series import SOURCES
+from .bench.pipeline import PIPELINE_DEFAULTS, SCHEDULES
 from .checkpoint import CHECKPOINT_NAME
 from .compare import compare
 from .data import DATASETS
@@ -79,19 +80,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise BeyondBPError(f"{given} {'does' if len(unused) == 1 else 'do'} not apply to method {method}; "
                             f"its options: {', '.join(taken) or 'none'}")
-    if launched_world() is not None:  # launched by torchrun: one rank of the run
+    if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
     if args.resume and not (out / CHECKPOINT_NAME).is_file() and launched_rank() == 0:
         print(f"beyondbp: --resume: no checkpoint in {out}; starting from epoch 1", file=sys.stderr)
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
-    if launched_rank() != 0:
-        return 0
+    if not summary or (config.stages == 1 and launched_rank() != 0):
+        return 0  # another process reports: rank 0, or the last stage
     metric = summary["metric"]
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
           f"{summary['train_seconds']:.1f} s and {summary['train_joules']:.0f} J training "
           f"({summary['energy_source']}); outputs in {out}")
+    if "split" in summary:
+        print(f"{config.stages} stages, {summary['samples_per_second']:.0f} samples/s in the last epoch: "
+              f"{summary['split']}")
     return 0
 
 
@@ -140,7 +144,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.runner import RESULTS_DIR
 
     if args.suite == "speed":
+        refuse_flags(args, PIPELINE_DEFAULTS, "bench pipeline")
         return cmd_speed(args)
+    if args.suite == "pipeline":
+        shared = ("depth", "width", "batch_size", "out")
+        refuse_flags(args, {k: v for k, v in SPEED_DEFAULTS.items() if k not in shared}, "bench speed")
+        return cmd_pipeline(args)
     if args.suite == "autopq":
         from .autopq.bench import run_autopq_suite
 
@@ -157,9 +166,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.report_only:
         raise BeyondBPError("--report-only applies to 'beyondbp bench autopq' only")
-    speed_only = [f"--{k.replace('_', '-')}" for k in SPEED_DEFAULTS if getattr(args, k) != SPEED_DEFAULTS[k]]
-    if speed_only:
-        raise BeyondBPError(f"{', '.join(speed_only)} apply to 'beyondbp bench speed' only")
+    refuse_flags(args, SPEED_DEFAULTS, "bench speed")
+    refuse_flags(args, PIPELINE_DEFAULTS, "bench pipeline")
     suite = load_suite(args.suite, seeds=args.seeds)
     csv_path = run_suite(suite, n_jobs=args.jobs)
     print((csv_path.with_suffix(".md")).read_text(), end="")
@@ -170,6 +178,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 SPEED_DEFAULTS = {"methods": ["bp", "f3", "drtp", "dfa"], "depth": 8, "width": 1024, "batch_size": 1024,
                   "steps": 30, "model": "mlp", "device": "auto", "out": None}
+
+
+def refuse_flags(args: argparse.Namespace, defaults: dict, command: str) -> None:
+    """Flags of another bench command, changed from their defaults, are an error."""
+    given = [f"--{k.replace('_', '-')}" for k in defaults if getattr(args, k) != defaults[k]]
+    if given:
+        raise BeyondBPError(f"{', '.join(given)} apply to 'beyondbp {command}' only")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .bench.pipeline import run_pipeline_bench
+    from .bench.runner import RESULTS_DIR
+
+    out = args.out or RESULTS_DIR / "pipeline"
+    run_pipeline_bench(out, args.depth, args.width, args.batch_size, args.stages, args.microbatches, args.samples,
+                       args.schedule)
+    print((out / "pipeline.md").read_text(), end="")
+    print(f"results: {out / 'pipeline.csv'}")
+    return 0
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
@@ -356,7 +383,17 @@ def build_parser() -> Parser:
     g.add_argument("--steps", type=int, default=SPEED_DEFAULTS["steps"], help="timed steps per method (default 30)")
     g.add_argument("--model", default=SPEED_DEFAULTS["model"], help="default mlp")
     g.add_argument("--device", default=SPEED_DEFAULTS["device"], help="auto, cpu, cuda")
-    g.add_argument("--out", type=Path, help="default benchmarks/results/speed-MODEL-depthD")
+    g.add_argument("--out", type=Path, help="default benchmarks/results/speed-MODEL-depthD (pipeline: "
+                                            "benchmarks/results/pipeline)")
+    g = bench.add_argument_group("bench pipeline (layer-parallel F3 and DRTP against pipelined backprop; also "
+                                 "--depth, --width, --batch-size, --out)")
+    g.add_argument("--stages", type=int, default=PIPELINE_DEFAULTS["stages"], help="processes (default 2)")
+    g.add_argument("--microbatches", type=int, default=PIPELINE_DEFAULTS["microbatches"],
+                   help="per batch, for pipelined backprop (default 4)")
+    g.add_argument("--samples", type=int, default=PIPELINE_DEFAULTS["samples"],
+                   help="generated training samples (default 30720)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=PIPELINE_DEFAULTS["schedule"],
+                   help="pipelined backprop's schedule (default gpipe)")
     bench.set_defaults(handler=cmd_bench)
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")

@@ -29,6 +29,7 @@ from .models import ACTIVATIONS, MODELS, build_model
 from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
 from .options import method_settings, option
+from .pipeline import BALANCES, check_method
 from .registry import Registry
 from .tracking import LOGGERS, FanOut, RunLogger, make_logger
 from .train import Trainer
@@ -132,6 +133,11 @@ class RunConfig:
     device: str = option("auto", "training", "auto (cuda if available), cpu, cuda, cuda:N")
     nproc: int = option(1, "training", "data-parallel training on N processes of this machine (launches torchrun); "
                                        "see README", metavar="N")
+    stages: int = option(1, "training", "layer-parallel: cut the model's blocks into N stages, one process each, "
+                                        "updated as the forward pass reaches them (f3, drtp, shallow; launches "
+                                        "torchrun); see README", metavar="N")
+    balance: str = option("parameters", "training", "stages: cut by parameter count or by measured time per block",
+                          choices=BALANCES)
     watts_per_core: float = option(DEFAULT_WATTS_PER_CORE, "training", "energy estimate where RAPL is not "
                                                                       "readable: watts per busy CPU core")
     log: str | None = option(None, "training", "track the run: tensorboard (event files in OUT/tensorboard)",
@@ -174,6 +180,13 @@ class RunConfig:
             MODELS.get(self.model)
         if self.nproc < 1:
             raise BeyondBPError(f"nproc must be at least 1, got {self.nproc}")
+        if self.stages < 1:
+            raise BeyondBPError(f"stages must be at least 1, got {self.stages}")
+        if self.stages > 1 and (self.nproc > 1 or self.lowrank is not None):
+            raise BeyondBPError("stages cannot be combined with " + ("data parallelism (nproc)" if self.nproc > 1
+                                                                     else f"low-rank training ({self.lowrank})"))
+        if self.stages > 1:
+            check_method(self.build_method())
         if self.lowrank == "ab" and self.nproc < 2 and launched_world() is None:
             raise BeyondBPError("lowrank='ab' needs data-parallel training on at least 2 processes: set nproc=2 "
                                 "(or launch with torchrun)")
@@ -228,7 +241,8 @@ class RunConfig:
 
 
 #: Settings added after runs were stored, with their defaults (see :meth:`RunConfig.run_info`).
-ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None}
+ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None, "stages": 1,
+               "balance": "parameters"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,13 +269,29 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     ``data`` is then loaded by each process).
     """
     config.validate()
-    if config.nproc > 1 and launched_world() is None:
+    if config.stages > 1 and align_every:
+        raise BeyondBPError("alignment is measured against backprop on the whole model, which no stage holds: "
+                            "leave align_every at 0 with stages")
+    if config.stages > 1 and config.log is not None:
+        raise BeyondBPError(f"log={config.log} does not follow runs with stages yet; read OUT/metrics.jsonl")
+    if config.stages > 1 and launched_world() is None:
+        from .pipeline import check_stages
+
+        data = data or config.load_data()
+        check_stages(config, validation_split(data, *validation) if validation is not None else data)
+    if (config.nproc > 1 or config.stages > 1) and launched_world() is None:
         from .launch import launch
 
         if logger is not None:
             raise BeyondBPError("a logger object cannot follow a run on several processes; use config.log")
         return launch(config, out_dir, resume, progress, align_every, validation)
     device = launched_device(resolve_device(config.device))
+    if config.stages > 1:
+        from .pipeline import train_stages
+
+        data = data or config.load_data()
+        data = validation_split(data, *validation) if validation is not None else data
+        return train_stages(config, device, out_dir, resume, progress, data)
     parallel = from_environment(device)
     completed = False
     try:

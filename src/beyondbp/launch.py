@@ -1,4 +1,4 @@
-"""Launching one run on N processes of this machine with ``torchrun`` (data-parallel training).
+"""Launching one run on N processes of this machine with ``torchrun`` (data-parallel training, or stages).
 
 :func:`launch` writes the run's settings to ``OUT/launch.json`` and starts ``python -m
 torch.distributed.run --standalone --nproc-per-node N -m beyondbp.launch OUT``; every process
@@ -20,7 +20,7 @@ from typing import Any
 from .errors import BeyondBPError, DivergenceError
 
 SPEC_NAME = "launch.json"
-ERROR_NAME = "launch-error.json"  # rank 0's error, for the launching process to raise
+ERROR_NAME = "launch-error.json"  # rank 0's (or the first failing stage's) error, for the launcher to raise
 
 
 def launch(config, out_dir: Path | str | None, resume: bool = False, progress: bool = True,
@@ -33,7 +33,8 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
     spec = {"config": dataclasses.asdict(config), "resume": resume, "progress": progress,
             "align_every": align_every, "validation": validation}
     (out_dir / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.nproc}",
+    processes = max(config.nproc, config.stages)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "beyondbp.launch", str(out_dir)]
     from .experiment import SUMMARY_NAME
 
@@ -47,12 +48,12 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
         raise (DivergenceError if report["diverged"] else BeyondBPError)(report["message"])
     finished = summary_path.is_file() and summary_path.stat().st_mtime_ns != written_before
     if returncode != 0 and not finished:
-        raise BeyondBPError(f"the {config.nproc}-process run in {out_dir} failed (exit {returncode}); "
+        raise BeyondBPError(f"the {processes}-process run in {out_dir} failed (exit {returncode}); "
                             f"see the messages above")
     if returncode != 0:
         # Rank 0 writes the summary only after the last epoch, so the outputs are complete; a rank
         # can still abort in gloo's teardown as the processes exit (a known PyTorch issue).
-        print(f"beyondbp: warning: the {config.nproc}-process run in {out_dir} finished and wrote its outputs, "
+        print(f"beyondbp: warning: the {processes}-process run in {out_dir} finished and wrote its outputs, "
               f"but a process exited with code {returncode} while shutting down", file=sys.stderr)
     return json.loads(summary_path.read_text())
 
@@ -74,9 +75,13 @@ def main(out_dir: str) -> int:
         run(config, out, resume=spec["resume"], progress=spec["progress"], data=data,
             align_every=spec["align_every"])
     except BeyondBPError as error:
-        if launched_rank() == 0:
+        if launched_rank() == 0 or config.stages > 1:  # a stage fails where its own part went wrong
             report = {"message": str(error), "diverged": isinstance(error, DivergenceError)}
-            (out / ERROR_NAME).write_text(json.dumps(report) + "\n")
+            try:
+                with open(out / ERROR_NAME, "x") as f:  # the first error is the cause; later ones follow from it
+                    f.write(json.dumps(report) + "\n")
+            except FileExistsError:
+                pass
         return error.exit_code
     return 0
 

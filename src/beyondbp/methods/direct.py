@@ -171,6 +171,19 @@ class DirectFeedback(Method):
             )
         return self.feedback[i]
 
+    @torch.no_grad()
+    def draw_matrices(self, hidden_blocks: Sequence[nn.Module], x: Tensor) -> list[Tensor]:
+        """Every ``B_i`` at once, in block order, sized by one forward pass of ``x`` in eval mode: the same
+        draws as the first training step makes one by one (a pipeline stage needs later blocks' matrices
+        without running those blocks)."""
+        h = x
+        for i, block in enumerate(hidden_blocks):
+            was_training = block.training
+            h = block.eval()(h)
+            block.train(was_training)
+            self._matrix(i, h)
+        return self.feedback or []
+
     def injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
         """``s @ B`` shaped like ``h``: a C × width ``B`` on a token sequence gives every token the same
         value divided by the number of tokens (divided by the batch size too with ``batch_mean``)."""
@@ -211,8 +224,18 @@ class DirectFeedback(Method):
         if self.unlocked:
             for p in (p for block in hidden_blocks for p in block.parameters()):
                 p.grad = None  # only the current block may carry a gradient when it is stepped
-        h = x
-        for i, block in enumerate(hidden_blocks):
+        h = self.forward_blocks(hidden_blocks, x, s)
+        y = head(h)
+        loss = objective(y, t)
+        loss.backward()
+        return y.detach(), loss
+
+    def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0) -> Tensor:
+        """Hidden blocks ``first, first + 1, …`` (``B_first`` onwards) in forward execution: each block's
+        gradient from ``s @ B_i`` as soon as its output exists, then ``after_block`` (unlocked); returns the
+        last block's detached output. A pipeline stage (:mod:`beyondbp.pipeline`) runs its share of the
+        blocks through here."""
+        for i, block in enumerate(blocks, start=first):
             parts = linear_block(block) if s is not None else None
             if parts is not None:  # Linear + activation: the update in place, without autograd
                 h = local_update(parts, h, lambda out: self.injected(s, self._matrix(i, out), out))
@@ -226,10 +249,7 @@ class DirectFeedback(Method):
                 h = h.detach()
             if self.after_block is not None:
                 self.after_block(list(block.parameters()))
-        y = head(h)
-        loss = objective(y, t)
-        loss.backward()
-        return y.detach(), loss
+        return h
 
     def _hooked_step(self, model, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
         """Any model: its forward pass with the points' outputs detached. In forward execution each

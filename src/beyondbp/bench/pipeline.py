@@ -1,0 +1,170 @@
+"""``beyondbp bench pipeline``: layer-parallel F³ and DRTP against backprop, in one run on this machine.
+
+Five configurations train two epochs of the same generated data (``samples`` Gaussian inputs of ``width``
+features, 10 classes from a random linear teacher) with the same MLP (``depth`` hidden blocks of
+``width``), batch size, optimizer and seed:
+
+1. backprop in one process using every core (PyTorch's threads);
+2. F³ in one process, forward execution (each block updated as the forward pass reaches it);
+3. F³ on ``stages`` processes (``RunConfig.stages``; one thread each);
+4. DRTP on the same stages;
+5. backprop on the same stages through ``torch.distributed.pipelining`` (GPipe or 1F1B schedule, each batch
+   cut into ``microbatches``; :mod:`.gpipe`).
+
+Each runs in fresh processes, so that its peak memory is its own. Reported: samples per second of training
+in the second epoch (the first warms up; evaluation excluded), and per process its peak memory, the bytes
+it sends per sample and the fraction of the epoch it waited. Writes ``OUT/pipeline.csv``, ``meta.json``
+and ``pipeline.md`` (a section of RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import BeyondBPError
+from ..tables import read_rows, write_rows
+from ..train import METRICS_NAME
+
+#: The flags of ``beyondbp bench pipeline`` besides ``--depth``, ``--width``, ``--batch-size`` and ``--out``.
+PIPELINE_DEFAULTS = {"stages": 2, "microbatches": 4, "samples": 30720, "schedule": "gpipe"}
+SCHEDULES = ("gpipe", "1f1b")
+#: The goal of issue 18 on 2 cores: F³ on 2 stages against BP in one process, and against pipelined BP.
+GOALS = {"bp, 1 process": 1.4, "bp, stages": 1.25}
+
+
+def generated_data(path: Path, width: int, samples: int, classes: int = 10, seed: int = 0) -> Path:
+    """A classification set whose labels a linear teacher gives; ``.npz`` as users' files are read."""
+    rng = np.random.default_rng(seed)
+    teacher = rng.standard_normal((width, classes)).astype(np.float32)
+    x = rng.standard_normal((samples + 2048, width)).astype(np.float32)
+    y = (x @ teacher).argmax(axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x[:samples], y=y[:samples], x_test=x[samples:], y_test=y[samples:])
+    return path
+
+
+def _single(spec_path: str, out_dir: str) -> int:
+    """One configuration in this process; writes ``OUT/single.json`` with its throughput and peak memory."""
+    from ..experiment import RunConfig, run
+
+    spec = json.loads(Path(spec_path).read_text())
+    config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()})
+    run(config, out_dir, progress=False)
+    history = [json.loads(line) for line in (Path(out_dir) / METRICS_NAME).read_text().splitlines()]
+    seconds = history[-1]["train_seconds"] - (history[-2]["train_seconds"] if len(history) > 1 else 0.0)
+    result = {"samples_per_second": spec["samples"] / seconds,
+              "threads": torch.get_num_threads(),
+              "stages": [{"blocks": "all", "idle_fraction": 0.0, "bytes_sent_per_sample": 0.0,
+                          "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}]}
+    (Path(out_dir) / "single.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _launch(arguments: list[str], out: Path, torchrun: int = 0) -> None:
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"] \
+        if torchrun else [sys.executable]
+    done = subprocess.run([*prefix, *arguments], stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise BeyondBPError(f"bench pipeline: {' '.join(arguments[:2])} failed (exit {done.returncode}) in {out}; "
+                            f"see the messages above")
+
+
+def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stages: int, microbatches: int,
+                       samples: int, schedule: str = "gpipe", lr: float = 1e-4) -> list[dict[str, Any]]:
+    from ..experiment import RunConfig, run
+
+    if schedule not in SCHEDULES:
+        raise BeyondBPError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+    if stages < 2 or microbatches < 1 or batch_size % microbatches or samples < batch_size:
+        raise BeyondBPError(f"bench pipeline needs at least 2 stages, a batch size divisible by the micro-batches "
+                            f"and at least one batch of samples; got stages {stages}, batch {batch_size}, "
+                            f"micro-batches {microbatches}, samples {samples}")
+    data = generated_data(out / "runs" / "data.npz", width, samples)
+    base = RunConfig(data=str(data), model="mlp", hidden=(width,) * depth, activation="tanh", epochs=2,
+                     batch_size=batch_size, lr=lr, seed=0)
+    plan = [("bp", "1 process, all cores", "single"), ("f3", "1 process, forward execution", "single"),
+            ("f3", f"{stages} stages", "stages"), ("drtp", f"{stages} stages", "stages"),
+            ("bp", f"{stages} stages, {schedule} ({microbatches} micro-batches)", schedule)]
+    rows = []
+    for method, how, kind in plan:
+        folder = out / "runs" / f"{method}-{kind}"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.replace(base, method=method, stages=stages if kind == "stages" else 1)
+        print(f"bench pipeline: {method}, {how}", file=sys.stderr)
+        if kind == "stages":
+            summary = run(config, folder, progress=False)
+            result = {"samples_per_second": summary["samples_per_second"], "stages": summary["stages"],
+                      "threads": 1}
+        else:
+            spec = folder / "spec.json"
+            spec.write_text(json.dumps({"config": dataclasses.asdict(config), "samples": samples,
+                                        "microbatches": microbatches, "schedule": schedule}))
+            if kind == "single":
+                _launch(["-m", "beyondbp.bench.pipeline", str(spec), str(folder)], folder)
+                result = json.loads((folder / "single.json").read_text())
+            else:
+                _launch(["-m", "beyondbp.bench.gpipe", str(spec), str(folder)], folder, torchrun=stages)
+                result = json.loads((folder / "gpipe.json").read_text()) | {"threads": 1}
+        join = lambda key, fmt: " / ".join(format(s[key], fmt) for s in result["stages"])
+        rows.append({"method": method, "how": how, "processes": len(result["stages"]),
+                     "threads_per_process": result["threads"],
+                     "samples_per_second": result["samples_per_second"],
+                     "peak_memory_mb": join("peak_memory_mb", ".0f"),
+                     "bytes_sent_per_sample": join("bytes_sent_per_sample", ".0f"),
+                     "idle_fraction": join("idle_fraction", ".2f")})
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows(rows, out / "pipeline.csv")
+    meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "depth": depth, "width": width,
+            "batch_size": batch_size, "stages": stages, "microbatches": microbatches, "samples": samples,
+            "schedule": schedule, "lr": lr,
+            "command": f"beyondbp bench pipeline --depth {depth} --width {width} --batch-size {batch_size} "
+                       f"--stages {stages} --microbatches {microbatches} --samples {samples} --schedule {schedule}"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "pipeline.md").write_text(pipeline_markdown(rows, meta))
+    return rows
+
+
+def pipeline_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading: str = "#") -> str:
+    first = float(rows[0]["samples_per_second"])
+    piped_bp = float(rows[-1]["samples_per_second"])
+    text = [f"{heading} Layer-parallel training (`bench pipeline`)", "",
+            f"Training speed in the second of two epochs of {meta['samples']} generated samples, MLP of "
+            f"{meta['depth']} hidden blocks of width {meta['width']}, batch {meta['batch_size']}, Adam lr "
+            f"{meta['lr']:g}; {meta['machine']}, torch {meta['torch']}; finished {meta['finished']}. "
+            f"Command: `{meta['command']}`.", "",
+            "Per process (stage 0 / stage 1 / …): peak memory (resident on CPU), bytes sent per sample "
+            "(activations forward, gradients backward, F³'s buffer once per epoch) and the fraction of the "
+            "epoch spent waiting.", "",
+            "| method | how | samples/s | against BP, 1 process | against BP on stages | peak memory (MiB) | "
+            "bytes sent / sample | idle |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        speed = float(r["samples_per_second"])
+        text.append(f"| {r['method']} | {r['how']} | {speed:.0f} | {speed / first:.2f}× | {speed / piped_bp:.2f}× | "
+                    f"{r['peak_memory_mb']} | {r['bytes_sent_per_sample']} | {r['idle_fraction']} |")
+    f3 = next(float(r["samples_per_second"]) for r in rows if r["method"] == "f3" and "stages" in r["how"])
+    text += ["", f"F³ on {meta['stages']} stages: {f3 / first:.2f}× backprop in one process (goal "
+             f"{GOALS['bp, 1 process']}×) and {f3 / piped_bp:.2f}× backprop on the same stages (goal "
+             f"{GOALS['bp, stages']}×).", ""]
+    return "\n".join(text) + "\n"
+
+
+def pipeline_section(results: Path) -> str:
+    return pipeline_markdown(read_rows(results / "pipeline.csv"), json.loads((results / "meta.json").read_text()),
+                             heading="##")
+
+
+if __name__ == "__main__":
+    sys.exit(_single(sys.argv[1], sys.argv[2]))

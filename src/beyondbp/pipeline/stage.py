@@ -1,0 +1,332 @@
+"""Layer-parallel training of direct feedback with a signal known in advance (F³, DRTP, shallow learning):
+each stage of contiguous blocks on its own process, updated as the forward pass reaches it.
+
+F³ paper (Flügel et al. 2023), Sec. 3.3: because the error signal of a sample is known before its forward
+pass (DRTP: the target; F³: the sample's row of the delayed buffer, written one epoch earlier), block ``i``
+can form its weight gradient ``(s B_i ⊙ φ'(a_i)) h_{i-1}ᵀ`` and step as soon as its output exists. No
+block waits for a later one, so blocks on different processes work on different batches at once:
+
+    stage 0:  b1 b2 b3 b4 …
+    stage 1:     b1 b2 b3 …      (batch m's activations reach stage 1 while stage 0 computes batch m + 1)
+
+Every stage builds the whole model from the seed, draws every feedback matrix ``B_i`` as the single-process
+run does, keeps its own blocks (the others are freed) and its own optimizer, and reads the data itself (the
+shuffle depends only on the seed and the epoch), so a stage needs from the previous one only its output.
+What travels forward per sample is one activation row of the cut; nothing travels backwards.
+
+The signal: a DRTP target every stage has. F³'s buffer is written by the last stage (after the output) and
+read by every stage one epoch later: at each epoch's end the pipeline drains and the last stage broadcasts
+the buffer (``C`` floats and one byte per sample, once per epoch), so the row written in epoch ``e`` is the
+one read in epoch ``e + 1``. No update depends on a later block, so the weights equal those of the
+single-process run with ``unlocked=True`` (each block stepped as soon as its gradient exists), bit for bit
+when each process runs one thread.
+
+After each epoch the test set flows through the stages (the last computes the metrics), every stage's
+parameters and optimizer state are gathered by the last stage, which writes ``metrics.jsonl`` and one
+checkpoint in the usual format (the whole model's ``state_dict``; the optimizers per stage), so ``resume``
+and every tool that reads a checkpoint work. A stage that dies makes its neighbours fail within
+``TIMEOUT``; torchrun then stops the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..data import DataSplit, loaders
+from ..energy import EnergyMeter
+from ..errors import BeyondBPError, DivergenceError
+from ..methods.direct import DirectFeedback
+from ..metrics import evaluate
+from ..train import METRICS_NAME, changed_settings, epoch_generator
+from .link import Link
+from .split import contiguous_split, describe, parameter_costs, timed_costs
+
+#: Methods a pipeline runs: direct feedback whose signal exists before the forward pass.
+PIPELINE_METHODS = ("f3 (its delayed signals)", "drtp", "shallow")
+
+
+class Received(nn.Module):
+    """The first module of the last stage's model in evaluation: the previous stage's output."""
+
+    def __init__(self, link: Link, shape: tuple[int, ...]):
+        super().__init__()
+        self.link, self.shape = link, shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.link.receive((len(x), *self.shape))
+
+
+def check_method(method) -> DirectFeedback:
+    """The method, if a pipeline can run it; else why not."""
+    label = getattr(method, "label", type(method).__name__)
+    if not isinstance(method, DirectFeedback) or method.execution != "forward":
+        raise BeyondBPError(f"stages need a signal known before the forward pass ({', '.join(PIPELINE_METHODS)}); "
+                            f"{label} knows its error only after the forward pass, so every block would wait "
+                            f"for the last stage")
+    return method
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak resident memory (CPU) or peak allocated GPU memory, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StageTrainer:
+    """One stage of a pipelined run: this process's blocks, optimizer and link to its neighbours."""
+
+    def __init__(self, model: nn.Module, method, make_optimizer, objective, data: DataSplit,
+                 device: torch.device, out_dir: Path | None, run_info: dict[str, Any], balance: str = "parameters",
+                 progress: bool = True, watts_per_core: float | None = None):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.last = self.world - 1
+        self.device, self.out_dir, self.run_info, self.progress = device, out_dir, run_info, progress
+        self.objective, self.data = objective, data
+        self.method = check_method(method)
+        train = data.train
+        self.method.attach(model, num_outputs=loaders.num_outputs(train, model, device),
+                           num_samples=loaders.num_samples(train), task=data.task)
+        if self.method.sequence is None:
+            raise BeyondBPError(f"stages need a model that is an nn.Sequential cut at its children (one block per "
+                                f"child); {type(model).__name__} with feedback points {self.method.points.names} "
+                                f"is not")
+        hidden, head = self.method.sequence
+        blocks = [*hidden, head]
+        x, _, _ = loaders.first_batch(train, device)
+        self.method.draw_matrices(hidden, x[:2])
+        self.shapes = self._output_shapes(blocks, x[:2])
+        self.link = Link(self.rank, self.world, device)
+        self.bounds, self.split_text = self._split(blocks, x, balance)
+        mine = self.bounds[self.rank]
+        self.blocks = [blocks[i] for i in mine]
+        self.first_block = mine.start
+        self.model = model
+        self.owned = self._owned_keys(model, self.blocks)
+        self.optimizer = make_optimizer([p for b in self.blocks for p in b.parameters()])
+        self.method.after_block = self._step_block
+        self.meter = EnergyMeter(device, **({} if watts_per_core is None else {"watts_per_core": watts_per_core}))
+        self.history: list[dict[str, Any]] = []
+
+    # -- setup -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    @torch.no_grad()
+    def _output_shapes(blocks: list[nn.Module], x: Tensor) -> list[tuple[int, ...]]:
+        shapes, h = [], x
+        for block in blocks:
+            was_training = block.training
+            h = block.eval()(h)
+            block.train(was_training)
+            shapes.append(tuple(h.shape[1:]))
+        return shapes
+
+    def _split(self, blocks: list[nn.Module], x: Tensor, balance: str) -> tuple[list[range], str]:
+        """The cut, chosen on stage 0 (a measured one differs between processes) and sent to all."""
+        plan: list[Any] = [None]
+        if self.rank == 0:
+            if balance == "time":
+                costs = timed_costs(lambda i: self._time_block(blocks, i, x), len(blocks))
+                unit = "measured time"
+            else:
+                costs, unit = parameter_costs(blocks), "parameters"
+            bounds = contiguous_split(costs, self.world)
+            plan = [([(r.start, r.stop) for r in bounds], describe(bounds, costs, unit))]
+        self.link.collective(dist.broadcast_object_list, plan, src=0)
+        ranges, text = plan[0]
+        return [range(a, b) for a, b in ranges], text
+
+    def _time_block(self, blocks: list[nn.Module], i: int, x: Tensor) -> None:
+        """Block ``i``'s forward pass and local gradient on one batch, the parameters left as they were."""
+        with torch.no_grad():
+            h = x
+            for block in blocks[:i]:
+                h = block(h)
+        s = torch.zeros(len(x), self.method.num_outputs, device=x.device)
+        if i == len(blocks) - 1:
+            self.objective(blocks[i](h), s).backward()
+        else:
+            step, self.method.after_block = self.method.after_block, None
+            self.method.forward_blocks([blocks[i]], h, s, first=i)
+            self.method.after_block = step
+        for p in blocks[i].parameters():
+            p.grad = None
+
+    @staticmethod
+    def _owned_keys(model: nn.Module, blocks: list[nn.Module]) -> list[str]:
+        ids = {id(v) for b in blocks for v in b.state_dict(keep_vars=True).values()}
+        return [k for k, v in model.state_dict(keep_vars=True).items() if id(v) in ids]
+
+    def _free_other_blocks(self) -> None:
+        mine = {id(m) for b in self.blocks for m in b.modules()}
+        for module in self.model.children():
+            if id(module) not in mine:
+                module.to("meta")
+
+    # -- training --------------------------------------------------------------------------------------
+
+    def _step_block(self, params: list[nn.Parameter]) -> None:
+        self.optimizer.step()
+        for p in params:
+            p.grad = None
+
+    def fit(self, epochs: int, batch_size: int, seed: int, resume: bool) -> list[dict[str, Any]]:
+        if resume:
+            self.history = self._restore()
+            if len(self.history) > epochs:
+                raise BeyondBPError(f"cannot resume: {self.out_dir / CHECKPOINT_NAME} already holds "
+                                    f"{len(self.history)} epochs, more than the {epochs} asked for")
+        self._free_other_blocks()
+        writes = self.rank == self.last and self.out_dir is not None
+        if writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / METRICS_NAME, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.history)
+        if self.progress and self.rank == 0:
+            print(f"beyondbp: {self.world} stages: {self.split_text}", file=sys.stderr)
+        steps = loaders.num_batches(self.data.train, batch_size)
+        bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
+                   desc=f"{self.method.label} on {self.world} stages", dynamic_ncols=True, leave=False,
+                   disable=None if self.progress and self.rank == self.last else True)
+        with bar:
+            for epoch in range(len(self.history) + 1, epochs + 1):
+                record = self._train_epoch(epoch, batch_size, seed, bar)
+                record.update(self._evaluate())
+                if self.rank == self.last:
+                    self.history.append(record)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
+                self._save(writes)
+        return self.history
+
+    def _train_epoch(self, epoch: int, batch_size: int, seed: int, bar) -> dict[str, Any]:
+        idle, sent = self.link.idle_seconds, self.link.bytes_sent
+        previous = self.history[-1] if self.history else {}
+        started, joules = time.perf_counter(), self.meter.joules()
+        total, count = 0.0, 0
+        hidden = self.blocks[:-1] if self.rank == self.last else self.blocks
+        for x, t, index in loaders.iterate(self.data.train, batch_size, epoch_generator(seed, epoch), self.device):
+            t = self.objective.targets(t, self.method.num_outputs)
+            h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
+            s = self.method.signal.before_pass(t, index, self.method.buffer) if self.method.signal else None
+            self.optimizer.zero_grad(set_to_none=True)
+            h = self.method.forward_blocks(hidden, h, s, first=self.first_block)
+            if self.rank != self.last:
+                self.link.send(h)
+                continue
+            y = self.blocks[-1](h)
+            loss = self.objective(y, t)
+            loss.backward()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise DivergenceError(f"training diverged: loss is {value} at epoch {epoch} "
+                                      f"({self.method.label} on {self.world} stages); last good checkpoint kept: "
+                                      f"{self.out_dir / CHECKPOINT_NAME if self.out_dir else 'none'}")
+            self.optimizer.step()
+            if self.method.signal is not None:
+                self.method.signal.after_pass(y.detach(), t, index, self.objective, self.method.buffer)
+            total, count = total + value * len(x), count + len(x)
+            bar.update()
+        self.link.flush()
+        self._share_buffer()
+        seconds = time.perf_counter() - started
+        stats = {"blocks": f"{self.bounds[self.rank].start}-{self.bounds[self.rank].stop - 1}",
+                 "seconds": seconds, "idle_fraction": (self.link.idle_seconds - idle) / seconds,
+                 "bytes_sent": self.link.bytes_sent - sent, "peak_memory_mb": peak_memory_mb(self.device),
+                 "joules": self.meter.joules() - joules, "energy_source": self.meter.source}
+        every = [None] * self.world if self.rank == self.last else None
+        self.link.collective(dist.gather_object, stats, every, dst=self.last)
+        if self.rank != self.last:
+            return {}
+        samples = loaders.num_samples(self.data.train)
+        # RAPL reads the whole machine: stage 0's reading counts once; an estimate is per process: summed
+        joules = every[0]["joules"] if "RAPL" in every[0]["energy_source"] else sum(s["joules"] for s in every)
+        epoch_seconds = max(s["seconds"] for s in every)
+        train_seconds = previous.get("train_seconds", 0.0) + epoch_seconds
+        return {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds,
+                "train_joules": previous.get("train_joules", 0.0) + joules,
+                "energy_source": every[0]["energy_source"], "samples_per_second": samples / epoch_seconds,
+                "stages": [{"blocks": s["blocks"], "idle_fraction": s["idle_fraction"],
+                            "bytes_sent_per_sample": s["bytes_sent"] / samples,
+                            "peak_memory_mb": s["peak_memory_mb"]} for s in every]}
+
+    def _share_buffer(self) -> None:
+        """F³: the rows the last stage wrote this epoch reach every stage before the next epoch reads them."""
+        buffer = self.method.buffer
+        if buffer is None:
+            return
+        written = buffer.written.to(torch.uint8)
+        self.link.collective(dist.broadcast, buffer.values, src=self.last)
+        self.link.collective(dist.broadcast, written, src=self.last)
+        buffer.written.copy_(written.bool())
+        if self.rank == self.last:  # sent to each other stage: C floats and one byte per sample
+            self.link.bytes_sent += (self.world - 1) * (buffer.values.numel() * 4 + written.numel())
+
+    def _evaluate(self) -> dict[str, float]:
+        """The test set through every stage; the last stage's metrics (others return nothing)."""
+        test = self.data.test
+        if self.rank == self.last:
+            chain = nn.Sequential(*([Received(self.link, self.shapes[self.first_block - 1])] if self.world > 1 else []),
+                                  *self.blocks)
+            return evaluate(chain, test, self.objective, self.data.task, self.data.target_scale,
+                            device=self.device)
+        with torch.no_grad():
+            for block in self.blocks:
+                block.eval()
+            for x, _, _ in loaders.iterate(test, 1000, None, self.device):
+                h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
+                for block in self.blocks:
+                    h = block(h)
+                self.link.send(h)
+            self.link.flush()
+            for block in self.blocks:
+                block.train()
+        return {}
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def _save(self, writes: bool) -> None:
+        state = self.model.state_dict()
+        part = {"model": {k: state[k].cpu() for k in self.owned}, "optimizer": self.optimizer.state_dict()}
+        parts = [None] * self.world if self.rank == self.last else None
+        self.link.collective(dist.gather_object, part, parts, dst=self.last)
+        if not writes:
+            return
+        with open(self.out_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(self.history[-1]) + "\n")
+        save_checkpoint({
+            "run_info": self.run_info, "history": self.history,
+            "model": {k: v for p in parts for k, v in p["model"].items()},
+            "stage_optimizers": [p["optimizer"] for p in parts], "stages": [[r.start, r.stop] for r in self.bounds],
+            "method": self.method.state_dict(), "torch_rng": torch.get_rng_state(),
+        }, self.out_dir / CHECKPOINT_NAME)
+
+    def _restore(self) -> list[dict[str, Any]]:
+        path = self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+        if path is None or not path.exists():
+            return []
+        state = load_checkpoint(path, self.device)
+        changed = changed_settings(state["run_info"], self.run_info)
+        if changed:
+            raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
+        if "stage_optimizers" not in state:
+            raise BeyondBPError(f"cannot resume from {path}: it was written by a run without stages")
+        if state["stages"] != [[r.start, r.stop] for r in self.bounds]:
+            raise BeyondBPError(f"cannot resume from {path}: its stages held blocks {state['stages']}, this split "
+                                f"gives {[[r.start, r.stop] for r in self.bounds]} (use the same balance)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["stage_optimizers"][self.rank])
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["history"]
