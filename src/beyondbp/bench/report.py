@@ -268,6 +268,10 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         from ..autopq.advanced_bench import advanced_section
 
         sections.append(advanced_section(results_dir / "autopq-advanced", out_path.parent))
+    if (results_dir / "pipeline" / "pipeline.csv").is_file():
+        from .pipeline import pipeline_section
+
+        sections.append(pipeline_section(results_dir / "pipeline"))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown
