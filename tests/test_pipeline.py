@@ -139,4 +139,4 @@ def test_the_pipeline_benchmark_reports_every_configuration(tmp_path):
     gpipe = json.loads((tmp_path / "runs" / "bp-gpipe" / "gpipe.json").read_text())
     assert gpipe["train_loss"] < 2.0
     text = (tmp_path / "pipeline.md").read_text()
-    assert "F³ on 2 stages" in text and "| drtp | 2 stages |" in text
+    assert "F³ on 2 stages" in text and "| drtp | 2 stages |" in text and (tmp_path / "pipeline.png").is_file()

@@ -77,3 +77,14 @@ def plot_ranks(events: Sequence[dict], path: Path, title: str = "") -> None:
         for layer in layers:
             points = [(e["step"], e["ranks"][layer]) for e in events if layer in e["ranks"]]
             ax.plot(*zip(*points), marker=".", drawstyle="steps-post", label=layer)
+
+
+def plot_throughput(labels: Sequence[str], values: Sequence[float], path: Path, title: str = "") -> None:
+    """Horizontal bars: samples per second of each configuration (backprop grey), the first one's value marked."""
+    with figure(path, "training samples per second", "", title) as ax:
+        positions = np.arange(len(labels))[::-1]
+        ax.barh(positions, values, color=["#777777" if label.startswith("bp") else "#3b75af" for label in labels])
+        ax.set_yticks(positions, labels, fontsize=8)
+        ax.axvline(values[0], color="black", linewidth=0.8, linestyle="--", label=labels[0])
+        for y, value in zip(positions, values):
+            ax.text(value, y, f" {value:.0f}", va="center", fontsize=8)

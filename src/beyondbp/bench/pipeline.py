@@ -134,10 +134,15 @@ def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stage
                        f"--stages {stages} --microbatches {microbatches} --samples {samples} --schedule {schedule}"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "pipeline.md").write_text(pipeline_markdown(rows, meta))
+    from ..plots import plot_throughput
+
+    plot_throughput([f"{r['method']}, {r['how']}" for r in rows], [r["samples_per_second"] for r in rows],
+                    out / "pipeline.png", title=f"MLP {depth} x {width}, batch {batch_size}, {meta['machine']}")
     return rows
 
 
-def pipeline_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading: str = "#") -> str:
+def pipeline_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading: str = "#",
+                      image_prefix: str = "") -> str:
     first = float(rows[0]["samples_per_second"])
     piped_bp = float(rows[-1]["samples_per_second"])
     text = [f"{heading} Layer-parallel training (`bench pipeline`)", "",
@@ -155,15 +160,18 @@ def pipeline_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading:
         text.append(f"| {r['method']} | {r['how']} | {speed:.0f} | {speed / first:.2f}× | {speed / piped_bp:.2f}× | "
                     f"{r['peak_memory_mb']} | {r['bytes_sent_per_sample']} | {r['idle_fraction']} |")
     f3 = next(float(r["samples_per_second"]) for r in rows if r["method"] == "f3" and "stages" in r["how"])
-    text += ["", f"F³ on {meta['stages']} stages: {f3 / first:.2f}× backprop in one process (goal "
+    text += ["", f"![samples per second]({image_prefix}pipeline.png)", "",
+             f"F³ on {meta['stages']} stages: {f3 / first:.2f}× backprop in one process (goal "
              f"{GOALS['bp, 1 process']}×) and {f3 / piped_bp:.2f}× backprop on the same stages (goal "
              f"{GOALS['bp, stages']}×).", ""]
     return "\n".join(text) + "\n"
 
 
-def pipeline_section(results: Path) -> str:
+def pipeline_section(results: Path, document_dir: Path) -> str:
+    """The benchmark's report as a section of a document in ``document_dir`` (RESULTS.md)."""
+    prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
     return pipeline_markdown(read_rows(results / "pipeline.csv"), json.loads((results / "meta.json").read_text()),
-                             heading="##")
+                             heading="##", image_prefix=prefix)
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
     if (results_dir / "pipeline" / "pipeline.csv").is_file():
         from .pipeline import pipeline_section
 
-        sections.append(pipeline_section(results_dir / "pipeline"))
+        sections.append(pipeline_section(results_dir / "pipeline", out_path.parent))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
         from .speed import speed_markdown

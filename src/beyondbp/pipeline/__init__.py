@@ -41,6 +41,8 @@ def train_stages(config, device: torch.device, out_dir: Path | str | None, resum
     stage writes and returns the summary, the others return ``{}``."""
     from ..experiment import OPTIMIZERS, SUMMARY_NAME, build_run, summarize
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
     if dist.get_world_size() != config.stages:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ..data import DataSplit, loaders
+from ..data import Dataset, DataSplit, loaders
 from ..energy import EnergyMeter
 from ..errors import BeyondBPError, DivergenceError
 from ..methods.direct import DirectFeedback
@@ -85,6 +85,18 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (nested dicts, lists, tuples) moved to the CPU: what one stage sends
+    another as an object must not name a GPU of its own."""
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
+
 class StageTrainer:
     """One stage of a pipelined run: this process's blocks, optimizer and link to its neighbours."""
 
@@ -97,6 +109,9 @@ class StageTrainer:
         self.objective, self.data = objective, data
         self.method = check_method(method)
         train = data.train
+        if not isinstance(train, Dataset):
+            raise BeyondBPError("stages take an in-memory Dataset: every stage must draw the same shuffle, got "
+                                + type(train).__name__)
         self.method.attach(model, num_outputs=loaders.num_outputs(train, model, device),
                            num_samples=loaders.num_samples(train), task=data.task)
         if self.method.sequence is None:
@@ -298,7 +313,7 @@ class StageTrainer:
 
     def _save(self, writes: bool) -> None:
         state = self.model.state_dict()
-        part = {"model": {k: state[k].cpu() for k in self.owned}, "optimizer": self.optimizer.state_dict()}
+        part = {"model": {k: state[k].cpu() for k in self.owned}, "optimizer": on_cpu(self.optimizer.state_dict())}
         parts = [None] * self.world if self.rank == self.last else None
         self.link.collective(dist.gather_object, part, parts, dst=self.last)
         if not writes:
