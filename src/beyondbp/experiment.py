@@ -24,6 +24,7 @@ from .errors import BeyondBPError
 from .lowrank import OIALR
 from .methods import DEFAULT_F3_SIGNAL, FEEDBACK_INITS, Method, make_method, method_options
 from .methods.direct import EXECUTIONS, TOKEN_FEEDBACK
+from .methods.signals import BUFFER_INITS
 from .metrics import HEADLINE
 from .models import ACTIVATIONS, MODELS, build_model
 from .models.factory import build_user_model, is_factory, load_factory
@@ -76,6 +77,15 @@ class RunConfig:
                                                             "names where the signal enters, e.g. layer1,layer2.1 "
                                                             "(default: every block but the last)",
                                               method_arg="feedback_points", metavar="NAMES")
+    buffer_init: str = option("target", "method", "f3: what a sample's delayed signal reads before its first "
+                                                  "visit (target: the paper, epoch 1 is DRTP)",
+                              choices=tuple(BUFFER_INITS), method_arg="buffer_init")
+    center_signal: bool = option(False, "method", "direct feedback: remove each sample's mean over classes from "
+                                                  "the signal (not in the papers)", method_arg="center_signal")
+    feedback_exclude: tuple[str, ...] = option((), "method", "direct feedback: parameter kinds of hidden blocks "
+                                                             "kept out of the feedback, at their initialisation: "
+                                                             "bias, norm (not in the papers)",
+                                               method_arg="feedback_exclude", metavar="KINDS")
     tangents: int = option(1, "forward gradient (fg)", "tangents per step, k", method_arg="tangents")
     aggregation: str = option("mean", "forward gradient (fg)", "single, mean, sum or projection",
                               method_arg="aggregation")
@@ -234,6 +244,7 @@ class RunConfig:
             info.pop(key)
         info["hidden"], info["channels"] = list(self.hidden), list(self.channels)
         info["feedback_points"] = list(self.feedback_points)
+        info["feedback_exclude"] = list(self.feedback_exclude)
         for key in ADDED_LATER:  # left out at their defaults, so that older runs still resume
             if info[key] == ADDED_LATER[key]:
                 del info[key]
@@ -242,7 +253,7 @@ class RunConfig:
 
 #: Settings added after runs were stored, with their defaults (see :meth:`RunConfig.run_info`).
 ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None, "stages": 1,
-               "balance": "parameters"}
+               "balance": "parameters", "buffer_init": "target", "center_signal": False, "feedback_exclude": []}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -366,7 +377,8 @@ def config_from_checkpoint(state: dict[str, Any], **overrides) -> RunConfig:
     """The settings a checkpoint was made with (``run_info``), plus e.g. ``data_dir`` or ``device``."""
     info = dict(state["run_info"], hidden=tuple(state["run_info"]["hidden"]),
                 channels=tuple(state["run_info"]["channels"]),
-                feedback_points=tuple(state["run_info"].get("feedback_points", ())))
+                feedback_points=tuple(state["run_info"].get("feedback_points", ())),
+                feedback_exclude=tuple(state["run_info"].get("feedback_exclude", ())))
     return RunConfig(**info, epochs=len(state["history"]), **overrides)
 
 

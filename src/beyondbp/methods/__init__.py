@@ -69,9 +69,11 @@ def parse_ldfa_variant(variant: str) -> dict:
 def _direct(name: str, signal: str | None):
     def build(feedback_init: str = "kaiming_uniform", normalize: bool = False, batch_mean: bool = False,
               execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
-              feedback_points: Sequence[str] | None = None) -> Method:
+              feedback_points: Sequence[str] | None = None, center_signal: bool = False,
+              feedback_exclude: Sequence[str] = ()) -> Method:
         return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name=name,
-                              token_feedback=token_feedback, feedback_points=feedback_points)
+                              token_feedback=token_feedback, feedback_points=feedback_points,
+                              center_signal=center_signal, feedback_exclude=feedback_exclude)
 
     return build
 
@@ -91,9 +93,11 @@ METHODS.register("drtp", "direct random target projection: the target to every h
 @METHODS.register("f3", f"feed-forward with delayed feedback (Flugel et al. 2023); default signal {DEFAULT_F3_SIGNAL}")
 def f3(signal: str = DEFAULT_F3_SIGNAL, feedback_init: str = "kaiming_uniform", normalize: bool = False,
        batch_mean: bool = False, execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
-       feedback_points: Sequence[str] | None = None) -> Method:
-    return _direct("f3", signal)(feedback_init, normalize, batch_mean, execution, unlocked, token_feedback,
-                                 feedback_points)
+       feedback_points: Sequence[str] | None = None, buffer_init: str = "target", center_signal: bool = False,
+       feedback_exclude: Sequence[str] = ()) -> Method:
+    return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name="f3",
+                          token_feedback=token_feedback, feedback_points=feedback_points, buffer_init=buffer_init,
+                          center_signal=center_signal, feedback_exclude=feedback_exclude)
 
 
 

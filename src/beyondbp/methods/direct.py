@@ -59,7 +59,7 @@ from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 from .local_update import linear_block, local_update
 from .points import FeedbackPoints
-from .signals import SIGNALS, DelayedBuffer, Signal
+from .signals import BUFFER_INITS, SIGNALS, DelayedBuffer, Signal
 
 EXECUTIONS = ("auto", "autograd", "forward")
 TOKEN_FEEDBACK = ("shared", "per-token")
@@ -84,6 +84,26 @@ def sequence_segments(model: nn.Module, points: list[str] | None) -> tuple[list[
     return [as_module(part) for part in parts[:-1]], as_module(parts[-1])
 
 
+#: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
+EXCLUDABLE = ("bias", "norm")
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def centered(s: Tensor) -> Tensor:
+    """``s - mean_c(s)``: each sample's signal without its mean over the C classes."""
+    return s - s.mean(dim=1, keepdim=True)
+
+
+def excluded_parameters(model: nn.Module, kinds: Sequence[str]) -> set[int]:
+    """The ids of ``model``'s parameters of the given kinds (``"bias"``, ``"norm"``)."""
+    ids = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if ("norm" in kinds and isinstance(module, NORMS)) or ("bias" in kinds and name == "bias"):
+                ids.add(id(p))
+    return ids
+
+
 class DirectFeedback(Method):
     """Direct feedback of ``signal`` to every hidden block; ``signal=None`` freezes them (shallow).
 
@@ -97,6 +117,17 @@ class DirectFeedback(Method):
         unlocked: step each block as soon as its gradient exists (needs ``"forward"``).
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
         feedback_points: module names where the signal enters (see :mod:`.points`); None: the defaults.
+        buffer_init: what a delayed signal reads before a sample's first visit (the F³ paper: ``"target"``,
+            so epoch 1 is DRTP; ``"zeros"``; ``"centered_target"``: ``t - 1/C``); see
+            :data:`~beyondbp.methods.signals.BUFFER_INITS`.
+        center_signal: remove each sample's mean over classes from the signal before projecting it:
+            ``s - mean_c(s)``. A target or a delayed error has a component common to all classes (``1/C``
+            for a one-hot target) that ``B_i`` turns into the same push for every sample; LayerNorm and
+            residual streams do not absorb it (NOTES.md, the ViT suites). Not in the papers.
+        feedback_exclude: parameter kinds of hidden blocks that receive no direct feedback and stay at
+            their initialisation: ``"bias"`` (every bias) and ``"norm"`` (LayerNorm, GroupNorm and
+            BatchNorm weights and biases): the signal's projection says where to move the block's output,
+            not how to re-centre or re-scale it. Not in the papers.
     """
 
     def __init__(
@@ -110,8 +141,20 @@ class DirectFeedback(Method):
         name: str = "direct",
         token_feedback: str = "shared",
         feedback_points: Sequence[str] | None = None,
+        buffer_init: str = "target",
+        center_signal: bool = False,
+        feedback_exclude: Sequence[str] = (),
     ):
         FEEDBACK_INITS.get(feedback_init)
+        if buffer_init not in BUFFER_INITS:
+            raise BeyondBPError(f"unknown buffer init '{buffer_init}'; known: {', '.join(BUFFER_INITS)}")
+        unknown = set(feedback_exclude) - set(EXCLUDABLE)
+        if unknown:
+            raise BeyondBPError(f"cannot exclude '{sorted(unknown)[0]}' from direct feedback; known: "
+                                f"{', '.join(EXCLUDABLE)}")
+        self.buffer_init, self.center_signal = buffer_init, center_signal
+        self.feedback_exclude = tuple(feedback_exclude)
+        self.excluded: set[int] = set()
         if token_feedback not in TOKEN_FEEDBACK:
             raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
         self.token_feedback = token_feedback
@@ -148,6 +191,7 @@ class DirectFeedback(Method):
 
     def prepare(self, model: nn.Module) -> None:
         self.points = FeedbackPoints(model, self.feedback_points, self.label)
+        self.excluded = excluded_parameters(model, self.feedback_exclude)
         self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None
         self.buffer = None
@@ -158,7 +202,7 @@ class DirectFeedback(Method):
         if self.signal.delayed:
             if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
-            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model))
+            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model), self.buffer_init)
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
@@ -211,6 +255,8 @@ class DirectFeedback(Method):
             raise BeyondBPError(f"unlocked {self.label} needs a step for each segment: train with beyondbp.Trainer, "
                                 f"or call method.connect(step_segment=...) after attach()")
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
+        if s is not None and self.center_signal:
+            s = centered(s)
         if self.execution == "forward" and self.sequence is not None:
             y, loss = self._forward_step(*self.sequence, x, t, s, objective)
         else:
@@ -247,6 +293,7 @@ class DirectFeedback(Method):
                     continue
                 h.backward(self.injected(s, self._matrix(i, h), h))
                 h = h.detach()
+            self._drop_excluded(block.parameters())
             if self.after_block is not None:
                 self.after_block(list(block.parameters()))
         return h
@@ -275,7 +322,8 @@ class DirectFeedback(Method):
         loss = objective(y, t)
         if self.signal is not None and self.execution != "forward":
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
-            s = current if s is None else s
+            if s is None and current is not None:  # DFA's error exists only now
+                s = centered(current) if self.center_signal else current
         segments = [points.segment(i, h) for i, h in enumerate(outputs)]
         torch.autograd.backward(loss, inputs=points.segment(len(points.names), loss))
         if s is not None:  # the matrices are drawn in point order, then the injections run last first
@@ -283,6 +331,7 @@ class DirectFeedback(Method):
             for h, b, params in reversed(list(zip(outputs, matrices, segments))):
                 if h.requires_grad:
                     torch.autograd.backward(h, self.injected(s, b, h), inputs=params)
+                self._drop_excluded(params)
         return y.detach(), loss
 
     def _inject(self, i: int, h: Tensor, s: Tensor | None) -> None:
@@ -290,8 +339,15 @@ class DirectFeedback(Method):
         params = self.points.segment(i, h)
         if s is not None and h.requires_grad:
             torch.autograd.backward(h, self.injected(s, self._matrix(i, h), h), inputs=params)
+            self._drop_excluded(params)
             if self.after_block is not None:
                 self.after_block(params)
+
+    def _drop_excluded(self, params) -> None:
+        """``feedback_exclude``: the excluded parameters of a hidden block lose the gradient just formed."""
+        for p in params:
+            if id(p) in self.excluded:
+                p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import BeyondBPError
 from ..objectives import Objective
 from ..registry import Registry
 
@@ -76,21 +77,33 @@ def softmax_loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
     return -grad
 
 
+#: What a buffer row reads before the sample's first visit (``buffer_init``).
+BUFFER_INITS = {
+    "target": lambda t: t,  # the F³ paper: the buffer starts as the targets, so epoch 1 is DRTP
+    "zeros": torch.zeros_like,  # no signal before the first visit: hidden blocks wait one epoch
+    "centered_target": lambda t: t - t.mean(dim=1, keepdim=True),  # t - 1/C: no component common to all classes
+}
+
+
 class DelayedBuffer:
     """Per-sample storage of the delayed signal, addressed by sample index.
 
-    Rows not yet written read as the sample's target, which is the F³ initialisation
-    (the buffer starts as the targets) without needing the data set up front.
+    Rows not yet written read as ``init(t)`` of the sample's target: by default the target
+    itself, the F³ initialisation (the buffer starts as the targets) without needing the data
+    set up front; see :data:`BUFFER_INITS` for the others.
     """
 
-    def __init__(self, num_samples: int, num_outputs: int, device: torch.device):
+    def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target"):
+        if init not in BUFFER_INITS:
+            raise BeyondBPError(f"unknown buffer init '{init}'; known: {', '.join(BUFFER_INITS)}")
         self.values = torch.zeros(num_samples, num_outputs, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.init = BUFFER_INITS[init]
         #: In data-parallel training: gathers every rank's ``(index, values)`` so all buffers stay equal.
         self.sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def read(self, index: Tensor, t: Tensor) -> Tensor:
-        return torch.where(self.written[index, None], self.values[index], t)
+        return torch.where(self.written[index, None], self.values[index], self.init(t))
 
     def write(self, index: Tensor, values: Tensor) -> None:
         if self.sync is not None:

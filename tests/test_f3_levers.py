@@ -1,0 +1,84 @@
+"""Options of direct feedback that are not in the papers (issue: F³ where it fails): each against what it must
+compute by hand, on the fixture ``tiny`` of ``test_methods_hand`` (2 -> 3 tanh -> 2 sigmoid, BCE)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from beyondbp.errors import BeyondBPError
+from beyondbp.experiment import RunConfig, build_run, run
+from beyondbp.methods import make_method
+from beyondbp.methods.signals import DelayedBuffer
+from test_methods_hand import BCE, assert_grads, forward_by_hand, grads_by_hand
+
+B1 = torch.tensor([[0.3, -0.5, 0.9], [-0.7, 0.2, 0.4]])
+
+
+def step_with(model, x, t, index, spec: str, **options):
+    method = make_method(spec, **options)
+    method.attach(model, num_outputs=2, num_samples=4)
+    method.feedback = [B1]
+    model.zero_grad()
+    method.step(model, x, t, index, BCE)
+    return method
+
+
+def test_unvisited_rows_read_their_init():
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    index = torch.tensor([0, 1])
+    expected = {"target": t, "zeros": torch.zeros_like(t), "centered_target": t - 1 / 3}
+    for init, value in expected.items():
+        buffer = DelayedBuffer(2, 3, torch.device("cpu"), init)
+        torch.testing.assert_close(buffer.read(index, t), value)
+        buffer.write(index[:1], torch.tensor([[0.5, 0.25, 0.25]]))
+        torch.testing.assert_close(buffer.read(index, t)[0], torch.tensor([0.5, 0.25, 0.25]))  # written: stored
+    with pytest.raises(BeyondBPError, match="known: target, zeros, centered_target"):
+        DelayedBuffer(2, 3, torch.device("cpu"), "ones")
+
+
+@pytest.mark.parametrize("execution", ["forward", "autograd"])
+def test_a_centred_signal_loses_its_mean_over_classes(tiny, execution):
+    model, x, t, index = tiny
+    step_with(model, x, t, index, "drtp", center_signal=True, execution=execution)
+    assert_grads(model, grads_by_hand(model, x, t, (t - t.mean(1, keepdim=True)) @ B1))
+
+
+def test_centred_dfa_centres_the_current_error(tiny):
+    model, x, t, index = tiny
+    _, y, _ = forward_by_hand(model, x)
+    step_with(model, x, t, index, "dfa", center_signal=True)
+    error = t - y
+    assert_grads(model, grads_by_hand(model, x, t, (error - error.mean(1, keepdim=True)) @ B1))
+
+
+def test_f3_first_visit_reads_the_buffer_init(tiny):
+    """Epoch 1 of f3:delayed_error is DRTP with the unvisited rows' value: ``t - 1/C`` for centered_target."""
+    model, x, t, index = tiny
+    step_with(model, x, t, index, "f3:delayed_error", buffer_init="centered_target")
+    assert_grads(model, grads_by_hand(model, x, t, (t - 0.5) @ B1))
+
+
+def test_excluded_kinds_get_no_gradient_in_hidden_blocks_only(tiny):
+    model, x, t, index = tiny
+    step_with(model, x, t, index, "drtp", feedback_exclude=("bias",))
+    expected = grads_by_hand(model, x, t, t @ B1)
+    assert model[0][0].bias.grad is None  # hidden: excluded
+    torch.testing.assert_close(model[0][0].weight.grad, expected["0.0.weight"])
+    torch.testing.assert_close(model[1][0].bias.grad, expected["1.0.bias"])  # the output block keeps its gradient
+
+
+def test_excluded_norms_stay_at_their_initialisation(tmp_path):
+    config = RunConfig(method="f3", model="vit", depth=2, width=16, mlp=16, heads=2, epochs=1, batch_size=100,
+                       feedback_exclude=("norm",))
+    summary = run(config, tmp_path, progress=False)
+    assert summary["epochs"] == 1
+    initial, _, _, _ = build_run(config, config.load_data(), torch.device("cpu"))
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    hidden_norms = [k for k in trained if ".norm" in k and not k.startswith(f"{len(initial) - 1}.")]
+    assert hidden_norms, "the ViT's hidden blocks have LayerNorms"
+    reference = initial.state_dict()
+    assert all(torch.equal(trained[k], reference[k]) for k in hidden_norms)
+    moved = [k for k in trained if k.endswith("weight") and ".norm" not in k and not torch.equal(trained[k],
+                                                                                                  reference[k])]
+    assert moved, "everything else trains"
