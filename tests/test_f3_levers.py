@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from beyondbp.errors import BeyondBPError
-from beyondbp.experiment import RunConfig, build_run, run
+from beyondbp.experiment import OPTIMIZERS, RunConfig, build_run, parameter_groups, run
 from beyondbp.methods import make_method
 from beyondbp.methods.signals import DelayedBuffer
 from test_methods_hand import BCE, assert_grads, forward_by_hand, grads_by_hand
@@ -82,3 +82,19 @@ def test_excluded_norms_stay_at_their_initialisation(tmp_path):
     moved = [k for k in trained if k.endswith("weight") and ".norm" not in k and not torch.equal(trained[k],
                                                                                                   reference[k])]
     assert moved, "everything else trains"
+
+
+def test_hidden_blocks_step_at_a_scaled_learning_rate(tiny):
+    """SGD without momentum: each parameter moves by its group's lr times its gradient."""
+    model, x, t, index = tiny
+    config = RunConfig(optimizer="sgd", momentum=0.0, lr=0.5, hidden_lr_scale=0.1)
+    optimizer = OPTIMIZERS.get("sgd")(parameter_groups(config, model, list(model.parameters())), 0.5, 0.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step_with(model, x, t, index, "drtp")
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    optimizer.step()
+    for name, p in model.named_parameters():
+        lr = 0.5 if name.startswith("1.") else 0.05
+        torch.testing.assert_close(p.detach(), before[name] - lr * grads[name], msg=name)
+    with pytest.raises(BeyondBPError, match="must be positive"):
+        RunConfig(hidden_lr_scale=0).validate()

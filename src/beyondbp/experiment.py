@@ -137,6 +137,9 @@ class RunConfig:
     epochs: int = option(10, "training", "epochs")
     batch_size: int = option(50, "training", "batch size (per process)")
     lr: float = option(1e-3, "training", "learning rate")
+    hidden_lr_scale: float = option(1.0, "training", "learning rate of every block but the output block (the "
+                                                     "model's last child), as a multiple of --lr (not in the "
+                                                     "papers)")
     optimizer: str = option("adam", "training", "adam or sgd")
     momentum: float = option(0.9, "training", "momentum, for sgd")
     seed: int = option(0, "training", "seed", flag=False)
@@ -203,6 +206,8 @@ class RunConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
                                 f"{self.batch_size}, {self.lr}")
+        if not self.hidden_lr_scale > 0:
+            raise BeyondBPError(f"hidden_lr_scale must be positive, got {self.hidden_lr_scale}")
         if not self.watts_per_core > 0:
             raise BeyondBPError(f"watts per core must be positive, got {self.watts_per_core}")
         if any(h < 1 for h in self.hidden):
@@ -253,7 +258,8 @@ class RunConfig:
 
 #: Settings added after runs were stored, with their defaults (see :meth:`RunConfig.run_info`).
 ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None, "stages": 1,
-               "balance": "parameters", "buffer_init": "target", "center_signal": False, "feedback_exclude": []}
+               "balance": "parameters", "buffer_init": "target", "center_signal": False, "feedback_exclude": [],
+               "hidden_lr_scale": 1.0}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -369,8 +375,23 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device):
         model = build_model(config.model, data.train.input_shape, data.train.num_outputs,
                             objective.output_activation(), **config.model_options()).to(device)
     method = config.build_method()
-    optimizer = OPTIMIZERS.get(config.optimizer)(model.parameters(), config.lr, config.momentum)
+    optimizer = OPTIMIZERS.get(config.optimizer)(parameter_groups(config, model, list(model.parameters())),
+                                                 config.lr, config.momentum)
     return model, method, optimizer, objective
+
+
+def parameter_groups(config: RunConfig, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list:
+    """``params`` as the optimizer's groups: with ``hidden_lr_scale`` the output block's (the model's last
+    child) at ``lr``, the others at ``lr × hidden_lr_scale``; otherwise one group."""
+    if config.hidden_lr_scale == 1:
+        return params
+    if not isinstance(model, torch.nn.Sequential) or len(model) < 2:
+        raise BeyondBPError(f"hidden_lr_scale needs a model that is a sequence of blocks (nn.Sequential), whose last "
+                            f"child is the output block; {type(model).__name__} is not")
+    head = {id(p) for p in model[-1].parameters()}
+    groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr * config.hidden_lr_scale},
+              {"params": [p for p in params if id(p) in head]}]
+    return [g for g in groups if g["params"]]
 
 
 def config_from_checkpoint(state: dict[str, Any], **overrides) -> RunConfig:

@@ -39,7 +39,7 @@ def train_stages(config, device: torch.device, out_dir: Path | str | None, resum
                  data: DataSplit) -> dict[str, Any]:
     """This process's stage of ``config`` (launched by torchrun with ``config.stages`` processes); the last
     stage writes and returns the summary, the others return ``{}``."""
-    from ..experiment import OPTIMIZERS, SUMMARY_NAME, build_run, summarize
+    from ..experiment import OPTIMIZERS, SUMMARY_NAME, build_run, parameter_groups, summarize
 
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL's object collectives use the current device
@@ -49,7 +49,8 @@ def train_stages(config, device: torch.device, out_dir: Path | str | None, resum
         raise BeyondBPError(f"this run was launched on {dist.get_world_size()} processes but its settings say "
                             f"stages {config.stages}: set stages={dist.get_world_size()}")
     model, method, _, objective = build_run(config, data, device)
-    make_optimizer = lambda params: OPTIMIZERS.get(config.optimizer)(params, config.lr, config.momentum)
+    make_optimizer = lambda params: OPTIMIZERS.get(config.optimizer)(parameter_groups(config, model, params),
+                                                                     config.lr, config.momentum)
     out = Path(out_dir) if out_dir is not None else None
     stage = StageTrainer(model, method, make_optimizer, objective, data, device, out, config.run_info(),
                          balance=config.balance, progress=progress, watts_per_core=config.watts_per_core)
