@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -236,3 +237,14 @@ def test_a_suite_searches_each_methods_learning_rate_with_the_same_budget(tmp_pa
     with pytest.raises(BeyondBPError, match="tune needs 0 < low < high"):
         (suites / "bad.toml").write_text("tune = { lr = [1e-2, 1e-4], trials = 3 }\n" + TINY.replace(grid, ""))
         load_suite("bad", suites_dir=suites)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path("benchmarks") / "suites").glob("*.toml")
+                                        if not p.stem.startswith("autopq")))
+def test_every_committed_suite_expands_to_valid_runs(name):
+    suite = load_suite(name)
+    for dataset, model, method in suite.cells():
+        config = suite.config(dataset, model, method, suite.seeds[0], suite.tuning.first_lr(), 1)
+        config.validate()
+        own = set(suite.variants.get(method, {}))  # a variant's own settings must concern its method
+        assert not own & set(config.inapplicable()), (model, method, own & set(config.inapplicable()))
