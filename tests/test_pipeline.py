@@ -68,11 +68,14 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["f3", "drtp"])
-def test_two_stages_equal_the_single_process_unlocked_run_bit_for_bit(tmp_path, method):
+@pytest.mark.parametrize("method,options", [
+    ("f3", {}), ("drtp", {}),
+    ("f3", {"center_signal": True, "feedback_exclude": ("bias",), "hidden_lr_scale": 0.5}),
+])
+def test_two_stages_equal_the_single_process_unlocked_run_bit_for_bit(tmp_path, method, options):
     """One epoch on 2 stages, resumed for two more (one epoch boundary by resume, one inside the running
     pipeline, where F³'s buffer must reach stage 0), against 3 epochs in one process, one thread."""
-    common = dict(method=method, dataset="digits", hidden=(32, 32, 32), batch_size=50, seed=3, lr=1e-2)
+    common = dict(method=method, dataset="digits", hidden=(32, 32, 32), batch_size=50, seed=3, lr=1e-2, **options)
     run(RunConfig(**common, epochs=1, stages=2), tmp_path / "stages", progress=False)
     staged = run(RunConfig(**common, epochs=3, stages=2), tmp_path / "stages", resume=True, progress=False)
     threads = torch.get_num_threads()

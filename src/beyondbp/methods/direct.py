@@ -254,9 +254,7 @@ class DirectFeedback(Method):
         if self.unlocked and self.after_block is None:
             raise BeyondBPError(f"unlocked {self.label} needs a step for each segment: train with beyondbp.Trainer, "
                                 f"or call method.connect(step_segment=...) after attach()")
-        s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
-        if s is not None and self.center_signal:
-            s = centered(s)
+        s = self.signal_before_pass(t, index)
         if self.execution == "forward" and self.sequence is not None:
             y, loss = self._forward_step(*self.sequence, x, t, s, objective)
         else:
@@ -275,6 +273,12 @@ class DirectFeedback(Method):
         loss = objective(y, t)
         loss.backward()
         return y.detach(), loss
+
+    def signal_before_pass(self, t: Tensor, index: Tensor | None) -> Tensor | None:
+        """The signal that hidden blocks receive, if it exists before the forward pass (centred with
+        ``center_signal``); None for DFA's current error and for shallow learning."""
+        s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
+        return centered(s) if s is not None and self.center_signal else s
 
     def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0) -> Tensor:
         """Hidden blocks ``first, first + 1, …`` (``B_first`` onwards) in forward execution: each block's

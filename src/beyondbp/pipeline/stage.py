@@ -234,7 +234,7 @@ class StageTrainer:
         for x, t, index in loaders.iterate(self.data.train, batch_size, epoch_generator(seed, epoch), self.device):
             t = self.objective.targets(t, self.method.num_outputs)
             h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
-            s = self.method.signal.before_pass(t, index, self.method.buffer) if self.method.signal else None
+            s = self.method.signal_before_pass(t, index)
             self.optimizer.zero_grad(set_to_none=True)
             h = self.method.forward_blocks(hidden, h, s, first=self.first_block)
             if self.rank != self.last:
