@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from beyondbp.approx import approximation_quality
 from beyondbp.errors import BeyondBPError
@@ -14,7 +15,15 @@ from beyondbp.functions import FUNCTIONS, optimize
 from beyondbp.methods import make_method
 from beyondbp.methods.aggregation import aggregate
 from beyondbp.methods.forward_gradient import directional_derivatives, forward_gradient, parse_variant
+from beyondbp.methods.tangent_stream import (
+    TangentStream,
+    dense_blocks,
+    parameters_of,
+    streamed_derivatives,
+    streamed_estimate,
+)
 from beyondbp.methods.tangents import sample_tangents
+from beyondbp.models import mlp
 from beyondbp.objectives import make_objective
 
 BCE = make_objective("bce", "classification")
@@ -185,3 +194,50 @@ def test_optimize_reaches_the_minimum_of_the_sphere():
     assert few.minimum == pytest.approx(-39.16599 * 8)
     assert few.final < FUNCTIONS.get("styblinski-tang").f(FUNCTIONS.get("styblinski-tang").start(
         8, torch.Generator().manual_seed(1))).item()
+
+
+@pytest.mark.parametrize("sampler", ["normal", "rademacher"])
+@pytest.mark.parametrize("aggregation", ["mean", "sum", "projection"])
+def test_streamed_tangents_give_the_whole_tangents_estimate(sampler, aggregation):
+    """Tangents drawn per parameter and drawn again for the estimate: the same numbers as the estimate from
+    the same tangents held whole (k x n) through torch.func.jvp."""
+    torch.manual_seed(0)
+    objective = make_objective("ce", "classification")
+    model = mlp(20, 5, hidden=(16, 12), activation="tanh")
+    x, t = torch.randn(8, 20), objective.targets(torch.randint(0, 5, (8,)), 5)
+    blocks = dense_blocks(model)
+    params = parameters_of(blocks)
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+    stream = TangentStream(sampler, 123, torch.device("cpu"))
+    _, loss, derivatives = streamed_derivatives(blocks, x, t, objective, stream, 4)
+    streamed = torch.cat([g.reshape(-1) for g in streamed_estimate(params, stream, derivatives, aggregation)])
+    whole = stream.full([p.shape for p in params], 4)
+    named = list(model.named_parameters())
+    sizes = [p.numel() for _, p in named]
+
+    def loss_of(theta):
+        output = functional_call(model, {n: piece.view_as(p) for (n, p), piece in zip(named, theta.split(sizes))},
+                                 (x,))
+        return objective(output, t), output
+
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    whole_loss, whole_derivatives, _ = directional_derivatives(loss_of, theta, whole)
+    torch.testing.assert_close(derivatives, whole_derivatives, rtol=1e-6, atol=1e-6)
+    expected = aggregate(whole, whole_derivatives, aggregation)
+    assert (streamed - expected).abs().max() <= 1e-6 * expected.abs().max()
+    assert torch.equal(stream.draw(2, 1, (12, 16)), stream.draw(2, 1, (12, 16)))  # drawn again, identically
+
+
+def test_streamed_rademacher_signs_come_from_random_bits_balanced():
+    signs = TangentStream("rademacher", 7, torch.device("cpu")).draw(0, 0, (1001, 999))
+    assert signs.shape == (1001, 999) and set(signs.unique().tolist()) == {-1.0, 1.0}
+    assert abs(signs.mean().item()) < 4 / 1000  # 4 standard deviations of the mean of 10^6 fair signs
+    pairs = signs.view(-1)[:-1] * signs.view(-1)[1:]
+    assert abs(pairs.mean().item()) < 4 / 1000  # neighbours (bits of one byte) independent
+
+
+def test_streamed_tangents_are_only_for_dense_blocks_and_independent_samplers():
+    assert dense_blocks(mlp(4, 2, hidden=(3,))) is not None
+    assert dense_blocks(nn.Sequential(nn.Conv2d(1, 2, 3))) is None
+    with pytest.raises(BeyondBPError, match="independent entries"):
+        TangentStream("angle", 0, torch.device("cpu"))

@@ -31,6 +31,14 @@ from ..objectives import Objective
 from .aggregation import AGGREGATIONS, aggregate
 from .base import Method, StepResult
 from .points import FeedbackPoints
+from .tangent_stream import (
+    STREAMED_SAMPLERS,
+    TangentStream,
+    dense_blocks,
+    parameters_of,
+    streamed_derivatives,
+    streamed_estimate,
+)
 from .tangents import TANGENT_SAMPLERS, sample_tangents
 
 PERTURBATIONS = ("weights", "activities")
@@ -143,6 +151,12 @@ class ForwardGradient(Method):
         return self._activity_step(model, x, t, objective)
 
     def _weight_step(self, model: nn.Module, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
+        blocks = dense_blocks(model) if self.sampler in STREAMED_SAMPLERS else None
+        # the step's tangents from one seed of the global generator: data-parallel ranks draw the same ones
+        stream = None if blocks is None else TangentStream(self.sampler, int(torch.randint(0, 2**62, (1,))),
+                                                           x.device)
+        if stream is not None and self.batched:
+            return self._streamed_step(blocks, stream, x, t, objective)
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         sizes = [p.numel() for _, p in named]
 
@@ -153,7 +167,8 @@ class ForwardGradient(Method):
 
         with torch.no_grad():
             theta = torch.cat([p.detach().reshape(-1) for _, p in named])
-            tangents = self._tangents(theta.numel(), theta.device)
+            tangents = (stream.full([p.shape for _, p in named], self.tangents) if stream is not None
+                        else self._tangents(theta.numel(), theta.device))
             loss, derivatives, output = directional_derivatives(loss_of, theta, tangents, self.batched)
             if self.exchanges_estimates:
                 derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
@@ -163,6 +178,17 @@ class ForwardGradient(Method):
                 g = g.view_as(p)
                 p.grad = g.clone() if p.grad is None else p.grad.add_(g)
         return StepResult(output, loss)
+
+    def _streamed_step(self, blocks, stream: TangentStream, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
+        """Dense blocks: tangents drawn per parameter from the step's seed, never stored (:mod:`.tangent_stream`)."""
+        y, loss, derivatives = streamed_derivatives(blocks, x, t, objective, stream, self.tangents)
+        if self.exchanges_estimates:
+            derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
+            loss = loss.new_tensor(mean_loss)
+        params = parameters_of(blocks)
+        for p, g in zip(params, streamed_estimate(params, stream, derivatives, self.aggregation)):
+            p.grad = g if p.grad is None else p.grad.add_(g)
+        return StepResult(y, loss)
 
     def _activity_step(self, model: nn.Module, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
         points = self.points

@@ -1,0 +1,172 @@
+"""Forward gradients of dense networks with tangents drawn where they are used: no k × n tensor exists.
+
+Weight perturbation needs, for k tangents ``V`` (k × n, n the number of parameters), the directional
+derivatives ``d = V ∇L`` and then an estimate such as ``(1/k) Σ_j d_j v_j``. Drawing ``V`` whole costs k × n
+floats (67 M for k = 16 on 4 blocks of width 1024) and most of the step's time. Here the tangent of
+parameter ``p`` along direction ``j`` is drawn from its own generator, seeded by the step's seed, ``p`` and
+``j`` (a counter-based scheme): it can be drawn when layer ``p`` is reached and drawn again, identically,
+when the estimate is assembled, so it is never stored.
+
+For a sequence of dense blocks ``h_l = φ_l(W_l h_{l-1} + b_l)``, one primal pass keeps each block's input
+and ``φ_l'`` (what backprop keeps too); then each tangent ``j`` runs forward alone:
+``ȧ_l = h_{l-1} V_{W_l,j}ᵀ + v_{b_l,j} + ḣ_{l-1} W_lᵀ``, ``ḣ_l = φ_l' ⊙ ȧ_l`` (the first block has no
+``ḣ_0``), and ``d_j`` is the loss's forward-mode derivative along ``ẏ`` (no graph, no backward pass).
+The arithmetic is that of forward-mode differentiation: one primal product per block and two per block
+and tangent. Memory: backprop's activations plus one tangent's activations and
+one block's tangent.
+
+The estimate, ``g_p = Σ_j c_j V_{p,j}``: ``c = d`` (sum, single), ``d / k`` (mean), or for the projection
+``c = G⁻¹ d`` with the k × k Gram matrix ``G = V Vᵀ`` accumulated parameter by parameter (``Vᵀ (V Vᵀ)⁻¹ d``,
+the same projection as :func:`~beyondbp.methods.aggregation.project`). For the same draws, the estimate
+equals :func:`~beyondbp.methods.forward_gradient.forward_gradient`'s (a test compares them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import jvp
+
+from ..errors import BeyondBPError
+from ..objectives import Objective
+
+#: Samplers whose entries are independent, so that each parameter's tangent can be drawn on its own.
+STREAMED_SAMPLERS = ("normal", "rademacher")
+_ACTIVATIONS = (nn.Tanh, nn.Sigmoid, nn.ReLU, nn.LeakyReLU, nn.Identity)
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def mixed_seed(step: int, parameter: int, tangent: int) -> int:
+    """A generator seed for one (step, parameter, tangent): the three counters mixed (splitmix64-style)."""
+    z = (step * _MIX[0] + parameter * _MIX[1] + tangent * _MIX[2]) % 2**64
+    z = ((z ^ (z >> 30)) * _MIX[1]) % 2**64
+    z = ((z ^ (z >> 27)) * _MIX[2]) % 2**64
+    return (z ^ (z >> 31)) % 2**63
+
+
+class TangentStream:
+    """The tangents of one step: ``draw(p, j, shape)`` is parameter ``p``'s entry of tangent ``j``, the same
+    every time it is drawn."""
+
+    def __init__(self, sampler: str, seed: int, device: torch.device):
+        if sampler not in STREAMED_SAMPLERS:
+            raise BeyondBPError(f"streamed tangents need independent entries ({', '.join(STREAMED_SAMPLERS)}); "
+                                f"got '{sampler}'")
+        self.sampler, self.seed, self.device = sampler, seed, device
+        self.generator = torch.Generator(device=device)
+        self.shifts = torch.arange(8, dtype=torch.uint8, device=device)
+
+    def draw(self, parameter: int, tangent: int, shape: Sequence[int]) -> Tensor:
+        self.generator.manual_seed(mixed_seed(self.seed, parameter, tangent))
+        if self.sampler == "normal":
+            return torch.randn(*shape, generator=self.generator, device=self.device)
+        # eight signs from each random byte: a quarter of the random numbers a float per entry would need
+        count = math.prod(shape)
+        octets = torch.randint(0, 256, ((count + 7) // 8, 1), generator=self.generator, device=self.device,
+                               dtype=torch.uint8)
+        signs = (octets >> self.shifts).bitwise_and_(1).view(-1)[:count]
+        return torch.empty(count, device=self.device).copy_(signs).mul_(2).sub_(1).view(*shape)
+
+    def full(self, shapes: Sequence[Sequence[int]], k: int) -> Tensor:
+        """Every tangent whole (k × n, parameters in order): what the streamed estimate never builds; for tests
+        and for comparing with the estimate of whole tangents."""
+        return torch.stack([torch.cat([self.draw(p, j, s).reshape(-1) for p, s in enumerate(shapes)])
+                            for j in range(k)])
+
+
+def dense_blocks(model: nn.Module) -> list[tuple[bool, nn.Linear, nn.Module]] | None:
+    """``(flattens, linear, activation)`` per block of an ``nn.Sequential`` whose every child is
+    ``[Flatten,] Linear, activation`` (tanh, sigmoid, ReLU, leaky ReLU or none) with every parameter
+    trainable and no hooks; None for any other model."""
+    if not isinstance(model, nn.Sequential) or len(model) == 0:
+        return None
+    blocks = []
+    for child in model:
+        parts = list(child) if isinstance(child, nn.Sequential) else [child]
+        flattens = bool(parts) and isinstance(parts[0], nn.Flatten) and parts[0].start_dim == 1
+        parts = parts[1:] if flattens else parts
+        if len(parts) == 1:
+            parts.append(nn.Identity())
+        if (len(parts) != 2 or type(parts[0]) is not nn.Linear or type(parts[1]) not in _ACTIVATIONS
+                or not all(p.requires_grad for p in parts[0].parameters())
+                or any(m._forward_hooks or m._forward_pre_hooks for m in child.modules())):
+            return None
+        blocks.append((flattens, parts[0], parts[1]))
+    return blocks
+
+
+def _slope(activation: nn.Module, h: Tensor) -> Tensor:
+    """``φ'`` from the output ``h = φ(a)``."""
+    if isinstance(activation, nn.Tanh):
+        return 1 - h * h
+    if isinstance(activation, nn.Sigmoid):
+        return h * (1 - h)
+    if isinstance(activation, nn.Identity):
+        return torch.ones_like(h)
+    slope = activation.negative_slope if isinstance(activation, nn.LeakyReLU) else 0.0
+    return torch.where(h > 0, 1.0, slope).to(h.dtype)
+
+
+def parameters_of(blocks: list[tuple[bool, nn.Linear, nn.Module]]) -> list[nn.Parameter]:
+    """The blocks' parameters in the model's order: each block's weight, then its bias."""
+    return [p for _, linear, _ in blocks for p in (linear.weight, linear.bias) if p is not None]
+
+
+@torch.no_grad()
+def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Tensor, t: Tensor,
+                         objective: Objective, stream: TangentStream, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(y, loss, d)``: the output, the loss and the k directional derivatives ``d_j = ∇L · v_j``."""
+    inputs, slopes, h = [], [], x
+    for flattens, linear, activation in blocks:
+        h = h.flatten(1) if flattens else h
+        inputs.append(h)
+        h = activation(F.linear(h, linear.weight, linear.bias))
+        slopes.append(_slope(activation, h))
+    y = h
+    loss = objective(y, t)
+    derivatives = torch.empty(k, device=x.device)
+    for j in range(k):
+        tangent, index = None, 0
+        for (flattens, linear, _), h_in, slope in zip(blocks, inputs, slopes):
+            a_dot = h_in @ stream.draw(index, j, linear.weight.shape).T
+            index += 1
+            if linear.bias is not None:
+                a_dot += stream.draw(index, j, linear.bias.shape)
+                index += 1
+            if tangent is not None:
+                a_dot.addmm_(tangent.flatten(1) if flattens else tangent, linear.weight.T)
+            tangent = a_dot.mul_(slope)
+        derivatives[j] = jvp(lambda output: objective(output, t), (y,), (tangent,))[1]  # the loss's own jvp
+    return y, loss, derivatives
+
+
+@torch.no_grad()
+def streamed_estimate(params: list[nn.Parameter], stream: TangentStream, derivatives: Tensor,
+                      aggregation: str) -> list[Tensor]:
+    """``g_p = Σ_j c_j V_{p,j}`` for every parameter, each tangent drawn again (see the module docstring)."""
+    k = len(derivatives)
+    if aggregation == "projection":
+        n = sum(p.numel() for p in params)
+        if k > n:
+            raise BeyondBPError(f"projection needs at most as many tangents as dimensions, got k={k} > n={n}")
+        gram = torch.zeros(k, k, device=derivatives.device)
+        for index, p in enumerate(params):
+            block = torch.stack([stream.draw(index, j, p.shape).reshape(-1) for j in range(k)])
+            gram.addmm_(block, block.T)
+        diagonal = torch.linalg.eigvalsh(gram)
+        if diagonal.min() <= 1e-10 * diagonal.max():
+            raise BeyondBPError(f"the {k} tangents are linearly dependent (numerically); projection is undefined")
+        coefficients = torch.linalg.solve(gram, derivatives)
+    else:
+        coefficients = derivatives / k if aggregation == "mean" else derivatives
+    estimates = []
+    for index, p in enumerate(params):
+        g = stream.draw(index, 0, p.shape).mul_(coefficients[0])
+        for j in range(1, k):
+            g.addcmul_(stream.draw(index, j, p.shape), coefficients[j])
+        estimates.append(g)
+    return estimates
