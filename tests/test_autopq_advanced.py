@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import optuna
 import pandas as pd
@@ -90,7 +91,8 @@ def test_search_spaces_give_the_factories_their_keywords():
             make_forecaster(name, 0, **space(study.ask()))  # every drawn configuration builds
 
 
-def test_suite_compares_default_and_advanced_with_their_energy(tmp_path):
+def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeypatch):
+    from beyondbp.autopq import advanced_bench
     from beyondbp.autopq.advanced_bench import run_advanced_suite
 
     data = load_bw_folder(tmp_path / "data")
@@ -107,3 +109,8 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path):
     assert (tmp_path / "results" / "crps-kwh.png").is_file()
     advanced = json.loads((tmp_path / "runs" / "Load-BW" / "seed1" / "advanced.json").read_text())
     assert float(rows[1]["test_crps"]) == pytest.approx(advanced["metrics"]["advanced"]["crps"])
+    # another session, without the run folders: the finished data set and seed come from the results
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(advanced_bench, "run_advanced", lambda *a, **k: pytest.fail("ran again"))
+    run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
+    assert list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv"))) == rows

@@ -80,12 +80,28 @@ def scaling_rows(suite: dict[str, Any], runs: Path, results: Path) -> list[dict[
     return rows
 
 
+def kept_rows(suite: dict[str, Any], results: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier invocation with the same plan (data, seeds, settings), so that a suite interrupted
+    in one session continues in the next even without its run folders; ``plan.json`` records the plan."""
+    plan = {k: suite.get(k) for k in ("datasets", "seeds", "data_dir", "settings")}
+    plan_path, csv_path = results / "plan.json", results / "autopq-advanced.csv"
+    same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
+    results.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    return read_rows(csv_path) if same and csv_path.is_file() else []
+
+
 def run_advanced_suite(path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
     started = time.time()
     suite = load_advanced_suite(path)
+    kept = kept_rows(suite, results)
     rows = []
     for dataset in suite["datasets"]:
         for seed in suite["seeds"]:
+            done = [r for r in kept if r["dataset"] == dataset and int(r["seed"]) == seed]
+            if len(done) == 2:  # default and advanced, from an earlier invocation
+                rows += done
+                continue
             config = advanced_config(suite, dataset, seed)
             summary = run_advanced(config, runs / dataset / f"seed{seed}", progress=True)
             default = summary["default"]
