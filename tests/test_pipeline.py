@@ -134,7 +134,8 @@ def test_a_dying_stage_stops_the_run_with_a_message(tmp_path):
 
 @pytest.mark.slow
 def test_the_pipeline_benchmark_reports_every_configuration(tmp_path):
-    rows = run_pipeline_bench(tmp_path, depth=2, width=16, batch_size=32, stages=2, microbatches=4, samples=256)
+    rows = run_pipeline_bench(tmp_path, depth=2, width=16, batch_size=32, stages=2, microbatches=4, samples=128,
+                              runs=tmp_path / "runs")
     assert [(r["method"], r["processes"]) for r in rows] == [("bp", 1), ("f3", 1), ("f3", 2), ("drtp", 2), ("bp", 2)]
     assert all(float(r["samples_per_second"]) > 0 for r in rows)
     assert rows[4]["bytes_sent_per_sample"] == "64 / 64"  # 16 activations forward, 16 gradients back

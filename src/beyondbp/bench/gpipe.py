@@ -5,10 +5,10 @@ Each process builds the run's seeded model, keeps the blocks of its stage (cut l
 :func:`~beyondbp.pipeline.split.contiguous_split` by parameter count), and trains: every batch is split into
 micro-batches that the schedule (GPipe: every micro-batch's forward pass, then every backward pass; or 1F1B)
 moves through the stages, activations forward and their gradients back; then each stage steps its own
-optimizer. The last epoch is timed (the ones before warm up). The last process writes ``OUT/gpipe.json``:
-samples per second, the epoch's mean loss, and per stage its peak memory, bytes sent per sample and idle
-fraction (1 − process CPU time / wall time: each process runs one thread, so time without CPU use is time
-spent waiting for a neighbour).
+optimizer. Every epoch after the first (which warms up) is timed; the median one is reported. The last
+process writes ``OUT/gpipe.json``: samples per second, the last epoch's mean loss, and per stage its peak
+memory, bytes sent per sample and idle fraction (1 − process CPU time / wall time: each process runs one
+thread, so time without CPU use is time spent waiting for a neighbour).
 
     python -m torch.distributed.run --standalone --nproc-per-node S -m beyondbp.bench.gpipe SPEC.json OUT
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,8 @@ def main(spec_path: str, out_dir: str) -> int:
     batches = lambda epoch: [(x, objective.targets(t, num_outputs)) for x, t, _ in
                              loaders.iterate(data.train, config.batch_size, epoch_generator(config.seed, epoch), device)
                              if len(x) == config.batch_size]  # equal micro-batches: the schedule's shapes are fixed
-    for epoch in range(1, config.epochs + 1):  # the last epoch is timed; the ones before warm up
+    timed = []  # (wall, cpu) of every epoch after the first, which warms up
+    for epoch in range(1, config.epochs + 1):
         losses: list[torch.Tensor] = []
         dist.barrier()
         started, cpu = time.perf_counter(), time.process_time()
@@ -74,7 +76,10 @@ def main(spec_path: str, out_dir: str) -> int:
             else:
                 schedule.step()
             optimizer.step()
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if epoch > 1:
+            timed.append((time.perf_counter() - started, time.process_time() - cpu))
+    walls = [w for w, _ in timed]
+    wall, cpu = timed[walls.index(statistics.median_high(walls))]
     samples = len(batches(config.epochs)) * config.batch_size
     # forward: this stage's output to the next; backward: the gradient of its input to the previous
     width = lambda cut: math.prod(cut_shape(blocks, cut, data))

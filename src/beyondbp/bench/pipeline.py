@@ -1,6 +1,6 @@
 """``beyondbp bench pipeline``: layer-parallel F³ and DRTP against backprop, in one run on this machine.
 
-Five configurations train two epochs of the same generated data (``samples`` Gaussian inputs of ``width``
+Five configurations train ``EPOCHS`` epochs of the same generated data (``samples`` Gaussian inputs of ``width``
 features, 10 classes from a random linear teacher) with the same MLP (``depth`` hidden blocks of
 ``width``), batch size, optimizer and seed:
 
@@ -11,9 +11,10 @@ features, 10 classes from a random linear teacher) with the same MLP (``depth`` 
 5. backprop on the same stages through ``torch.distributed.pipelining`` (GPipe or 1F1B schedule, each batch
    cut into ``microbatches``; :mod:`.gpipe`).
 
-Each runs in fresh processes, so that its peak memory is its own. Reported: samples per second of training
-in the second epoch (the first warms up; evaluation excluded), and per process its peak memory, the bytes
-it sends per sample and the fraction of the epoch it waited. Writes ``OUT/pipeline.csv``, ``meta.json``
+Each runs in fresh processes, so that its peak memory is its own. Reported: samples per second of training,
+the median over the epochs after the first (which warms up; evaluation excluded: the machine's speed varies
+by about 10% between epochs), and per process its peak memory, the bytes it sends per sample and the
+fraction of that epoch it waited. Writes ``OUT/pipeline.csv``, ``meta.json``
 and ``pipeline.md`` (a section of RESULTS.md).
 """
 
@@ -24,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -40,6 +42,9 @@ from ..train import METRICS_NAME
 #: The flags of ``beyondbp bench pipeline`` besides ``--depth``, ``--width``, ``--batch-size`` and ``--out``.
 PIPELINE_DEFAULTS = {"stages": 2, "microbatches": 4, "samples": 30720, "schedule": "gpipe"}
 SCHEDULES = ("gpipe", "1f1b")
+RUNS = Path("runs") / "bench" / "pipeline"
+#: Epochs of every configuration: the first warms up; the median speed of the others is reported.
+EPOCHS = 4
 #: The goal of issue 18 on 2 cores: F³ on 2 stages against BP in one process, and against pipelined BP.
 GOALS = {"bp, 1 process": 1.4, "bp, stages": 1.25}
 
@@ -62,14 +67,18 @@ def _single(spec_path: str, out_dir: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()})
     run(config, out_dir, progress=False)
-    history = [json.loads(line) for line in (Path(out_dir) / METRICS_NAME).read_text().splitlines()]
-    seconds = history[-1]["train_seconds"] - (history[-2]["train_seconds"] if len(history) > 1 else 0.0)
-    result = {"samples_per_second": spec["samples"] / seconds,
+    totals = [0.0] + [r["train_seconds"] for r in epochs_of(Path(out_dir))]
+    speeds = [spec["samples"] / (b - a) for a, b in zip(totals[:-1], totals[1:])]
+    result = {"samples_per_second": statistics.median(speeds[1:]),
               "threads": torch.get_num_threads(),
               "stages": [{"blocks": "all", "idle_fraction": 0.0, "bytes_sent_per_sample": 0.0,
                           "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}]}
     (Path(out_dir) / "single.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def epochs_of(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / METRICS_NAME).read_text().splitlines()]
 
 
 def _launch(arguments: list[str], out: Path, torchrun: int = 0) -> None:
@@ -82,7 +91,9 @@ def _launch(arguments: list[str], out: Path, torchrun: int = 0) -> None:
 
 
 def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stages: int, microbatches: int,
-                       samples: int, schedule: str = "gpipe", lr: float = 1e-4) -> list[dict[str, Any]]:
+                       samples: int, schedule: str = "gpipe", lr: float = 1e-4,
+                       runs: Path = RUNS) -> list[dict[str, Any]]:
+    """Every configuration's runs (and the generated data) in ``runs``; the report in ``out``."""
     from ..experiment import RunConfig, run
 
     if schedule not in SCHEDULES:
@@ -91,22 +102,23 @@ def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stage
         raise BeyondBPError(f"bench pipeline needs at least 2 stages, a batch size divisible by the micro-batches "
                             f"and at least one batch of samples; got stages {stages}, batch {batch_size}, "
                             f"micro-batches {microbatches}, samples {samples}")
-    data = generated_data(out / "runs" / "data.npz", width, samples)
-    base = RunConfig(data=str(data), model="mlp", hidden=(width,) * depth, activation="tanh", epochs=2,
+    data = generated_data(runs / "data.npz", width, samples)
+    base = RunConfig(data=str(data), model="mlp", hidden=(width,) * depth, activation="tanh", epochs=EPOCHS,
                      batch_size=batch_size, lr=lr, seed=0)
     plan = [("bp", "1 process, all cores", "single"), ("f3", "1 process, forward execution", "single"),
             ("f3", f"{stages} stages", "stages"), ("drtp", f"{stages} stages", "stages"),
             ("bp", f"{stages} stages, {schedule} ({microbatches} micro-batches)", schedule)]
     rows = []
     for method, how, kind in plan:
-        folder = out / "runs" / f"{method}-{kind}"
+        folder = runs / f"{method}-{kind}"
         folder.mkdir(parents=True, exist_ok=True)
         config = dataclasses.replace(base, method=method, stages=stages if kind == "stages" else 1)
         print(f"bench pipeline: {method}, {how}", file=sys.stderr)
         if kind == "stages":
-            summary = run(config, folder, progress=False)
-            result = {"samples_per_second": summary["samples_per_second"], "stages": summary["stages"],
-                      "threads": 1}
+            run(config, folder, progress=False)
+            timed = sorted(epochs_of(folder)[1:], key=lambda r: r["samples_per_second"])
+            median = timed[len(timed) // 2]  # the epoch of median speed, with its stages' figures
+            result = {"samples_per_second": median["samples_per_second"], "stages": median["stages"], "threads": 1}
         else:
             spec = folder / "spec.json"
             spec.write_text(json.dumps({"config": dataclasses.asdict(config), "samples": samples,
@@ -129,7 +141,7 @@ def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stage
     meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "depth": depth, "width": width,
             "batch_size": batch_size, "stages": stages, "microbatches": microbatches, "samples": samples,
-            "schedule": schedule, "lr": lr,
+            "schedule": schedule, "lr": lr, "epochs": EPOCHS,
             "command": f"beyondbp bench pipeline --depth {depth} --width {width} --batch-size {batch_size} "
                        f"--stages {stages} --microbatches {microbatches} --samples {samples} --schedule {schedule}"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -146,7 +158,8 @@ def pipeline_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], heading:
     first = float(rows[0]["samples_per_second"])
     piped_bp = float(rows[-1]["samples_per_second"])
     text = [f"{heading} Layer-parallel training (`bench pipeline`)", "",
-            f"Training speed in the second of two epochs of {meta['samples']} generated samples, MLP of "
+            f"Training speed, the median over epochs 2 to {meta.get('epochs', 2)} of {meta['samples']} generated "
+            f"samples, MLP of "
             f"{meta['depth']} hidden blocks of width {meta['width']}, batch {meta['batch_size']}, Adam lr "
             f"{meta['lr']:g}; {meta['machine']}, torch {meta['torch']}; finished {meta['finished']}. "
             f"Command: `{meta['command']}`.", "",

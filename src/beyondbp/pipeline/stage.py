@@ -106,12 +106,15 @@ class StageTrainer:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.last = self.world - 1
         self.device, self.out_dir, self.run_info, self.progress = device, out_dir, run_info, progress
-        self.objective, self.data = objective, data
+        self.objective, self.task, self.target_scale = objective, data.task, data.target_scale
         self.method = check_method(method)
         train = data.train
-        if not isinstance(train, Dataset):
-            raise BeyondBPError("stages take an in-memory Dataset: every stage must draw the same shuffle, got "
+        if not isinstance(train, Dataset) or not isinstance(data.test, Dataset):
+            raise BeyondBPError("stages take in-memory Datasets: every stage must draw the same shuffle, got "
                                 + type(train).__name__)
+        # stages after the first take their inputs from the previous stage: they iterate targets and indices only
+        inputs_here = lambda d: d if self.rank == 0 else Dataset(d.x.new_empty(len(d), 0), d.t)
+        self.train_data, self.test_data = inputs_here(train), inputs_here(data.test)
         self.method.attach(model, num_outputs=loaders.num_outputs(train, model, device),
                            num_samples=loaders.num_samples(train), task=data.task)
         if self.method.sequence is None:
@@ -211,7 +214,7 @@ class StageTrainer:
                 f.writelines(json.dumps(r) + "\n" for r in self.history)
         if self.progress and self.rank == 0:
             print(f"beyondbp: {self.world} stages: {self.split_text}", file=sys.stderr)
-        steps = loaders.num_batches(self.data.train, batch_size)
+        steps = loaders.num_batches(self.train_data, batch_size)
         bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
                    desc=f"{self.method.label} on {self.world} stages", dynamic_ncols=True, leave=False,
                    disable=None if self.progress and self.rank == self.last else True)
@@ -231,7 +234,7 @@ class StageTrainer:
         started, joules = time.perf_counter(), self.meter.joules()
         total, count = 0.0, 0
         hidden = self.blocks[:-1] if self.rank == self.last else self.blocks
-        for x, t, index in loaders.iterate(self.data.train, batch_size, epoch_generator(seed, epoch), self.device):
+        for x, t, index in loaders.iterate(self.train_data, batch_size, epoch_generator(seed, epoch), self.device):
             t = self.objective.targets(t, self.method.num_outputs)
             h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
             s = self.method.signal_before_pass(t, index)
@@ -264,7 +267,7 @@ class StageTrainer:
         self.link.collective(dist.gather_object, stats, every, dst=self.last)
         if self.rank != self.last:
             return {}
-        samples = loaders.num_samples(self.data.train)
+        samples = loaders.num_samples(self.train_data)
         # RAPL reads the whole machine: stage 0's reading counts once; an estimate is per process: summed
         joules = every[0]["joules"] if "RAPL" in every[0]["energy_source"] else sum(s["joules"] for s in every)
         epoch_seconds = max(s["seconds"] for s in every)
@@ -290,11 +293,11 @@ class StageTrainer:
 
     def _evaluate(self) -> dict[str, float]:
         """The test set through every stage; the last stage's metrics (others return nothing)."""
-        test = self.data.test
+        test = self.test_data
         if self.rank == self.last:
             chain = nn.Sequential(*([Received(self.link, self.shapes[self.first_block - 1])] if self.world > 1 else []),
                                   *self.blocks)
-            return evaluate(chain, test, self.objective, self.data.task, self.data.target_scale,
+            return evaluate(chain, test, self.objective, self.task, self.target_scale,
                             device=self.device)
         with torch.no_grad():
             for block in self.blocks:
