@@ -15,7 +15,8 @@ The arithmetic is that of forward-mode differentiation: one primal product per b
 and tangent. Memory: backprop's activations plus one tangent's activations and
 one block's tangent.
 
-The estimate, ``g_p = Σ_j c_j V_{p,j}``: ``c = d`` (sum, single), ``d / k`` (mean), or for the projection
+The estimate, ``g_p = Σ_j c_j V_{p,j}`` (tangent 0 kept from the forward pass, where it becomes the
+gradient's storage; the others drawn again): ``c = d`` (sum, single), ``d / k`` (mean), or for the projection
 ``c = G⁻¹ d`` with the k × k Gram matrix ``G = V Vᵀ`` accumulated parameter by parameter (``Vᵀ (V Vᵀ)⁻¹ d``,
 the same projection as :func:`~beyondbp.methods.aggregation.project`). For the same draws, the estimate
 equals :func:`~beyondbp.methods.forward_gradient.forward_gradient`'s (a test compares them).
@@ -59,8 +60,13 @@ class TangentStream:
         self.sampler, self.seed, self.device = sampler, seed, device
         self.generator = torch.Generator(device=device)
         self.shifts = torch.arange(8, dtype=torch.uint8, device=device)
+        #: Tangent 0 of each parameter, kept from the forward pass: it becomes the gradient's first term
+        #: (the size of the gradient itself), which saves drawing it again.
+        self.first: dict[int, Tensor] = {}
 
     def draw(self, parameter: int, tangent: int, shape: Sequence[int]) -> Tensor:
+        if tangent == 0 and parameter in self.first:
+            return self.first.pop(parameter)
         self.generator.manual_seed(mixed_seed(self.seed, parameter, tangent))
         if self.sampler == "normal":
             return torch.randn(*shape, generator=self.generator, device=self.device)
@@ -132,10 +138,16 @@ def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Ten
     for j in range(k):
         tangent, index = None, 0
         for (flattens, linear, _), h_in, slope in zip(blocks, inputs, slopes):
-            a_dot = h_in @ stream.draw(index, j, linear.weight.shape).T
+            v_weight = stream.draw(index, j, linear.weight.shape)
+            a_dot = h_in @ v_weight.T
+            if j == 0:
+                stream.first[index] = v_weight
             index += 1
             if linear.bias is not None:
-                a_dot += stream.draw(index, j, linear.bias.shape)
+                v_bias = stream.draw(index, j, linear.bias.shape)
+                a_dot += v_bias
+                if j == 0:
+                    stream.first[index] = v_bias
                 index += 1
             if tangent is not None:
                 a_dot.addmm_(tangent.flatten(1) if flattens else tangent, linear.weight.T)
@@ -147,7 +159,7 @@ def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Ten
 @torch.no_grad()
 def streamed_estimate(params: list[nn.Parameter], stream: TangentStream, derivatives: Tensor,
                       aggregation: str) -> list[Tensor]:
-    """``g_p = Σ_j c_j V_{p,j}`` for every parameter, each tangent drawn again (see the module docstring)."""
+    """``g_p = Σ_j c_j V_{p,j}`` for every parameter (see the module docstring)."""
     k = len(derivatives)
     if aggregation == "projection":
         n = sum(p.numel() for p in params)
@@ -155,7 +167,8 @@ def streamed_estimate(params: list[nn.Parameter], stream: TangentStream, derivat
             raise BeyondBPError(f"projection needs at most as many tangents as dimensions, got k={k} > n={n}")
         gram = torch.zeros(k, k, device=derivatives.device)
         for index, p in enumerate(params):
-            block = torch.stack([stream.draw(index, j, p.shape).reshape(-1) for j in range(k)])
+            first = stream.first[index] = stream.draw(index, 0, p.shape)  # kept again for the estimate
+            block = torch.stack([first, *(stream.draw(index, j, p.shape) for j in range(1, k))]).reshape(k, -1)
             gram.addmm_(block, block.T)
         diagonal = torch.linalg.eigvalsh(gram)
         if diagonal.min() <= 1e-10 * diagonal.max():
