@@ -210,7 +210,8 @@ def test_streamed_tangents_give_the_whole_tangents_estimate(sampler, aggregation
     assert [id(p) for p in params] == [id(p) for p in model.parameters()]
     stream = TangentStream(sampler, 123, torch.device("cpu"))
     _, loss, derivatives = streamed_derivatives(blocks, x, t, objective, stream, 4)
-    streamed = torch.cat([g.reshape(-1) for g in streamed_estimate(params, stream, derivatives, aggregation)])
+    estimates = streamed_estimate([p.shape for p in params], stream, derivatives, aggregation)
+    streamed = torch.cat([g.reshape(-1) for g in estimates])
     whole = stream.full([p.shape for p in params], 4)
     named = list(model.named_parameters())
     sizes = [p.numel() for _, p in named]
@@ -226,6 +227,24 @@ def test_streamed_tangents_give_the_whole_tangents_estimate(sampler, aggregation
     expected = aggregate(whole, whole_derivatives, aggregation)
     assert (streamed - expected).abs().max() <= 1e-6 * expected.abs().max()
     assert torch.equal(stream.draw(2, 1, (12, 16)), stream.draw(2, 1, (12, 16)))  # drawn again, identically
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "projection"])
+def test_streamed_activity_tangents_give_the_whole_tangents_estimate(aggregation):
+    """Activity perturbation drawn block by block against the hooked jvp path (the loop variant) given the
+    same tangents whole."""
+    objective = make_objective("bce", "classification")
+    x, t = torch.randn(8, 20), objective.targets(torch.randint(0, 5, (8,)), 5)
+    grads = []
+    for spec in (f"fg:k3-{aggregation}-activities", f"fg:k3-{aggregation}-activities-loop"):
+        torch.manual_seed(0)
+        model = mlp(20, 5, hidden=(16, 12), activation="tanh", output_activation=nn.Sigmoid())
+        method = make_method(spec)
+        method.attach(model, num_outputs=5)
+        torch.manual_seed(5)
+        method.step(model, x, t, None, objective)
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    assert (grads[0] - grads[1]).abs().max() <= 1e-6 * grads[1].abs().max()
 
 
 def test_streamed_rademacher_signs_come_from_random_bits_balanced():

@@ -35,7 +35,9 @@ from .tangent_stream import (
     STREAMED_SAMPLERS,
     TangentStream,
     dense_blocks,
+    local_weight_gradients,
     parameters_of,
+    streamed_activity_derivatives,
     streamed_derivatives,
     streamed_estimate,
 )
@@ -186,11 +188,28 @@ class ForwardGradient(Method):
             derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
             loss = loss.new_tensor(mean_loss)
         params = parameters_of(blocks)
-        for p, g in zip(params, streamed_estimate(params, stream, derivatives, self.aggregation)):
+        for p, g in zip(params, streamed_estimate([p.shape for p in params], stream, derivatives, self.aggregation)):
             p.grad = g if p.grad is None else p.grad.add_(g)
         return StepResult(y, loss)
 
+    def _streamed_activity_step(self, blocks, stream: TangentStream, x: Tensor, t: Tensor,
+                                objective: Objective) -> StepResult:
+        """Dense blocks: each block output's tangents drawn when the block is reached, never all at once;
+        then each block's weight gradient from its estimated ``∂L/∂h_l`` (the output block: its true one)."""
+        y, loss, derivatives, inputs, slopes = streamed_activity_derivatives(blocks, x, t, objective, stream,
+                                                                            self.tangents)
+        estimates = streamed_estimate([s.shape for s in slopes[:-1]], stream, derivatives, self.aggregation)
+        estimates.append(objective.output_gradient(y, t) / len(y))  # the output block's true ∂L/∂y
+        local_weight_gradients(blocks, inputs, slopes, estimates)
+        return StepResult(y, loss)
+
     def _activity_step(self, model: nn.Module, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
+        blocks = (dense_blocks(model) if self.sampler in STREAMED_SAMPLERS
+                  and self.points.names == [name for name, _ in model.named_children()][:-1] else None)
+        stream = None if blocks is None else TangentStream(self.sampler, int(torch.randint(0, 2**62, (1,))),
+                                                           x.device)
+        if stream is not None and self.batched:  # the default points of a dense network: drawn block by block
+            return self._streamed_activity_step(blocks, stream, x, t, objective)
         points = self.points
         points.resolve(x)
         shapes: list[torch.Size] = []
@@ -212,7 +231,8 @@ class ForwardGradient(Method):
 
         with torch.no_grad():
             zeros = torch.zeros(sum(sizes), device=x.device)
-            tangents = self._tangents(zeros.numel(), x.device)
+            tangents = (stream.full(shapes, self.tangents) if stream is not None
+                        else self._tangents(zeros.numel(), x.device))
             _, derivatives, _ = directional_derivatives(loss_of, zeros, tangents, self.batched)
             estimates = aggregate(tangents, derivatives, self.aggregation).split(sizes)
         outputs: list[Tensor] = []

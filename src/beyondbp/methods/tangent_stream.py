@@ -126,13 +126,7 @@ def parameters_of(blocks: list[tuple[bool, nn.Linear, nn.Module]]) -> list[nn.Pa
 def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Tensor, t: Tensor,
                          objective: Objective, stream: TangentStream, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(y, loss, d)``: the output, the loss and the k directional derivatives ``d_j = ∇L · v_j``."""
-    inputs, slopes, h = [], [], x
-    for flattens, linear, activation in blocks:
-        h = h.flatten(1) if flattens else h
-        inputs.append(h)
-        h = activation(F.linear(h, linear.weight, linear.bias))
-        slopes.append(_slope(activation, h))
-    y = h
+    inputs, slopes, y = _primal(blocks, x)
     loss = objective(y, t)
     derivatives = torch.empty(k, device=x.device)
     for j in range(k):
@@ -157,18 +151,19 @@ def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Ten
 
 
 @torch.no_grad()
-def streamed_estimate(params: list[nn.Parameter], stream: TangentStream, derivatives: Tensor,
+def streamed_estimate(shapes: Sequence[Sequence[int]], stream: TangentStream, derivatives: Tensor,
                       aggregation: str) -> list[Tensor]:
-    """``g_p = Σ_j c_j V_{p,j}`` for every parameter (see the module docstring)."""
+    """``g_p = Σ_j c_j V_{p,j}`` for every perturbed tensor ``p`` of the given shapes, in order (parameters,
+    or block outputs; see the module docstring)."""
     k = len(derivatives)
     if aggregation == "projection":
-        n = sum(p.numel() for p in params)
+        n = sum(math.prod(shape) for shape in shapes)
         if k > n:
             raise BeyondBPError(f"projection needs at most as many tangents as dimensions, got k={k} > n={n}")
         gram = torch.zeros(k, k, device=derivatives.device)
-        for index, p in enumerate(params):
-            first = stream.first[index] = stream.draw(index, 0, p.shape)  # kept again for the estimate
-            block = torch.stack([first, *(stream.draw(index, j, p.shape) for j in range(1, k))]).reshape(k, -1)
+        for index, shape in enumerate(shapes):
+            first = stream.first[index] = stream.draw(index, 0, shape)  # kept again for the estimate
+            block = torch.stack([first, *(stream.draw(index, j, shape) for j in range(1, k))]).reshape(k, -1)
             gram.addmm_(block, block.T)
         diagonal = torch.linalg.eigvalsh(gram)
         if diagonal.min() <= 1e-10 * diagonal.max():
@@ -177,9 +172,59 @@ def streamed_estimate(params: list[nn.Parameter], stream: TangentStream, derivat
     else:
         coefficients = derivatives / k if aggregation == "mean" else derivatives
     estimates = []
-    for index, p in enumerate(params):
-        g = stream.draw(index, 0, p.shape).mul_(coefficients[0])
+    for index, shape in enumerate(shapes):
+        g = stream.draw(index, 0, shape).mul_(coefficients[0])
         for j in range(1, k):
-            g.addcmul_(stream.draw(index, j, p.shape), coefficients[j])
+            g.addcmul_(stream.draw(index, j, shape), coefficients[j])
         estimates.append(g)
     return estimates
+
+
+def _primal(blocks, x: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Each block's input and ``φ'``, and the output."""
+    inputs, slopes, h = [], [], x
+    for flattens, linear, activation in blocks:
+        h = h.flatten(1) if flattens else h
+        inputs.append(h)
+        h = activation(F.linear(h, linear.weight, linear.bias))
+        slopes.append(_slope(activation, h))
+    return inputs, slopes, h
+
+
+@torch.no_grad()
+def streamed_activity_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Tensor, t: Tensor,
+                                  objective: Objective, stream: TangentStream,
+                                  k: int) -> tuple[Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """Activity perturbation (Ren et al. 2023): tangent ``j`` of hidden block ``l``'s output, ``u_{l,j}``
+    (batch × width, drawn when block ``l`` is reached, index ``l``), enters after the block:
+    ``ḣ_l = φ_l' ⊙ (ḣ_{l-1} W_lᵀ) + u_{l,j}``; the output block adds no tangent. Returns ``(y, loss, d,
+    inputs, slopes)``, the last two for the blocks' local weight gradients."""
+    inputs, slopes, y = _primal(blocks, x)
+    loss = objective(y, t)
+    derivatives = torch.empty(k, device=x.device)
+    hidden = len(blocks) - 1
+    for j in range(k):
+        tangent = None
+        for index, ((flattens, linear, _), slope) in enumerate(zip(blocks, slopes)):
+            a_dot = None if tangent is None else (tangent.flatten(1) if flattens else tangent) @ linear.weight.T
+            if index == hidden:
+                tangent = a_dot.mul_(slope)
+                break
+            u = stream.draw(index, j, slope.shape)
+            if j == 0:
+                stream.first[index] = u
+            tangent = u if a_dot is None else a_dot.mul_(slope).add_(u)
+        derivatives[j] = jvp(lambda output: objective(output, t), (y,), (tangent,))[1]
+    return y, loss, derivatives, inputs, slopes
+
+
+@torch.no_grad()
+def local_weight_gradients(blocks: list[tuple[bool, nn.Linear, nn.Module]], inputs: list[Tensor],
+                           slopes: list[Tensor], output_gradients: list[Tensor]) -> None:
+    """Add each block's weight gradient for ``∂L/∂h_l`` (its output) into ``.grad``:
+    ``δ = ∂L/∂h_l ⊙ φ_l'``, ``∂L/∂W_l = δᵀ h_{l-1}``, ``∂L/∂b_l = Σ δ``."""
+    for (_, linear, _), h_in, slope, g in zip(blocks, inputs, slopes, output_gradients):
+        delta = g * slope
+        pairs = [(linear.weight, delta.T @ h_in)] + ([(linear.bias, delta.sum(0))] if linear.bias is not None else [])
+        for p, grad in pairs:
+            p.grad = grad if p.grad is None else p.grad.add_(grad)
