@@ -62,6 +62,24 @@ def test_unknown_and_malformed_suites(tmp_path):
         load_suite("bad", suites_dir=tmp_path)
 
 
+def test_a_suite_extends_another_with_a_search_for_its_grid(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "tiny-tuned.toml").write_text('extends = "tiny"\ndescription = "tuned"\n'
+                                              'tune = { lr = [1e-4, 1e-2], trials = 5 }\n')
+    tuned, base = load_suite("tiny-tuned", suites_dir=tmp_path), load_suite("tiny", suites_dir=tmp_path)
+    assert (tuned.name, tuned.description) == ("tiny-tuned", "tuned")
+    assert (tuned.methods, tuned.models, tuned.seeds, tuned.datasets) == (base.methods, base.models, base.seeds,
+                                                                          base.datasets)
+    assert tuned.tuning.lrs == () and tuned.tuning.lr_range == (1e-4, 1e-2) and tuned.tuning.trials == 5
+    assert tuned.tuning.epochs_fraction == 0.5  # the rest of the base's [tuning] stays
+    (tmp_path / "chain.toml").write_text('extends = "tiny-tuned"\n')
+    with pytest.raises(BeyondBPError, match="one level only"):
+        load_suite("chain", suites_dir=tmp_path)
+    (tmp_path / "orphan.toml").write_text('extends = "nope"\n')
+    with pytest.raises(BeyondBPError, match="extends unknown suite 'nope'"):
+        load_suite("orphan", suites_dir=tmp_path)
+
+
 def test_tiny_suite_end_to_end(tmp_path):
     suites, runs, results = tmp_path / "suites", tmp_path / "runs", tmp_path / "benchmarks" / "results"
     suites.mkdir()

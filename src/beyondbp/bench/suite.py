@@ -7,7 +7,8 @@ and a learning-rate grid. Every other top-level key is a run setting shared by a
 and ``width`` (labelled ``mlp-DxW``) or named tables ``[models.LABEL]`` of run settings
 (``hidden = [256, 4, 256]``, ``model = "vit"``, ``depth = 5``, ...). A method is a method
 spec (``f3:delayed_loss``) or the label of a table ``[variants.LABEL]`` that sets
-``method`` and any other run setting (``lowrank = "oialr"``).
+``method`` and any other run setting (``lowrank = "oialr"``). ``extends = "NAME"`` starts from suite NAME
+and replaces what the file gives (e.g. a ``tune`` search instead of NAME's grid).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
     if not path.is_file():
         known = sorted(p.stem for p in Path(suites_dir).glob("*.toml"))
         raise BeyondBPError(f"unknown suite '{name_or_path}' (no {path}); known suites: {', '.join(known) or 'none'}")
-    raw = tomllib.loads(path.read_text())
+    raw = _extended(tomllib.loads(path.read_text()), path, Path(suites_dir))
     try:
         tuning = _tuning(raw.pop("tuning", {}), raw.pop("tune", None), path)
         own = {k: raw.pop(k) for k in ("description", "methods", "datasets", "seeds", "goal_gap_closed", "align",
@@ -143,6 +144,24 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
     for dataset, model, method in suite.cells():
         suite.config(dataset, model, method, suite.seeds[0], suite.tuning.first_lr(), 1).validate()
     return suite
+
+
+def _extended(raw: dict[str, Any], path: Path, suites_dir: Path) -> dict[str, Any]:
+    """A suite that says ``extends = "NAME"`` is suite NAME with this file's top-level keys and tables in place
+    of NAME's (one level); its ``tune`` search replaces NAME's grid of learning rates."""
+    name = raw.pop("extends", None)
+    if name is None:
+        return raw
+    base_path = suites_dir / f"{name}.toml"
+    if not base_path.is_file():
+        known = sorted(p.stem for p in suites_dir.glob("*.toml"))
+        raise BeyondBPError(f"suite {path} extends unknown suite '{name}'; known suites: {', '.join(known)}")
+    base = tomllib.loads(base_path.read_text())
+    if "extends" in base:
+        raise BeyondBPError(f"suite {path} extends {base_path}, which extends another: one level only")
+    if "tune" in raw and "tuning" in base:
+        base["tuning"] = {k: v for k, v in base["tuning"].items() if k != "lrs"}
+    return {**base, **raw}
 
 
 def _tuning(grid: dict[str, Any], search: dict[str, Any] | None, path: Path) -> Tuning:
