@@ -167,7 +167,9 @@ class StageTrainer:
         return [range(a, b) for a, b in ranges], text
 
     def _time_block(self, blocks: list[nn.Module], i: int, x: Tensor) -> None:
-        """Block ``i``'s forward pass and local gradient on one batch, the parameters left as they were."""
+        """Block ``i``'s forward pass and local gradient on one batch, the parameters left as they were (the
+        running statistics of batch norms do move: runs that must equal a single-process run balance by
+        parameters)."""
         with torch.no_grad():
             h = x
             for block in blocks[:i]:
