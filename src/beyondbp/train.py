@@ -51,6 +51,17 @@ def changed_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[st
     return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
 
 
+def resumable_checkpoint(path: Path | None, device: torch.device, run_info: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if there is one (None otherwise), refused if made with other settings."""
+    if path is None or not path.exists():
+        return None
+    state = load_checkpoint(path, device)
+    changed = changed_settings(state["run_info"], run_info)
+    if changed:
+        raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
+    return state
+
+
 class Trainer:
     """Trains ``model`` with any :class:`~beyondbp.methods.Method` and any ``torch.optim`` optimizer.
 
@@ -278,13 +289,9 @@ class Trainer:
         }, self.checkpoint_path)
 
     def _restore(self) -> list[dict[str, Any]]:
-        path = self.checkpoint_path
-        if path is None or not path.exists():
+        state = resumable_checkpoint(self.checkpoint_path, self.device, self.run_info)
+        if state is None:
             return []
-        state = load_checkpoint(path, self.device)
-        changed = changed_settings(state["run_info"], self.run_info)
-        if changed:
-            raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
         if self.lowrank is not None:
             self.lowrank.prepare_to_load(self.model, state["lowrank"])
         self.model.load_state_dict(state["model"])

@@ -43,13 +43,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, save_checkpoint
 from ..data import Dataset, DataSplit, loaders
 from ..energy import EnergyMeter
 from ..errors import BeyondBPError, DivergenceError
 from ..methods.direct import DirectFeedback
 from ..metrics import evaluate
-from ..train import METRICS_NAME, changed_settings, epoch_generator
+from ..train import METRICS_NAME, epoch_generator, resumable_checkpoint
 from .link import Link
 from .split import contiguous_split, describe, parameter_costs, timed_costs
 
@@ -334,12 +334,9 @@ class StageTrainer:
 
     def _restore(self) -> list[dict[str, Any]]:
         path = self.out_dir / CHECKPOINT_NAME if self.out_dir else None
-        if path is None or not path.exists():
+        state = resumable_checkpoint(path, self.device, self.run_info)
+        if state is None:
             return []
-        state = load_checkpoint(path, self.device)
-        changed = changed_settings(state["run_info"], self.run_info)
-        if changed:
-            raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
         if "stage_optimizers" not in state:
             raise BeyondBPError(f"cannot resume from {path}: it was written by a run without stages")
         if state["stages"] != [[r.start, r.stop] for r in self.bounds]:
