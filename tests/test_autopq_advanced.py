@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 
 import optuna
@@ -32,18 +33,19 @@ def tiny(path, **settings) -> AdvancedConfig:
 
 
 def test_the_search_reports_its_best_and_continues_to_a_larger_budget(series_csv, tmp_path):
-    summary = run_advanced(tiny(series_csv), tmp_path, progress=False)
+    summary = run_advanced(tiny(series_csv, keep_default=False), tmp_path, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
     counted = [r for r in rows if r["state"] in ("complete", "pruned")]
     assert len(counted) == 6 and all(float(r["joules"]) > 0 for r in counted)
     finished = [float(r["validation_crps"]) for r in rows if r["state"] == "complete"]
     assert summary["best"]["validation_crps"] == min(finished)
     assert summary["best"]["forecaster"] in ("linear", "gbt") and 0.01 <= summary["best"]["sigma"] <= 3
+    assert all(0.01 <= float(r["sigma"]) <= 3 for r in counted)  # nested: each candidate's own σ, recorded
     assert set(summary["metrics"]) == {"advanced", "conformal"} and summary["default"]["forecaster"] == "linear"
     assert summary["energy_kwh"] > 0 and summary["energy_source"]
     assert (tmp_path / "trials.png").is_file() and (tmp_path / "default" / "summary.json").is_file()
     # the study lives on: a larger budget adds trials to the same study
-    again = run_advanced(tiny(series_csv, budget_trials=8), tmp_path, progress=False)
+    again = run_advanced(tiny(series_csv, budget_trials=8, keep_default=False), tmp_path, progress=False)
     assert sum(again["trials"].get(s, 0) for s in ("complete", "pruned")) == 8
     assert again["best"]["validation_crps"] <= summary["best"]["validation_crps"]
 
@@ -114,3 +116,53 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     monkeypatch.setattr(advanced_bench, "run_advanced", lambda *a, **k: pytest.fail("ran again"))
     run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
     assert list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv"))) == rows
+
+
+def test_nested_sigma_is_the_best_for_the_candidates_forecast(series_csv, tmp_path):
+    from beyondbp.autopq import make_forecaster
+    from beyondbp.autopq.advanced import Objective, prepare
+
+    config = tiny(series_csv)
+    splits, net, _ = prepare(config, tmp_path, progress=False)
+    objective = Objective(config, splits, net)
+    value, sigma = objective.validation_crps(make_forecaster("linear"), None, 1.0)
+    assert 0.01 <= sigma <= 3
+    for other in (0.01, 0.1, 1.0, 3.0):  # the line search's σ beats a grid spanning the range
+        crps, used = objective.validation_crps(make_forecaster("linear"), other, 1.0)
+        assert used == other and value <= crps + 1e-9
+
+
+def test_line_search_finds_the_minimum_in_few_scores():
+    from beyondbp.autopq.search import line_search_sigma
+
+    calls = []
+    sigma, value = line_search_sigma(lambda s: calls.append(s) or (math.log(s) - math.log(0.3)) ** 2)
+    assert sigma == pytest.approx(0.3, rel=0.05) and value == pytest.approx(0.0, abs=1e-3) and len(calls) <= 20
+    with pytest.raises(BeyondBPError, match="0 < low < high"):
+        line_search_sigma(lambda s: s, (1.0, 0.5))
+
+
+def test_the_default_configuration_is_kept_where_no_candidate_beats_it_on_validation():
+    from beyondbp.autopq.advanced import choose
+
+    trial = optuna.trial.create_trial(params={"forecaster": "linear", "linear.alpha": 2.0}, value=0.30,
+                                      distributions={"forecaster": optuna.distributions.CategoricalDistribution(
+                                          ["linear", "gbt"]), "linear.alpha": optuna.distributions.FloatDistribution(
+                                          1e-3, 1e3, log=True)}, user_attrs={"sigma": 0.4})
+    default = {"validation_crps": 0.25, "sigma": 0.7}
+    config = AdvancedConfig(forecaster="mlp")
+    assert choose(config, trial, default) == {"source": "default", "forecaster": "mlp", "hyperparameters": {},
+                                              "sigma": 0.7, "validation_crps": 0.25, "trial": None}
+    searched = choose(config, trial, {**default, "validation_crps": 0.35})
+    assert searched["source"] == "search" and searched["hyperparameters"] == {"alpha": 2.0}
+    assert searched["sigma"] == 0.4 and searched["validation_crps"] == 0.30
+    assert choose(AdvancedConfig(keep_default=False), trial, default)["source"] == "search"
+
+
+def test_a_setting_on_by_default_has_a_no_flag():
+    from beyondbp.cli import build_parser
+    from beyondbp.options import from_args
+
+    base = ["autopq-advanced", "--dataset", "PV"]
+    assert from_args(AdvancedConfig, build_parser().parse_args(base)).keep_default is True
+    assert from_args(AdvancedConfig, build_parser().parse_args([*base, "--no-keep-default"])).keep_default is False

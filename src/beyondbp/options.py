@@ -87,8 +87,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         name = "--" + f.name.replace("_", "-")
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         help = meta["help"] + (f" (default {shown})" if f.default not in (None, False, ()) else "")
-        if hints[f.name] is bool:
-            group.add_argument(name, action="store_true", help=meta["help"])
+        if hints[f.name] is bool:  # a setting on by default gets its --no- form
+            group.add_argument(name, action=argparse.BooleanOptionalAction if f.default else "store_true",
+                               default=f.default, help=meta["help"] + (" (default on)" if f.default else ""))
             continue
         group.add_argument(name, type=_parser_type(hints[f.name]), default=f.default, choices=meta["choices"],
                            metavar=meta["metavar"], help=help)

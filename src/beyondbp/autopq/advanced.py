@@ -2,12 +2,21 @@
 
 Meisenbacher et al. (2024), Sec. 3: where computing power allows, AutoPQ "simultaneously optimizes the point
 forecasting method's hyperparameters and the sampling hyperparameter" (combined algorithm selection and
-hyperparameter optimisation). Here every trial of an Optuna study (TPE sampler) draws
+hyperparameter optimisation). Here every trial of an Optuna study (TPE sampler) draws a forecaster from
+``search`` and its hyperparameters from :mod:`.spaces` (the authors' ranges), fits the forecaster, samples
+the cINN's quantiles around its validation forecast and scores their CRPS. The sampling spread σ
+(between ``sigma_low`` and ``sigma_high``) is found in one of two ways (``sigma_search``):
 
-- a forecaster from ``search`` and its hyperparameters from :mod:`.spaces` (the authors' ranges),
-- the sampling spread σ (log scale between ``sigma_low`` and ``sigma_high``),
+- ``nested`` (default): each candidate gets the σ that is best for its own forecast, by a line search on
+  ``log σ`` (:func:`.search.line_search_sigma`, about a dozen cheap scorings of the fitted forecast), so
+  that no candidate is judged by a σ drawn for another;
+- ``joint``: σ is one more dimension of the TPE search (the paper's wording); with a budget of tens of
+  trials, a good forecaster then often loses to a poor one with a luckier σ (measured in NOTES.md).
 
-fits the forecaster, samples the cINN's quantiles around its validation forecast and scores their CRPS.
+With ``keep_default``, AutoPQ-default's configuration (``forecaster`` at its defaults, σ by its own
+search) is a candidate too: the report keeps it where no searched candidate has a lower validation CRPS,
+so the advanced configuration never scores worse on validation than the default one it costs more than.
+
 Weak candidates stop early: a forecaster of windows is first fitted on the last ``partial`` share of the
 training windows and scored; Optuna's median pruner stops the trial if that score is worse than the median
 of earlier trials at the same step (successive fits). Series forecasters (ETS, SARIMAX) are fitted once.
@@ -25,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +54,7 @@ from .forecasters import make_forecaster, point_forecasts
 from .quantiles import BASELINES, CINNSampler, finish
 from .run import SERIES_FIELDS, AutoPQConfig, completed_run, conditional_inn, run_autopq
 from .scores import scores
+from .search import line_search_sigma
 from .series import Splits, make_windows
 from .spaces import SPACES
 
@@ -51,6 +62,7 @@ STUDY_FILE = "study.db"
 CINN_FILE = "cinn.pt"
 RESULT_FILE = "advanced.json"
 ROLES = ("all", "worker", "report")
+SIGMA_SEARCHES = ("nested", "joint")
 
 
 @dataclass
@@ -62,6 +74,11 @@ class AdvancedConfig(AutoPQConfig):
                                      "forecasters searched, with their hyperparameters", metavar="NAMES")
     budget_trials: int = option(50, "AutoPQ-advanced", "trials of the joint search (all workers together)")
     budget_seconds: float | None = option(None, "AutoPQ-advanced", "stop each worker after this many seconds")
+    sigma_search: str = option("nested", "AutoPQ-advanced", "nested: each candidate's own best sigma by a line "
+                                                            "search; joint: sigma drawn by the TPE search",
+                               choices=SIGMA_SEARCHES)
+    keep_default: bool = option(True, "AutoPQ-advanced", "AutoPQ-default's configuration is a candidate too: "
+                                                         "kept where no searched one has a lower validation CRPS")
     partial: float = option(0.25, "AutoPQ-advanced", "first fit on this share of the training windows; the median "
                                                      "pruner stops candidates worse than the median there")
     storage: str | None = option(None, "AutoPQ-advanced", "Optuna storage URL shared by the workers (default: "
@@ -91,7 +108,8 @@ class AdvancedConfig(AutoPQConfig):
         settings = asdict(self)
         return {"series": {k: settings[k] for k in SERIES_FIELDS}, "seed": self.seed,
                 "search": sorted(self.search), "sigma": [self.sigma_low, self.sigma_high],
-                "levels": list(self.levels), "partial": self.partial, "samples": self.samples, "noise": self.noise,
+                "levels": list(self.levels), "partial": self.partial, "sigma_search": self.sigma_search,
+                "samples": self.samples, "noise": self.noise,
                 "cinn": [self.cinn_epochs, self.cinn_init_std]}
 
     def storage_url(self, out: Path) -> str:
@@ -143,7 +161,9 @@ class Objective:
     def __init__(self, config: AdvancedConfig, splits: Splits, net):
         self.config, self.splits, self.net = config, splits, net
 
-    def validation_crps(self, forecaster, sigma: float, share: float) -> float:
+    def validation_crps(self, forecaster, sigma: float | None, share: float) -> tuple[float, float]:
+        """The CRPS of ``forecaster`` fitted on the last ``share`` of the training windows, and the σ it was
+        scored with: ``sigma``, or where that is None the best one for this forecast."""
         splits = self.splits
         if share < 1:
             keep = max(1, int(round(share * len(splits.train))))
@@ -151,7 +171,13 @@ class Objective:
         y_hat = point_forecasts(forecaster, splits, ("validation",))["validation"]
         cfg, levels = self.config, np.asarray(self.config.levels)
         sampler = CINNSampler(self.net, splits.validation.c, y_hat, cfg.samples, cfg.seed, cfg.device, cfg.noise)
-        return scores(splits.validation.y, sampler.quantiles(sigma, splits.low, splits.high, levels), levels)["crps"]
+        def crps(s: float) -> float:
+            return scores(splits.validation.y, sampler.quantiles(s, splits.low, splits.high, levels), levels)["crps"]
+
+        if sigma is None:
+            sigma, value = line_search_sigma(crps, (cfg.sigma_low, cfg.sigma_high))
+            return value, sigma
+        return crps(sigma), sigma
 
     def __call__(self, trial) -> float:
         import optuna
@@ -159,7 +185,8 @@ class Objective:
         cfg = self.config
         name = trial.suggest_categorical("forecaster", list(cfg.search))
         hyperparameters = SPACES[name](trial)
-        sigma = trial.suggest_float("sigma", cfg.sigma_low, cfg.sigma_high, log=True)
+        sigma = (trial.suggest_float("sigma", cfg.sigma_low, cfg.sigma_high, log=True)
+                 if cfg.sigma_search == "joint" else None)
         meter, started = EnergyMeter(cfg.device, cfg.watts_per_core), time.perf_counter()
         series_model = hasattr(make_forecaster(name, cfg.seed, **hyperparameters), "fit_series")
         shares = [1.0] if series_model or cfg.partial >= 1 else [cfg.partial, 1.0]
@@ -167,7 +194,9 @@ class Objective:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence notices: a search tries poor candidates on purpose
                 for step, share in enumerate(shares):
-                    value = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), sigma, share)
+                    value, used = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), sigma,
+                                                       share)
+                    trial.set_user_attr("sigma", used)
                     if not np.isfinite(value):
                         raise ValueError(f"{name} gave a CRPS of {value}")
                     trial.report(value, step)
@@ -193,9 +222,11 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     """One worker: run trials until the study holds ``budget_trials`` or ``budget_seconds`` have passed."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
+    from threadpoolctl import threadpool_limits
 
-    if config.workers > 1:
-        torch.set_num_threads(1)  # the workers share the cores
+    threads = max(1, len(os.sched_getaffinity(0)) // config.workers) if config.workers > 1 else None
+    if threads is not None:  # the workers share the cores: torch's threads and the BLAS/OpenMP pools of numpy,
+        torch.set_num_threads(threads)  # scikit-learn and statsmodels, which would otherwise each take them all
     study = open_study(config, out, create=False, worker=worker)
     if counted(study) >= config.budget_trials:
         return 0
@@ -203,7 +234,7 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     before = counted(study)
     bar = tqdm(total=config.budget_trials, initial=before, desc=f"AutoPQ-advanced, worker {worker}",
                disable=None if progress else True, leave=False)
-    with bar:
+    with bar, threadpool_limits(threads):
         study.optimize(Objective(config, splits, net), timeout=config.budget_seconds, catch=(Exception,),
                        callbacks=[MaxTrialsCallback(config.budget_trials, states=(TrialState.COMPLETE,
                                                                                   TrialState.PRUNED)),
@@ -212,6 +243,7 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
 
 
 def _work_process(config: AdvancedConfig, out: Path, worker: int) -> int:
+    warnings.simplefilter("ignore", UserWarning)  # the data's notices: the parent process has shown them once
     return work(config, out, worker, progress=False)
 
 
@@ -224,7 +256,7 @@ def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = T
     out.mkdir(parents=True, exist_ok=True)
     open_study(config, out, create=config.role != "report")
     if config.role in ("all", "worker"):
-        if config.role == "all":
+        if config.role == "all" or config.workers > 1:
             prepare(config, out, progress)  # the cINN once, before the workers start
         if config.workers == 1:
             work(config, out, 0, progress)
@@ -238,24 +270,25 @@ def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = T
 
 def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str, Any]:
     """The best configuration refitted on all training windows and scored on the test windows, against
-    AutoPQ-default with ``config.forecaster``; every trial, the cost, a plot; written under ``out``."""
-    import optuna
+    AutoPQ-default with ``config.forecaster`` (itself a candidate with ``keep_default``); every trial, the
+    cost, a plot; written under ``out``."""
     from optuna.trial import TrialState
 
     study = open_study(config, out, create=False)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise BeyondBPError(f"study '{config.study}' has no finished trial yet")
-    best = study.best_trial
-    started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
     splits, net, cinn = prepare(config, out, progress)
-    name = best.params["forecaster"]
-    hyperparameters = SPACES[name](optuna.trial.FixedTrial(best.params))
-    y_hat = point_forecasts(make_forecaster(name, config.seed, **hyperparameters), splits)
+    default_config = AutoPQConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AutoPQConfig)})
+    default = completed_run(out / "default", default_config) or run_autopq(
+        default_config, out / "default", progress=progress, cinn_cache=out / CINN_FILE)
+    chosen = choose(config, study.best_trial, default)
+    started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
+    y_hat = point_forecasts(make_forecaster(chosen["forecaster"], config.seed, **chosen["hyperparameters"]), splits)
     levels = np.asarray(config.levels)
     test = CINNSampler(net, splits.test.c, y_hat["test"], config.samples, config.seed + 1, config.device,
                        config.noise)
-    quantiles = {"advanced": test.quantiles(best.params["sigma"], splits.low, splits.high, levels)}
+    quantiles = {"advanced": test.quantiles(chosen["sigma"], splits.low, splits.high, levels)}
     residuals = splits.validation.y - y_hat["validation"]
     for baseline in config.baselines:
         quantiles[baseline] = finish(BASELINES.get(baseline)(
@@ -263,22 +296,21 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
             fit_y_hat=y_hat["validation"], fit_y=splits.validation.y, seed=config.seed), splits.low, splits.high)
     metrics = {method: scores(splits.test.y, q, levels) for method, q in quantiles.items()}
     refit_joules = meter.joules()
-    default_config = AutoPQConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(AutoPQConfig)})
-    default = completed_run(out / "default", default_config) or run_autopq(
-        default_config, out / "default", progress=progress, cinn_cache=out / CINN_FILE)
     trials = study.get_trials(deepcopy=False)
     rows = [{"trial": t.number, "state": t.state.name.lower(), "forecaster": t.params.get("forecaster", ""),
-             "sigma": t.params.get("sigma", ""), "validation_crps": t.value if t.value is not None else "",
+             "sigma": t.user_attrs.get("sigma", t.params.get("sigma", "")),
+             "validation_crps": t.value if t.value is not None else "",
              "seconds": t.user_attrs.get("seconds", ""), "joules": t.user_attrs.get("joules", ""),
-              "hyperparameters": json.dumps({k: v for k, v in t.params.items() if k not in ("forecaster", "sigma")})}
+             "hyperparameters": json.dumps({k: v for k, v in t.params.items() if k not in ("forecaster", "sigma")})}
             for t in trials]
     search_joules = sum(float(r["joules"]) for r in rows if r["joules"] != "")
     total = search_joules + refit_joules + cinn["joules"]  # the cINN's training counts, as in AutoPQ-default's
+    if config.keep_default:  # the default candidate's fit and σ search count too (its cINN is the shared one)
+        total += default["energy_joules"] - (cinn["joules"] if default["cinn_reused"] else 0.0)
     states = [t.state.name.lower() for t in trials]
     summary = {"settings": asdict(config), "study": config.study, "storage": config.storage_url(out),
                "trials": {s: states.count(s) for s in sorted(set(states))},
-               "best": {"forecaster": name, "hyperparameters": hyperparameters, "sigma": best.params["sigma"],
-                        "validation_crps": best.value, "trial": best.number},
+               "best": chosen,
                "metrics": metrics,
                "default": {"forecaster": default["forecaster"], "sigma": default["sigma"],
                            "validation_crps": default["validation_crps"],
@@ -292,3 +324,18 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
 
     trials_plot(rows, out / "trials.png", default["validation_crps"])
     return summary
+
+
+def choose(config: AdvancedConfig, best, default: dict[str, Any]) -> dict[str, Any]:
+    """The configuration to refit: the study's ``best`` trial, or with ``keep_default`` AutoPQ-default's run
+    where that scored lower (or as low) on validation. ``source`` says which."""
+    import optuna
+
+    if config.keep_default and default["validation_crps"] <= best.value:
+        return {"source": "default", "forecaster": config.forecaster, "hyperparameters": {},
+                "sigma": default["sigma"], "validation_crps": default["validation_crps"], "trial": None}
+    name = best.params["forecaster"]
+    return {"source": "search", "forecaster": name,
+            "hyperparameters": SPACES[name](optuna.trial.FixedTrial(best.params)),
+            "sigma": best.user_attrs.get("sigma", best.params.get("sigma")), "validation_crps": best.value,
+            "trial": best.number}

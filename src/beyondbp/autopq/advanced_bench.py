@@ -22,6 +22,7 @@ import shutil
 import statistics
 import time
 import tomllib
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def scaling_rows(suite: dict[str, Any], runs: Path, results: Path) -> list[dict[
     if not plan:
         return []
     path = results / "scaling.csv"
-    key = json.dumps(plan, sort_keys=True)
+    key = json.dumps({**plan, "settings": resolved_settings(suite)}, sort_keys=True)
     if path.is_file():
         kept = read_rows(path)
         if kept and all(r["plan"] == key for r in kept):
@@ -80,10 +81,18 @@ def scaling_rows(suite: dict[str, Any], runs: Path, results: Path) -> list[dict[
     return rows
 
 
+def resolved_settings(suite: dict[str, Any]) -> dict[str, Any]:
+    """Every AutoPQ-advanced setting the suite runs with, defaults included (a changed default changes the
+    plan), less the data set and seed."""
+    config = asdict(advanced_config(suite, suite["datasets"][0], suite["seeds"][0]))
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ("dataset", "seed")}))
+
+
 def kept_rows(suite: dict[str, Any], results: Path) -> list[dict[str, Any]]:
-    """Rows of an earlier invocation with the same plan (data, seeds, settings), so that a suite interrupted
-    in one session continues in the next even without its run folders; ``plan.json`` records the plan."""
-    plan = {k: suite.get(k) for k in ("datasets", "seeds", "data_dir", "settings")}
+    """Rows of an earlier invocation with the same plan (data, seeds, every setting), so that a suite
+    interrupted in one session continues in the next even without its run folders; ``plan.json`` records
+    the plan."""
+    plan = {**{k: suite.get(k) for k in ("datasets", "seeds", "data_dir")}, "settings": resolved_settings(suite)}
     plan_path, csv_path = results / "plan.json", results / "autopq-advanced.csv"
     same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
     results.mkdir(parents=True, exist_ok=True)
@@ -105,13 +114,13 @@ def run_advanced_suite(path: Path = SUITE_PATH, runs: Path = RUNS, results: Path
             config = advanced_config(suite, dataset, seed)
             summary = run_advanced(config, runs / dataset / f"seed{seed}", progress=True)
             default = summary["default"]
-            rows.append({"dataset": dataset, "seed": seed, "configuration": "default",
+            rows.append({"dataset": dataset, "seed": seed, "configuration": "default", "chosen": "default",
                          "forecaster": default["forecaster"], "validation_crps": default["validation_crps"],
                          "test_crps": default["test_crps"], "energy_kwh": default["energy_kwh"],
                          "energy_cost": default["energy_kwh"] * config.price_per_kwh,
                          "energy_source": summary["energy_source"]})
             rows.append({"dataset": dataset, "seed": seed, "configuration": "advanced",
-                         "forecaster": summary["best"]["forecaster"],
+                         "chosen": summary["best"]["source"], "forecaster": summary["best"]["forecaster"],
                          "validation_crps": summary["best"]["validation_crps"],
                          "test_crps": summary["metrics"]["advanced"]["crps"], "energy_kwh": summary["energy_kwh"],
                          "energy_cost": summary["energy_cost"], "energy_source": summary["energy_source"]})
@@ -133,6 +142,11 @@ def advanced_section(results: Path, document_dir: Path) -> str:
     scaling = read_rows(results / "scaling.csv") if (results / "scaling.csv").is_file() else []
     return advanced_markdown(load_advanced_suite(), read_rows(results / "autopq-advanced.csv"), scaling,
                              json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix)
+
+
+def chosen(row: dict[str, Any]) -> str:
+    """The advanced configuration's forecaster, marked where it is AutoPQ-default's configuration."""
+    return row["forecaster"] + (" (default's)" if row.get("chosen") == "default" else "")
 
 
 def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling: list[dict[str, Any]],
@@ -158,7 +172,7 @@ def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling
         wins += better
         text.append(f"| {dataset} | {default[0]['forecaster']} | {mean(r['test_crps'] for r in default):.4f} | "
                     f"{mean(r['energy_kwh'] for r in default) * 1000:.3g} | "
-                    f"{', '.join(dict.fromkeys(r['forecaster'] for r in advanced))} | "
+                    f"{', '.join(dict.fromkeys(chosen(r) for r in advanced))} | "
                     f"{mean(r['test_crps'] for r in advanced):.4f} | "
                     f"{mean(r['energy_kwh'] for r in advanced) * 1000:.3g} | {'yes' if better else 'no'} |")
     text += ["", f"![test CRPS against energy]({image_prefix}crps-kwh.png)", "",
