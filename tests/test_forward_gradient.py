@@ -17,10 +17,10 @@ from beyondbp.methods.aggregation import aggregate
 from beyondbp.methods.forward_gradient import directional_derivatives, forward_gradient, parse_variant
 from beyondbp.methods.tangent_stream import (
     TangentStream,
+    accumulate_estimate,
     dense_blocks,
     parameters_of,
     streamed_derivatives,
-    streamed_estimate,
 )
 from beyondbp.methods.tangents import sample_tangents
 from beyondbp.models import mlp
@@ -210,7 +210,8 @@ def test_streamed_tangents_give_the_whole_tangents_estimate(sampler, aggregation
     assert [id(p) for p in params] == [id(p) for p in model.parameters()]
     stream = TangentStream(sampler, 123, torch.device("cpu"))
     _, loss, derivatives = streamed_derivatives(blocks, x, t, objective, stream, 4)
-    estimates = streamed_estimate([p.shape for p in params], stream, derivatives, aggregation)
+    estimates = [torch.zeros_like(p) for p in params]
+    accumulate_estimate(estimates, stream, derivatives, aggregation)
     streamed = torch.cat([g.reshape(-1) for g in estimates])
     whole = stream.full([p.shape for p in params], 4)
     named = list(model.named_parameters())

@@ -34,12 +34,12 @@ from .points import FeedbackPoints
 from .tangent_stream import (
     STREAMED_SAMPLERS,
     TangentStream,
+    accumulate_estimate,
     dense_blocks,
     local_weight_gradients,
     parameters_of,
     streamed_activity_derivatives,
     streamed_derivatives,
-    streamed_estimate,
 )
 from .tangents import TANGENT_SAMPLERS, sample_tangents
 
@@ -188,8 +188,10 @@ class ForwardGradient(Method):
             derivatives, mean_loss = self.parallel.average(derivatives, loss.item(), len(x))
             loss = loss.new_tensor(mean_loss)
         params = parameters_of(blocks)
-        for p, g in zip(params, streamed_estimate([p.shape for p in params], stream, derivatives, self.aggregation)):
-            p.grad = g if p.grad is None else p.grad.add_(g)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        accumulate_estimate([p.grad for p in params], stream, derivatives, self.aggregation)
         return StepResult(y, loss)
 
     def _streamed_activity_step(self, blocks, stream: TangentStream, x: Tensor, t: Tensor,
@@ -198,7 +200,8 @@ class ForwardGradient(Method):
         then each block's weight gradient from its estimated ``∂L/∂h_l`` (the output block: its true one)."""
         y, loss, derivatives, inputs, slopes = streamed_activity_derivatives(blocks, x, t, objective, stream,
                                                                             self.tangents)
-        estimates = streamed_estimate([s.shape for s in slopes[:-1]], stream, derivatives, self.aggregation)
+        estimates = [torch.zeros_like(slope) for slope in slopes[:-1]]
+        accumulate_estimate(estimates, stream, derivatives, self.aggregation)
         estimates.append(objective.output_gradient(y, t) / len(y))  # the output block's true ∂L/∂y
         local_weight_gradients(blocks, inputs, slopes, estimates)
         return StepResult(y, loss)

@@ -12,14 +12,16 @@ and ``φ_l'`` (what backprop keeps too); then each tangent ``j`` runs forward al
 ``ȧ_l = h_{l-1} V_{W_l,j}ᵀ + v_{b_l,j} + ḣ_{l-1} W_lᵀ``, ``ḣ_l = φ_l' ⊙ ȧ_l`` (the first block has no
 ``ḣ_0``), and ``d_j`` is the loss's forward-mode derivative along ``ẏ`` (no graph, no backward pass).
 The arithmetic is that of forward-mode differentiation: one primal product per block and two per block
-and tangent. Memory: backprop's activations plus one tangent's activations and
-one block's tangent.
+and tangent. Memory: backprop's activations plus one tangent's activations and one parameter's tangent
+(drawn into a scratch buffer the size of the largest parameter).
 
-The estimate, ``g_p = Σ_j c_j V_{p,j}`` (tangent 0 kept from the forward pass, where it becomes the
-gradient's storage; the others drawn again): ``c = d`` (sum, single), ``d / k`` (mean), or for the projection
-``c = G⁻¹ d`` with the k × k Gram matrix ``G = V Vᵀ`` accumulated parameter by parameter (``Vᵀ (V Vᵀ)⁻¹ d``,
-the same projection as :func:`~beyondbp.methods.aggregation.project`). For the same draws, the estimate
-equals :func:`~beyondbp.methods.forward_gradient.forward_gradient`'s (a test compares them).
+The estimate, ``g_p = Σ_j c_j V_{p,j}``, is added into each parameter's gradient as its tangents are drawn
+again one by one: ``c = d`` (sum, single), ``d / k`` (mean), or for the projection ``c = G⁻¹ d`` with the
+k × k Gram matrix ``G = V Vᵀ`` accumulated parameter by parameter (``Vᵀ (V Vᵀ)⁻¹ d``, the same projection
+as :func:`~beyondbp.methods.aggregation.project`; it holds the k tangents of one parameter at a time). For
+the same draws, the estimate equals :func:`~beyondbp.methods.forward_gradient.forward_gradient`'s (a test
+compares them). Rademacher tangents keep the random bytes of tangent 0 (one bit per entry, 1/32 of its
+floats) so that its signs are not drawn twice; Gaussian tangents are always drawn again.
 """
 
 from __future__ import annotations
@@ -60,22 +62,33 @@ class TangentStream:
         self.sampler, self.seed, self.device = sampler, seed, device
         self.generator = torch.Generator(device=device)
         self.shifts = torch.arange(8, dtype=torch.uint8, device=device)
-        #: Tangent 0 of each parameter, kept from the forward pass: it becomes the gradient's first term
-        #: (the size of the gradient itself), which saves drawing it again.
-        self.first: dict[int, Tensor] = {}
+        self.scratch = torch.empty(0, device=device)
+        #: Rademacher: the random bytes of tangent 0 of each parameter drawn so far (one bit per entry).
+        self.kept_octets: dict[int, Tensor] = {}
 
-    def draw(self, parameter: int, tangent: int, shape: Sequence[int]) -> Tensor:
-        if tangent == 0 and parameter in self.first:
-            return self.first.pop(parameter)
-        self.generator.manual_seed(mixed_seed(self.seed, parameter, tangent))
-        if self.sampler == "normal":
-            return torch.randn(*shape, generator=self.generator, device=self.device)
-        # eight signs from each random byte: a quarter of the random numbers a float per entry would need
+    def draw(self, parameter: int, tangent: int, shape: Sequence[int], scratch: bool = False,
+             out: Tensor | None = None) -> Tensor:
+        """The tangent's entries for ``parameter``, in a new tensor, in ``out``, or with ``scratch`` in the
+        stream's one reusable buffer (valid until the next scratch draw)."""
         count = math.prod(shape)
-        octets = torch.randint(0, 256, ((count + 7) // 8, 1), generator=self.generator, device=self.device,
-                               dtype=torch.uint8)
+        if scratch:
+            if self.scratch.numel() < count:
+                self.scratch = torch.empty(count, device=self.device)
+            out = self.scratch[:count]
+        out = (torch.empty(*shape, device=self.device) if out is None else out).view(*shape)
+        if self.sampler == "normal":
+            return out.normal_(generator=self._seeded(parameter, tangent))
+        octets = self.kept_octets.get(parameter) if tangent == 0 else None
+        if octets is None:  # eight signs from each random byte: a quarter of the random numbers of one float each
+            octets = torch.randint(0, 256, ((count + 7) // 8, 1), generator=self._seeded(parameter, tangent),
+                                   device=self.device, dtype=torch.uint8)
+            if tangent == 0:
+                self.kept_octets[parameter] = octets
         signs = (octets >> self.shifts).bitwise_and_(1).view(-1)[:count]
-        return torch.empty(count, device=self.device).copy_(signs).mul_(2).sub_(1).view(*shape)
+        return out.view(-1).copy_(signs).mul_(2).sub_(1).view(*shape)
+
+    def _seeded(self, parameter: int, tangent: int) -> torch.Generator:
+        return self.generator.manual_seed(mixed_seed(self.seed, parameter, tangent))
 
     def full(self, shapes: Sequence[Sequence[int]], k: int) -> Tensor:
         """Every tangent whole (k × n, parameters in order): what the streamed estimate never builds; for tests
@@ -132,16 +145,10 @@ def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Ten
     for j in range(k):
         tangent, index = None, 0
         for (flattens, linear, _), h_in, slope in zip(blocks, inputs, slopes):
-            v_weight = stream.draw(index, j, linear.weight.shape)
-            a_dot = h_in @ v_weight.T
-            if j == 0:
-                stream.first[index] = v_weight
+            a_dot = h_in @ stream.draw(index, j, linear.weight.shape, scratch=True).T
             index += 1
             if linear.bias is not None:
-                v_bias = stream.draw(index, j, linear.bias.shape)
-                a_dot += v_bias
-                if j == 0:
-                    stream.first[index] = v_bias
+                a_dot += stream.draw(index, j, linear.bias.shape, scratch=True)
                 index += 1
             if tangent is not None:
                 a_dot.addmm_(tangent.flatten(1) if flattens else tangent, linear.weight.T)
@@ -151,19 +158,21 @@ def streamed_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]], x: Ten
 
 
 @torch.no_grad()
-def streamed_estimate(shapes: Sequence[Sequence[int]], stream: TangentStream, derivatives: Tensor,
-                      aggregation: str) -> list[Tensor]:
-    """``g_p = Σ_j c_j V_{p,j}`` for every perturbed tensor ``p`` of the given shapes, in order (parameters,
-    or block outputs; see the module docstring)."""
+def accumulate_estimate(targets: Sequence[Tensor], stream: TangentStream, derivatives: Tensor,
+                        aggregation: str) -> None:
+    """Add ``g_p = Σ_j c_j V_{p,j}`` into ``targets[p]`` for every perturbed tensor ``p`` (parameters' gradients,
+    or block outputs' estimates; see the module docstring), drawing each tangent again into scratch."""
     k = len(derivatives)
     if aggregation == "projection":
-        n = sum(math.prod(shape) for shape in shapes)
+        n = sum(target.numel() for target in targets)
         if k > n:
             raise BeyondBPError(f"projection needs at most as many tangents as dimensions, got k={k} > n={n}")
         gram = torch.zeros(k, k, device=derivatives.device)
-        for index, shape in enumerate(shapes):
-            first = stream.first[index] = stream.draw(index, 0, shape)  # kept again for the estimate
-            block = torch.stack([first, *(stream.draw(index, j, shape) for j in range(1, k))]).reshape(k, -1)
+        rows = torch.empty(k, max(target.numel() for target in targets), device=derivatives.device)
+        for index, target in enumerate(targets):
+            block = rows[:, :target.numel()]
+            for j in range(k):
+                stream.draw(index, j, target.shape, out=block[j])
             gram.addmm_(block, block.T)
         diagonal = torch.linalg.eigvalsh(gram)
         if diagonal.min() <= 1e-10 * diagonal.max():
@@ -171,13 +180,9 @@ def streamed_estimate(shapes: Sequence[Sequence[int]], stream: TangentStream, de
         coefficients = torch.linalg.solve(gram, derivatives)
     else:
         coefficients = derivatives / k if aggregation == "mean" else derivatives
-    estimates = []
-    for index, shape in enumerate(shapes):
-        g = stream.draw(index, 0, shape).mul_(coefficients[0])
-        for j in range(1, k):
-            g.addcmul_(stream.draw(index, j, shape), coefficients[j])
-        estimates.append(g)
-    return estimates
+    for index, target in enumerate(targets):
+        for j in range(k):
+            target.addcmul_(stream.draw(index, j, target.shape, scratch=True), coefficients[j])
 
 
 def _primal(blocks, x: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
@@ -210,10 +215,8 @@ def streamed_activity_derivatives(blocks: list[tuple[bool, nn.Linear, nn.Module]
             if index == hidden:
                 tangent = a_dot.mul_(slope)
                 break
-            u = stream.draw(index, j, slope.shape)
-            if j == 0:
-                stream.first[index] = u
-            tangent = u if a_dot is None else a_dot.mul_(slope).add_(u)
+            u = stream.draw(index, j, slope.shape, scratch=True)
+            tangent = u.clone() if a_dot is None else a_dot.mul_(slope).add_(u)
         derivatives[j] = jvp(lambda output: objective(output, t), (y,), (tangent,))[1]
     return y, loss, derivatives, inputs, slopes
 
@@ -225,6 +228,10 @@ def local_weight_gradients(blocks: list[tuple[bool, nn.Linear, nn.Module]], inpu
     ``δ = ∂L/∂h_l ⊙ φ_l'``, ``∂L/∂W_l = δᵀ h_{l-1}``, ``∂L/∂b_l = Σ δ``."""
     for (_, linear, _), h_in, slope, g in zip(blocks, inputs, slopes, output_gradients):
         delta = g * slope
-        pairs = [(linear.weight, delta.T @ h_in)] + ([(linear.bias, delta.sum(0))] if linear.bias is not None else [])
-        for p, grad in pairs:
-            p.grad = grad if p.grad is None else p.grad.add_(grad)
+        weight = linear.weight
+        if weight.grad is None:
+            weight.grad = delta.T @ h_in
+        else:
+            weight.grad.addmm_(delta.T, h_in)  # into the gradient: no weight-sized temporary
+        if linear.bias is not None:
+            linear.bias.grad = delta.sum(0) if linear.bias.grad is None else linear.bias.grad.add_(delta.sum(0))
