@@ -171,6 +171,7 @@ class Objective:
         y_hat = point_forecasts(forecaster, splits, ("validation",))["validation"]
         cfg, levels = self.config, np.asarray(self.config.levels)
         sampler = CINNSampler(self.net, splits.validation.c, y_hat, cfg.samples, cfg.seed, cfg.device, cfg.noise)
+
         def crps(s: float) -> float:
             return scores(splits.validation.y, sampler.quantiles(s, splits.low, splits.high, levels), levels)["crps"]
 
