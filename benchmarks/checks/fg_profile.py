@@ -4,7 +4,7 @@ The setting of `bench speed`'s fg table: MLP of 4 hidden blocks of width 1024, t
 each method the script runs warm-up steps, then profiles a few steps with torch.profiler and writes the
 share of self CPU time of the operations that take most of it.
 
-    .venv/bin/python benchmarks/checks/fg_profile.py --out benchmarks/checks/fg-profile-2026-12-02.csv
+    .venv/bin/python benchmarks/checks/fg_profile.py --out benchmarks/checks/fg-profile-DATE.csv
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from beyondbp.methods import make_method
 from beyondbp.models import build_model
 from beyondbp.objectives import make_objective
 
-METHODS = ["bp", "fg:k1-single", "fg:k4-mean", "fg:k16-mean", "fg:k4-mean-rademacher", "fg:k4-mean-activities"]
+METHODS = ["bp", "fg:k1-single", "fg:k4-mean", "fg:k16-mean", "fg:k1-single-rademacher", "fg:k4-mean-rademacher",
+           "fg:k16-mean-rademacher", "fg:k4-mean-activities"]
 
 
 def profile_step(spec: str, x: torch.Tensor, t: torch.Tensor, objective, steps: int = 3) -> list[dict]:
