@@ -261,3 +261,19 @@ def test_streamed_tangents_are_only_for_dense_blocks_and_independent_samplers():
     assert dense_blocks(nn.Sequential(nn.Conv2d(1, 2, 3))) is None
     with pytest.raises(BeyondBPError, match="independent entries"):
         TangentStream("angle", 0, torch.device("cpu"))
+
+
+def test_streamed_step_memory_does_not_grow_with_k():
+    """The step's peak memory (bench speed's meter) with 16 tangents equals that with one, and stays under
+    twice backprop's, for weight and activity tangents; the projection grows by k x the largest parameter."""
+    from beyondbp.bench.speed import Setup
+
+    def memory(spec):
+        return Setup(spec, "mlp", 4, 256, 64, torch.device("cpu")).step_memory()
+
+    bp = memory("bp")
+    largest = 256 * 256 * 4
+    for perturb in ("", "-activities"):
+        one, sixteen = memory(f"fg:k1{perturb}"), memory(f"fg:k16{perturb}")
+        assert sixteen <= one + 4096 and sixteen <= 2 * bp
+    assert memory("fg:k16-projection") - memory("fg:k4-projection") <= 12 * largest + 65536
