@@ -117,3 +117,17 @@ def test_train_refuses_options_its_method_does_not_take(capsys):
     assert main(["train", "--method", "fa", "--tangents", "4", "--feedback-points", "0"]) == 2
     assert ("--feedback-points, --tangents do not apply to method fa; its options: --feedback-init, "
             "--feedback-normalize") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"balance": "speed"}, "unknown balance 'speed'; known: parameters, time"),
+    ({"log": "wandb"}, "unknown log 'wandb'; known: tensorboard"),
+    ({"execution": "fast"}, "unknown execution 'fast'; known: auto, autograd, forward"),
+])
+def test_a_setting_with_choices_is_checked_from_python_as_on_the_command_line(settings, message):
+    with pytest.raises(BeyondBPError, match=message):
+        RunConfig(**settings).validate()
+    from beyondbp.autopq.advanced import AdvancedConfig
+
+    with pytest.raises(BeyondBPError, match="unknown sigma_search 'both'; known: nested, joint"):
+        AdvancedConfig(dataset="PV", sigma_search="both").validate()

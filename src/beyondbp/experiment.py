@@ -29,7 +29,7 @@ from .metrics import HEADLINE
 from .models import ACTIVATIONS, MODELS, build_model
 from .models.factory import build_user_model, is_factory, load_factory
 from .objectives import make_objective
-from .options import method_settings, option
+from .options import check_choices, method_settings, option
 from .pipeline import BALANCES, check_method
 from .registry import Registry
 from .tracking import LOGGERS, FanOut, RunLogger, make_logger
@@ -179,6 +179,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check every name and number before any data is loaded."""
+        check_choices(self)
         self.build_method()
         FEEDBACK_INITS.get(self.feedback_init)
         if self.data is None:

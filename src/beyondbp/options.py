@@ -37,6 +37,17 @@ def option(default: Any, group: str, help: str, *, choices: Sequence[str] | None
     return dataclasses.field(default=default, metadata=meta)
 
 
+def check_choices(config: Any) -> None:
+    """Every field of ``config`` declared with ``choices`` holds one of them (None where that is its default):
+    the Python API's counterpart of argparse's check."""
+    from .errors import BeyondBPError
+
+    for f in dataclasses.fields(config):
+        allowed, value = f.metadata.get("choices"), getattr(config, f.name)
+        if allowed and value not in allowed and not (value is None and f.default is None):
+            raise BeyondBPError(f"unknown {f.name} '{value}'; known: {', '.join(allowed)}")
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``"500,500"`` -> ``(500, 500)``; empty or ``none`` -> ``()``."""
     if text.strip().lower() in ("", "none"):

@@ -17,7 +17,7 @@ import torch
 
 from ..energy import DEFAULT_WATTS_PER_CORE, EnergyMeter, kwh
 from ..errors import BeyondBPError
-from ..options import option
+from ..options import check_choices, option
 from ..tables import write_rows
 from .cinn import CINNSettings, ConditionalINN, train_cinn
 from .forecasters import FORECASTERS, PointForecaster, SeriesForecaster, make_forecaster, point_forecasts
@@ -72,6 +72,7 @@ class AutoPQConfig:
     price_per_kwh: float = option(0.3, "energy", "price of one kWh (any currency): the run's cost is kWh x price")
 
     def validate(self) -> None:
+        check_choices(self)
         if (self.dataset is None) == (self.csv is None):
             raise BeyondBPError("give either dataset (one of the paper's series) or csv (your own series)")
         if self.dataset is not None and self.dataset not in SOURCES:
