@@ -248,12 +248,17 @@ def test_streamed_activity_tangents_give_the_whole_tangents_estimate(aggregation
     assert (grads[0] - grads[1]).abs().max() <= 1e-6 * grads[1].abs().max()
 
 
-def test_streamed_rademacher_signs_come_from_random_bits_balanced():
-    signs = TangentStream("rademacher", 7, torch.device("cpu")).draw(0, 0, (1001, 999))
-    assert signs.shape == (1001, 999) and set(signs.unique().tolist()) == {-1.0, 1.0}
+@pytest.mark.parametrize("shape", [(1001, 999), (1024, 1024)])  # through the table's gather, or not
+def test_streamed_rademacher_signs_come_from_random_bits_balanced(shape):
+    stream = TangentStream("rademacher", 7, torch.device("cpu"))
+    signs = stream.draw(0, 0, shape)
+    assert signs.shape == shape and set(signs.unique().tolist()) == {-1.0, 1.0}
     assert abs(signs.mean().item()) < 4 / 1000  # 4 standard deviations of the mean of 10^6 fair signs
     pairs = signs.view(-1)[:-1] * signs.view(-1)[1:]
     assert abs(pairs.mean().item()) < 4 / 1000  # neighbours (bits of one byte) independent
+    by_bit = signs.view(-1)[:len(signs.view(-1)) // 64 * 64].view(-1, 64).mean(0)
+    assert by_bit.abs().max() < 5 / 125  # every bit of the random words fair, the top one too (5 sd of 15,625)
+    assert torch.equal(stream.draw(0, 0, shape), signs) and torch.equal(stream.draw(0, 0, shape, scratch=True), signs)
 
 
 def test_streamed_tangents_are_only_for_dense_blocks_and_independent_samplers():

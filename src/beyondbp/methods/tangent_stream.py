@@ -20,7 +20,7 @@ again one by one: ``c = d`` (sum, single), ``d / k`` (mean), or for the projecti
 k × k Gram matrix ``G = V Vᵀ`` accumulated parameter by parameter (``Vᵀ (V Vᵀ)⁻¹ d``, the same projection
 as :func:`~beyondbp.methods.aggregation.project`; it holds the k tangents of one parameter at a time). For
 the same draws, the estimate equals :func:`~beyondbp.methods.forward_gradient.forward_gradient`'s (a test
-compares them). Rademacher tangents keep the random bytes of tangent 0 (one bit per entry, 1/32 of its
+compares them). Rademacher tangents keep the random words of tangent 0 (one bit per entry, 1/32 of its
 floats) so that its signs are not drawn twice; Gaussian tangents are always drawn again.
 """
 
@@ -61,10 +61,11 @@ class TangentStream:
                                 f"got '{sampler}'")
         self.sampler, self.seed, self.device = sampler, seed, device
         self.generator = torch.Generator(device=device)
-        self.shifts = torch.arange(8, dtype=torch.uint8, device=device)
+        #: Rademacher: row ``b`` holds the eight signs of byte ``b``, bit i to entry i (2 bit - 1).
+        self.signs = ((torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1) * 2.0 - 1
         self.scratch = torch.empty(0, device=device)
-        #: Rademacher: the random bytes of tangent 0 of each parameter drawn so far (one bit per entry).
-        self.kept_octets: dict[int, Tensor] = {}
+        #: Rademacher: the random words of tangent 0 of each parameter drawn so far (one bit per entry).
+        self.kept_words: dict[int, Tensor] = {}
 
     def draw(self, parameter: int, tangent: int, shape: Sequence[int], scratch: bool = False,
              out: Tensor | None = None) -> Tensor:
@@ -78,14 +79,17 @@ class TangentStream:
         out = (torch.empty(*shape, device=self.device) if out is None else out).view(*shape)
         if self.sampler == "normal":
             return out.normal_(generator=self._seeded(parameter, tangent))
-        octets = self.kept_octets.get(parameter) if tangent == 0 else None
-        if octets is None:  # eight signs from each random byte: a quarter of the random numbers of one float each
-            octets = torch.randint(0, 256, ((count + 7) // 8, 1), generator=self._seeded(parameter, tangent),
-                                   device=self.device, dtype=torch.uint8)
+        words = self.kept_words.get(parameter) if tangent == 0 else None
+        if words is None:  # 64 signs from each random 64-bit word (its whole range: every bit fair)
+            words = torch.empty((count + 63) // 64, dtype=torch.int64, device=self.device).random_(
+                -2**63, 2**63 - 1, generator=self._seeded(parameter, tangent))
             if tangent == 0:
-                self.kept_octets[parameter] = octets
-        signs = (octets >> self.shifts).bitwise_and_(1).view(-1)[:count]
-        return out.view(-1).copy_(signs).mul_(2).sub_(1).view(*shape)
+                self.kept_words[parameter] = words
+        octets = words.view(torch.uint8)[:(count + 7) // 8].long()
+        if count % 8 == 0:  # one gather from the 256 x 8 table writes the signs in place
+            torch.index_select(self.signs, 0, octets, out=out.view(-1, 8))
+            return out
+        return out.view(-1).copy_(self.signs[octets].view(-1)[:count]).view(*shape)
 
     def _seeded(self, parameter: int, tangent: int) -> torch.Generator:
         return self.generator.manual_seed(mixed_seed(self.seed, parameter, tangent))
