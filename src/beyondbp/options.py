@@ -25,7 +25,8 @@ def option(default: Any, group: str, help: str, *, choices: Sequence[str] | None
 
     Args:
         group: the help section of its flag.
-        choices: the allowed values, checked by argparse (registries are checked by the objects).
+        choices: the allowed values, checked by argparse and from Python by :func:`check_choices` (registries
+            are checked by the objects).
         method_arg: the name of the method constructors' keyword that receives it (see
             :func:`beyondbp.methods.method_options`); None if it is not a method option.
         flag: False for settings that the command line sets another way (``--method``, ``--seed``).
