@@ -37,6 +37,43 @@ def test_unvisited_rows_read_their_init():
         DelayedBuffer(2, 3, torch.device("cpu"), "ones")
 
 
+def test_a_decayed_row_weighs_by_its_age_in_epochs():
+    """4 samples: rows 0, 1 written at clock 2; after rows 2, 3 (clock 4) they are half an epoch old."""
+    buffer = DelayedBuffer(4, 2, torch.device("cpu"), "target", decay=0.25)
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    buffer.write(torch.tensor([0, 1]), torch.tensor([[0.4, -0.4], [-0.2, 0.6]]))
+    torch.testing.assert_close(buffer.read(torch.tensor([0, 1]), t), torch.tensor([[0.4, -0.4], [-0.2, 0.6]]))
+    buffer.write(torch.tensor([2, 3]), torch.ones(2, 2))
+    read = buffer.read(torch.tensor([1, 3]), t)
+    torch.testing.assert_close(read, torch.tensor([[-0.1, 0.3], [1.0, 1.0]]))  # 0.25 ** (2 / 4) = 0.5
+    torch.testing.assert_close(buffer.read(torch.tensor([0]), t * 0 + 7)[0], torch.tensor([0.2, -0.2]))
+    restored = DelayedBuffer(4, 2, torch.device("cpu"), "target", decay=0.25)
+    restored.load_state_dict(buffer.state_dict())
+    torch.testing.assert_close(restored.read(torch.tensor([1, 3]), t), read)
+    with pytest.raises(ValueError, match="disagree on signal_decay"):
+        DelayedBuffer(4, 2, torch.device("cpu")).load_state_dict(buffer.state_dict())
+
+
+def test_signal_decay_needs_a_delayed_signal_and_a_factor_in_range():
+    assert make_method("f3", signal_decay=0.5).signal_decay == 0.5
+    with pytest.raises(BeyondBPError, match="signal_decay needs a delayed signal"):
+        make_method("f3:one_hot_target", signal_decay=0.5)
+    for bad in (0.0, 1.5):
+        with pytest.raises(BeyondBPError, match=r"signal_decay must be in \(0, 1\]"):
+            RunConfig(method="f3", signal_decay=bad).validate()
+
+
+def test_f3_second_visit_reads_the_decayed_error(tiny):
+    """Two steps on the same 2 of 4 samples: the second reads ``t - y_prev`` times 0.5 ** (2 / 4)."""
+    model, x, t, index = tiny
+    method = step_with(model, x, t, index, "f3:delayed_error", signal_decay=0.5)
+    _, y, _ = forward_by_hand(model, x)
+    method.buffer.write(torch.tensor([2, 3]), torch.zeros(2, 2))  # the other half of the epoch
+    model.zero_grad()
+    method.step(model, x, t, index, BCE)
+    assert_grads(model, grads_by_hand(model, x, t, 0.5 ** 0.5 * (t - y) @ B1))
+
+
 @pytest.mark.parametrize("execution", ["forward", "autograd"])
 def test_a_centred_signal_loses_its_mean_over_classes(tiny, execution):
     model, x, t, index = tiny

@@ -70,7 +70,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("method,options", [
     ("f3", {}), ("drtp", {}),
-    ("f3", {"center_signal": True, "feedback_exclude": ("bias",), "hidden_lr_scale": 0.5}),
+    ("f3", {"center_signal": True, "feedback_exclude": ("bias",), "hidden_lr_scale": 0.5, "signal_decay": 0.7}),
 ])
 def test_two_stages_equal_the_single_process_unlocked_run_bit_for_bit(tmp_path, method, options):
     """One epoch on 2 stages, resumed for two more (one epoch boundary by resume, one inside the running

@@ -82,6 +82,9 @@ class RunConfig:
                               choices=tuple(BUFFER_INITS), method_arg="buffer_init")
     center_signal: bool = option(False, "method", "direct feedback: remove each sample's mean over classes from "
                                                   "the signal (not in the papers)", method_arg="center_signal")
+    signal_decay: float = option(1.0, "method", "f3: read a delayed signal as decay ** age x value, its age in "
+                                                "epochs (1: the paper, no decay; not in the papers)",
+                                 method_arg="signal_decay")
     feedback_exclude: tuple[str, ...] = option((), "method", "direct feedback: parameter kinds of hidden blocks "
                                                              "kept out of the feedback, at their initialisation: "
                                                              "bias, norm (not in the papers)",
@@ -260,7 +263,7 @@ class RunConfig:
 #: Settings added after runs were stored, with their defaults (see :meth:`RunConfig.run_info`).
 ADDED_LATER = {"feedback_points": [], "data": None, "target": None, "task": None, "stages": 1,
                "balance": "parameters", "buffer_init": "target", "center_signal": False, "feedback_exclude": [],
-               "hidden_lr_scale": 1.0}
+               "hidden_lr_scale": 1.0, "signal_decay": 1.0}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -94,10 +94,11 @@ METHODS.register("drtp", "direct random target projection: the target to every h
 def f3(signal: str = DEFAULT_F3_SIGNAL, feedback_init: str = "kaiming_uniform", normalize: bool = False,
        batch_mean: bool = False, execution: str = "auto", unlocked: bool = False, token_feedback: str = "shared",
        feedback_points: Sequence[str] | None = None, buffer_init: str = "target", center_signal: bool = False,
-       feedback_exclude: Sequence[str] = ()) -> Method:
+       feedback_exclude: Sequence[str] = (), signal_decay: float = 1.0) -> Method:
     return DirectFeedback(signal, feedback_init, normalize, batch_mean, execution, unlocked, name="f3",
                           token_feedback=token_feedback, feedback_points=feedback_points, buffer_init=buffer_init,
-                          center_signal=center_signal, feedback_exclude=feedback_exclude)
+                          center_signal=center_signal, feedback_exclude=feedback_exclude,
+                          signal_decay=signal_decay)
 
 
 

@@ -59,7 +59,7 @@ from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
 from .local_update import linear_block, local_update
 from .points import FeedbackPoints
-from .signals import BUFFER_INITS, SIGNALS, DelayedBuffer, Signal
+from .signals import BUFFER_INITS, SIGNALS, DelayedBuffer, Signal, check_decay
 
 EXECUTIONS = ("auto", "autograd", "forward")
 TOKEN_FEEDBACK = ("shared", "per-token")
@@ -128,6 +128,8 @@ class DirectFeedback(Method):
             their initialisation: ``"bias"`` (every bias) and ``"norm"`` (LayerNorm, GroupNorm and
             BatchNorm weights and biases): the signal's projection says where to move the block's output,
             not how to re-centre or re-scale it. Not in the papers.
+        signal_decay: a delayed signal read as ``signal_decay ** age × value``, its age in epochs (see
+            :class:`~beyondbp.methods.signals.DelayedBuffer`); 1: the paper's undecayed signal.
     """
 
     def __init__(
@@ -144,21 +146,26 @@ class DirectFeedback(Method):
         buffer_init: str = "target",
         center_signal: bool = False,
         feedback_exclude: Sequence[str] = (),
+        signal_decay: float = 1.0,
     ):
         FEEDBACK_INITS.get(feedback_init)
+        check_decay(signal_decay)
         if buffer_init not in BUFFER_INITS:
             raise BeyondBPError(f"unknown buffer init '{buffer_init}'; known: {', '.join(BUFFER_INITS)}")
         unknown = set(feedback_exclude) - set(EXCLUDABLE)
         if unknown:
             raise BeyondBPError(f"cannot exclude '{sorted(unknown)[0]}' from direct feedback; known: "
                                 f"{', '.join(EXCLUDABLE)}")
-        self.buffer_init, self.center_signal = buffer_init, center_signal
+        self.buffer_init, self.center_signal, self.signal_decay = buffer_init, center_signal, signal_decay
         self.feedback_exclude = tuple(feedback_exclude)
         self.excluded: set[int] = set()
         if token_feedback not in TOKEN_FEEDBACK:
             raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
         self.token_feedback = token_feedback
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
+        if signal_decay < 1 and (self.signal is None or not self.signal.delayed):
+            raise BeyondBPError(f"signal_decay needs a delayed signal (f3's); {name}'s "
+                                f"{'no signal' if self.signal is None else self.signal.name} has no age")
         in_advance = self.signal is None or self.signal.known_in_advance
         if execution not in EXECUTIONS:
             raise BeyondBPError(f"unknown execution '{execution}'; known executions: {', '.join(EXECUTIONS)}")
@@ -202,7 +209,8 @@ class DirectFeedback(Method):
         if self.signal.delayed:
             if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
-            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model), self.buffer_init)
+            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model), self.buffer_init,
+                                         self.signal_decay)
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""

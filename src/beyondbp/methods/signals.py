@@ -91,36 +91,64 @@ class DelayedBuffer:
     Rows not yet written read as ``init(t)`` of the sample's target: by default the target
     itself, the F³ initialisation (the buffer starts as the targets) without needing the data
     set up front; see :data:`BUFFER_INITS` for the others.
+
+    ``decay < 1`` (not in the papers) reads a written row as ``decay ** age × value``, its age
+    in epochs counted as the samples written since it was written, divided by the number of
+    samples: a row read right after it was written (a sample at the end of one epoch and the
+    start of the next) keeps its weight, one written almost two epochs of updates ago counts
+    ``decay²``. The signal of the F³ paper is one epoch old on average (NOTES.md: its age is a
+    cause of F³'s late-epoch decline); decay weighs fresher errors more.
     """
 
-    def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target"):
+    def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target",
+                 decay: float = 1.0):
         if init not in BUFFER_INITS:
             raise BeyondBPError(f"unknown buffer init '{init}'; known: {', '.join(BUFFER_INITS)}")
+        check_decay(decay)
         self.values = torch.zeros(num_samples, num_outputs, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.init = BUFFER_INITS[init]
+        self.decay = decay
+        if decay < 1:  # when each row was written, on a clock of samples written
+            self.stamp = torch.zeros(num_samples, dtype=torch.int64, device=device)
+            self.clock = torch.zeros((), dtype=torch.int64, device=device)
         #: In data-parallel training: gathers every rank's ``(index, values)`` so all buffers stay equal.
         self.sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def read(self, index: Tensor, t: Tensor) -> Tensor:
-        return torch.where(self.written[index, None], self.values[index], self.init(t))
+        values = self.values[index]
+        if self.decay < 1:
+            age = (self.clock - self.stamp[index]).to(values.dtype) / len(self.values)
+            values = values * self.decay ** age[:, None]
+        return torch.where(self.written[index, None], values, self.init(t))
 
     def write(self, index: Tensor, values: Tensor) -> None:
         if self.sync is not None:
             index, values = self.sync(index, values.detach())
         self.values[index] = values.detach()
         self.written[index] = True
+        if self.decay < 1:
+            self.clock += len(index)
+            self.stamp[index] = self.clock
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"values": self.values, "written": self.written}
+        state = {"values": self.values, "written": self.written}
+        return {**state, "stamp": self.stamp, "clock": self.clock} if self.decay < 1 else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["values"].shape != self.values.shape:
             raise ValueError(
                 f"delayed buffer has shape {tuple(state['values'].shape)}, expected {tuple(self.values.shape)}"
             )
-        self.values.copy_(state["values"])
-        self.written.copy_(state["written"])
+        if ("stamp" in state) != (self.decay < 1):
+            raise ValueError("the delayed buffer's checkpoint and this run disagree on signal_decay")
+        for name, tensor in self.state_dict().items():
+            tensor.copy_(state[name])
+
+
+def check_decay(decay: float) -> None:
+    if not 0 < decay <= 1:
+        raise BeyondBPError(f"signal_decay must be in (0, 1] (1: no decay), got {decay}")
 
 
 @dataclass(frozen=True)

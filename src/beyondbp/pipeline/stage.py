@@ -282,16 +282,17 @@ class StageTrainer:
                             "peak_memory_mb": s["peak_memory_mb"]} for s in every]}
 
     def _share_buffer(self) -> None:
-        """F³: the rows the last stage wrote this epoch reach every stage before the next epoch reads them."""
+        """F³: the rows the last stage wrote this epoch reach every stage before the next epoch reads them
+        (C floats and one byte per sample; with ``signal_decay`` also each row's 8-byte time stamp)."""
         buffer = self.method.buffer
         if buffer is None:
             return
-        written = buffer.written.to(torch.uint8)
-        self.link.collective(dist.broadcast, buffer.values, src=self.last)
-        self.link.collective(dist.broadcast, written, src=self.last)
-        buffer.written.copy_(written.bool())
-        if self.rank == self.last:  # sent to each other stage: C floats and one byte per sample
-            self.link.bytes_sent += (self.world - 1) * (buffer.values.numel() * 4 + written.numel())
+        for tensor in buffer.state_dict().values():
+            sent = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo sends no bools
+            self.link.collective(dist.broadcast, sent, src=self.last)
+            tensor.copy_(sent)
+            if self.rank == self.last:
+                self.link.bytes_sent += (self.world - 1) * sent.numel() * sent.element_size()
 
     def _evaluate(self) -> dict[str, float]:
         """The test set through every stage; the last stage's metrics (others return nothing)."""
