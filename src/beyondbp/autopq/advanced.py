@@ -235,11 +235,14 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     before = counted(study)
     bar = tqdm(total=config.budget_trials, initial=before, desc=f"AutoPQ-advanced, worker {worker}",
                disable=None if progress else True, leave=False)
+    # a worker stops when the finished trials and those other workers are running fill the budget (counting
+    # finished ones only, a worker would start one more while another's last trial runs); a killed worker's
+    # trial stops counting when its heartbeat expires (open_study)
+    budget = MaxTrialsCallback(config.budget_trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                             TrialState.RUNNING))
     with bar, threadpool_limits(threads):
         study.optimize(Objective(config, splits, net), timeout=config.budget_seconds, catch=(Exception,),
-                       callbacks=[MaxTrialsCallback(config.budget_trials, states=(TrialState.COMPLETE,
-                                                                                  TrialState.PRUNED)),
-                                  lambda s, t: bar.update(counted(s) - bar.n)])
+                       callbacks=[budget, lambda s, t: bar.update(counted(s) - bar.n)])
     return counted(study) - before
 
 
