@@ -59,6 +59,7 @@ def test_a_study_refuses_other_settings_and_bad_budgets(series_csv, tmp_path):
     for bad, message in [({"budget_trials": 0}, "budget must be positive"),
                          ({"budget_seconds": 0.0}, "budget must be positive"),
                          ({"workers": 0}, "workers must be at least 1"),
+                         ({"threads": 0}, "threads must be at least 1"),
                          ({"search": ("linear", "prophet")}, "unknown forecaster 'prophet' in the search space"),
                          ({"storage": "nosuchdatabase://nowhere"}, "cannot open the study storage")]:
         with pytest.raises(BeyondBPError, match=message):
@@ -102,12 +103,13 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     suite.write_text(f'datasets = ["Load-BW"]\nseeds = [1]\ndata_dir = "{data}"\n'
                      '[settings]\nsearch = ["linear", "naive"]\nbudget_trials = 3\ncinn_epochs = 2\ntrials = 2\n'
                      'forecaster = "naive"\nbaselines = []\n'
-                     '[scaling]\ndataset = "Load-BW"\nbudget_trials = 2\nworkers = [1]\n')
+                     '[scaling]\ndataset = "Load-BW"\nbudget_trials = 2\nworkers = [1]\nthreads = ["auto", 1]\n')
     report = run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results").read_text()
     rows = list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv")))
     assert [r["configuration"] for r in rows] == ["default", "advanced"]
     assert all(float(r["energy_kwh"]) > 0 and r["energy_source"] in report for r in rows)
-    assert "| Load-BW | naive |" in report and "of 1 data sets" in report and "| 1 | 2 |" in report
+    assert "| Load-BW | naive |" in report and "of 1 data sets" in report
+    assert "| auto | 1 | 2 (2) |" in report and "| 1 | 1 | 2 (2) |" in report  # threads, workers, trials
     assert (tmp_path / "results" / "crps-kwh.png").is_file()
     advanced = json.loads((tmp_path / "runs" / "Load-BW" / "seed1" / "advanced.json").read_text())
     assert float(rows[1]["test_crps"]) == pytest.approx(advanced["metrics"]["advanced"]["crps"])

@@ -85,6 +85,9 @@ class AdvancedConfig(AutoPQConfig):
                                                           "sqlite:///OUT/study.db)", metavar="URL")
     study: str = option("autopq-advanced", "AutoPQ-advanced", "study name in the storage")
     workers: int = option(1, "AutoPQ-advanced", "worker processes on this machine", metavar="N")
+    threads: int | None = option(None, "AutoPQ-advanced", "threads of torch and the BLAS pools per worker (default: "
+                                                          "the cores shared out among the workers; one worker: all)",
+                                 metavar="N")
     role: str = option("all", "AutoPQ-advanced", "all: search with --workers, then report; worker: only search "
                                                  "(for your scheduler's processes); report: only report",
                        choices=ROLES)
@@ -100,6 +103,8 @@ class AdvancedConfig(AutoPQConfig):
                                 f"{self.budget_seconds} seconds")
         if self.workers < 1:
             raise BeyondBPError(f"workers must be at least 1, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise BeyondBPError(f"threads must be at least 1, got {self.threads}")
         if not 0 < self.partial <= 1:
             raise BeyondBPError(f"partial must lie in (0, 1], got {self.partial}")
 
@@ -225,7 +230,8 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     from optuna.trial import TrialState
     from threadpoolctl import threadpool_limits
 
-    threads = max(1, len(os.sched_getaffinity(0)) // config.workers) if config.workers > 1 else None
+    threads = config.threads or (max(1, len(os.sched_getaffinity(0)) // config.workers) if config.workers > 1
+                                 else None)
     if threads is not None:  # the workers share the cores: torch's threads and the BLAS/OpenMP pools of numpy,
         torch.set_num_threads(threads)  # scikit-learn and statsmodels, which would otherwise each take them all
     study = open_study(config, out, create=False, worker=worker)

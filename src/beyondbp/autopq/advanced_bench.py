@@ -4,7 +4,8 @@ each spent, and how the search scales with workers.
 ``beyondbp bench autopq-advanced --jobs J`` reads ``benchmarks/suites/autopq-advanced.toml``: ``datasets``,
 ``seeds``, ``data_dir``, a table ``[settings]`` of :class:`~beyondbp.autopq.advanced.AdvancedConfig` fields
 (the search space, ``budget_trials``, ``workers`` …) and an optional table ``[scaling]`` (``dataset``,
-``seed``, ``budget_trials``, ``workers``, a list such as ``[1, 2]``). Every (data set, seed) runs
+``seed``, ``budget_trials``, ``workers``, a list such as ``[1, 2]``, and ``threads``, a list of threads per
+worker such as ``["auto", 1]``, where ``"auto"`` shares the cores out among the workers). Every (data set, seed) runs
 :func:`~beyondbp.autopq.advanced.run_advanced` into ``runs/bench/autopq-advanced/DATASET/seedS``
 (resumable: the study continues to its budget and a finished AutoPQ-default run is reused). The scaling
 runs search the same budget in fresh studies with each number of workers and time the search.
@@ -29,7 +30,7 @@ from typing import Any
 
 from ..errors import BeyondBPError
 from ..tables import read_rows, write_rows
-from .advanced import AdvancedConfig, run_advanced
+from .advanced import AdvancedConfig, counted, open_study, run_advanced
 
 SUITE_PATH = Path("benchmarks") / "suites" / "autopq-advanced.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq-advanced"
@@ -68,15 +69,19 @@ def scaling_rows(suite: dict[str, Any], runs: Path, results: Path) -> list[dict[
         if kept and all(r["plan"] == key for r in kept):
             return kept
     rows = []
-    for workers in plan["workers"]:
-        out = runs / "scaling" / f"workers{workers}"
-        shutil.rmtree(out, ignore_errors=True)  # a timing needs a fresh study
-        config = advanced_config(suite, plan["dataset"], plan.get("seed", 1), workers=workers,
-                                 budget_trials=plan["budget_trials"], role="worker")
-        started = time.perf_counter()
-        run_advanced(config, out, progress=False)
-        rows.append({"plan": key, "dataset": plan["dataset"], "workers": workers,
-                     "budget_trials": plan["budget_trials"], "wall_seconds": time.perf_counter() - started})
+    for threads in plan.get("threads", ["auto"]):
+        for workers in plan["workers"]:
+            out = runs / "scaling" / f"threads-{threads}" / f"workers{workers}"
+            shutil.rmtree(out, ignore_errors=True)  # a timing needs a fresh study
+            config = advanced_config(suite, plan["dataset"], plan.get("seed", 1), workers=workers,
+                                     threads=None if threads == "auto" else threads,
+                                     budget_trials=plan["budget_trials"], role="worker")
+            started = time.perf_counter()
+            run_advanced(config, out, progress=False)
+            seconds = time.perf_counter() - started
+            rows.append({"plan": key, "dataset": plan["dataset"], "threads": threads, "workers": workers,
+                         "budget_trials": plan["budget_trials"],
+                         "finished_trials": counted(open_study(config, out, create=False)), "wall_seconds": seconds})
     write_rows(rows, path)
     return rows
 
@@ -85,7 +90,8 @@ def resolved_settings(suite: dict[str, Any]) -> dict[str, Any]:
     """Every AutoPQ-advanced setting the suite runs with, defaults included (a changed default changes the
     plan), less the data set and seed."""
     config = asdict(advanced_config(suite, suite["datasets"][0], suite["seeds"][0]))
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ("dataset", "seed")}))
+    ignored = ("dataset", "seed", "threads")  # threads change only the speed
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ignored}))
 
 
 def kept_rows(suite: dict[str, Any], results: Path) -> list[dict[str, Any]]:
@@ -179,10 +185,15 @@ def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling
              f"AutoPQ-advanced's test CRPS is below AutoPQ-default's on {wins} of {len(suite['datasets'])} data sets "
              "(goal: 4 of 6).", ""]
     if scaling:
-        one = next(float(r["wall_seconds"]) for r in scaling if int(r["workers"]) == 1)
-        text += [f"{heading}# Workers", "", "| workers | trials | wall time (s) | against 1 worker |",
-                 "|---|---|---|---|"]
-        text += [f"| {r['workers']} | {r['budget_trials']} | {float(r['wall_seconds']):.0f} | "
-                 f"{float(r['wall_seconds']) / one:.2f}× |" for r in scaling]
+        text += [f"{heading}# Workers", "", "The same trial budget in fresh studies on one data set; threads per "
+                 "worker 'auto' shares the machine's cores out among the workers (one worker uses them all).", "",
+                 "| threads per worker | workers | trials (budget) | wall time (s) | against 1 worker |",
+                 "|---|---|---|---|---|"]
+        for r in scaling:
+            threads = r.get("threads", "auto")
+            one = next(float(o["wall_seconds"]) for o in scaling
+                       if int(o["workers"]) == 1 and o.get("threads", "auto") == threads)
+            text.append(f"| {threads} | {r['workers']} | {r.get('finished_trials', '?')} ({r['budget_trials']}) | "
+                        f"{float(r['wall_seconds']):.0f} | {float(r['wall_seconds']) / one:.2f}× |")
         text.append("")
     return "\n".join(text) + "\n"
