@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from beyondbp.autopq.advanced import AdvancedConfig, run_advanced
+from beyondbp.autopq.advanced import SURPLUS, AdvancedConfig, Objective, counted, run_advanced, stop_at_budget
 from beyondbp.autopq.spaces import SPACES
 from beyondbp.cli import main
 from beyondbp.errors import BeyondBPError
@@ -81,6 +81,19 @@ def test_cli_bad_input_is_one_line(series_csv, tmp_path, capsys):
 def test_two_workers_share_one_study(series_csv, tmp_path):
     summary = run_advanced(tiny(series_csv, workers=2, budget_trials=6), tmp_path, progress=False)
     assert sum(summary["trials"].get(s, 0) for s in ("complete", "pruned")) == 6  # the budget, not one more
+
+
+def test_a_trial_started_after_others_filled_the_budget_is_pruned_unrun(series_csv):
+    """Budget 3: one finished trial and two running on other workers; this worker's next trial gives its
+    place up unrun (pruned, not counted) and stops the worker."""
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    study.ask(), study.ask()  # running elsewhere
+    objective = Objective(tiny(series_csv, budget_trials=3), splits=None, net=None)  # never reaches the fit
+    study.optimize(objective, n_trials=5, callbacks=[stop_at_budget(3)])
+    assert len(study.trials) == 4  # stopped after one
+    late = study.trials[3]
+    assert late.state == optuna.trial.TrialState.PRUNED and late.user_attrs[SURPLUS] and counted(study) == 1
 
 
 def test_search_spaces_give_the_factories_their_keywords():

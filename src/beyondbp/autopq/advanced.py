@@ -58,6 +58,8 @@ from .search import line_search_sigma
 from .series import Splits, make_windows
 from .spaces import SPACES
 
+#: User attribute of a trial that started after the budget was filled by others (pruned at once, not counted).
+SURPLUS = "surplus"
 STUDY_FILE = "study.db"
 CINN_FILE = "cinn.pt"
 RESULT_FILE = "advanced.json"
@@ -153,11 +155,29 @@ def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0)
     return study
 
 
-def counted(study) -> int:
-    """Trials that used the budget: finished or pruned."""
+def budget_trials(study, running: bool = False) -> list:
+    """Trials that use the budget: finished or pruned (and, with ``running``, those running now), less the
+    surplus ones that found the budget filled when they started."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    states = (TrialState.COMPLETE, TrialState.PRUNED) + ((TrialState.RUNNING,) if running else ())
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(SURPLUS)]
+
+
+def counted(study) -> int:
+    """Trials that used the budget: finished or pruned."""
+    return len(budget_trials(study))
+
+
+def stop_at_budget(budget: int):
+    """A callback: stop this worker when the finished trials and those other workers are running fill the
+    budget (a killed worker's trial stops counting when its heartbeat expires, see :func:`open_study`)."""
+
+    def check(study, trial) -> None:
+        if len(budget_trials(study, running=True)) >= budget:
+            study.stop()
+
+    return check
 
 
 class Objective:
@@ -189,6 +209,13 @@ class Objective:
         import optuna
 
         cfg = self.config
+        # workers check the budget when a trial ends, so two may start one each for the last place: the trial
+        # with the lower number keeps it, the other is pruned unrun and stops its worker
+        earlier = [t for t in budget_trials(trial.study, running=True) if t.number < trial.number]
+        if len(earlier) >= cfg.budget_trials:
+            trial.set_user_attr(SURPLUS, True)
+            trial.study.stop()
+            raise optuna.TrialPruned()
         name = trial.suggest_categorical("forecaster", list(cfg.search))
         hyperparameters = SPACES[name](trial)
         sigma = (trial.suggest_float("sigma", cfg.sigma_low, cfg.sigma_high, log=True)
@@ -226,8 +253,6 @@ def prepare(config: AdvancedConfig, out: Path, progress: bool) -> tuple[Splits, 
 
 def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = True) -> int:
     """One worker: run trials until the study holds ``budget_trials`` or ``budget_seconds`` have passed."""
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
     from threadpoolctl import threadpool_limits
 
     threads = config.threads or (max(1, len(os.sched_getaffinity(0)) // config.workers) if config.workers > 1
@@ -241,14 +266,9 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
     before = counted(study)
     bar = tqdm(total=config.budget_trials, initial=before, desc=f"AutoPQ-advanced, worker {worker}",
                disable=None if progress else True, leave=False)
-    # a worker stops when the finished trials and those other workers are running fill the budget (counting
-    # finished ones only, a worker would start one more while another's last trial runs); a killed worker's
-    # trial stops counting when its heartbeat expires (open_study)
-    budget = MaxTrialsCallback(config.budget_trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                             TrialState.RUNNING))
     with bar, threadpool_limits(threads):
         study.optimize(Objective(config, splits, net), timeout=config.budget_seconds, catch=(Exception,),
-                       callbacks=[budget, lambda s, t: bar.update(counted(s) - bar.n)])
+                       callbacks=[stop_at_budget(config.budget_trials), lambda s, t: bar.update(counted(s) - bar.n)])
     return counted(study) - before
 
 
@@ -306,7 +326,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
             fit_y_hat=y_hat["validation"], fit_y=splits.validation.y, seed=config.seed), splits.low, splits.high)
     metrics = {method: scores(splits.test.y, q, levels) for method, q in quantiles.items()}
     refit_joules = meter.joules()
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     rows = [{"trial": t.number, "state": t.state.name.lower(), "forecaster": t.params.get("forecaster", ""),
              "sigma": t.user_attrs.get("sigma", t.params.get("sigma", "")),
              "validation_crps": t.value if t.value is not None else "",

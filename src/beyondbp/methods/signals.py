@@ -127,9 +127,15 @@ class DelayedBuffer:
             index, values = self.sync(index, values.detach())
         self.values[index] = values.detach()
         self.written[index] = True
+        self.advance(len(index))
         if self.decay < 1:
-            self.clock += len(index)
             self.stamp[index] = self.clock
+
+    def advance(self, samples: int) -> None:
+        """Count ``samples`` more as passed (what :meth:`write` does): a pipeline stage that never writes
+        keeps its clock with the stage that does."""
+        if self.decay < 1:
+            self.clock += samples
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {"values": self.values, "written": self.written}

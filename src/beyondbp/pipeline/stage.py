@@ -244,6 +244,8 @@ class StageTrainer:
             h = self.method.forward_blocks(hidden, h, s, first=self.first_block)
             if self.rank != self.last:
                 self.link.send(h)
+                if self.method.buffer is not None:  # the last stage writes these rows now: same clock here
+                    self.method.buffer.advance(len(index))
                 continue
             y = self.blocks[-1](h)
             loss = self.objective(y, t)
