@@ -155,7 +155,7 @@ def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0)
     return study
 
 
-def budget_trials(study, running: bool = False) -> list:
+def trials_in_budget(study, running: bool = False) -> list:
     """Trials that use the budget: finished or pruned (and, with ``running``, those running now), less the
     surplus ones that found the budget filled when they started."""
     from optuna.trial import TrialState
@@ -166,7 +166,7 @@ def budget_trials(study, running: bool = False) -> list:
 
 def counted(study) -> int:
     """Trials that used the budget: finished or pruned."""
-    return len(budget_trials(study))
+    return len(trials_in_budget(study))
 
 
 def stop_at_budget(budget: int):
@@ -174,7 +174,7 @@ def stop_at_budget(budget: int):
     budget (a killed worker's trial stops counting when its heartbeat expires, see :func:`open_study`)."""
 
     def check(study, trial) -> None:
-        if len(budget_trials(study, running=True)) >= budget:
+        if len(trials_in_budget(study, running=True)) >= budget:
             study.stop()
 
     return check
@@ -211,7 +211,7 @@ class Objective:
         cfg = self.config
         # workers check the budget when a trial ends, so two may start one each for the last place: the trial
         # with the lower number keeps it, the other is pruned unrun and stops its worker
-        earlier = [t for t in budget_trials(trial.study, running=True) if t.number < trial.number]
+        earlier = [t for t in trials_in_budget(trial.study, running=True) if t.number < trial.number]
         if len(earlier) >= cfg.budget_trials:
             trial.set_user_attr(SURPLUS, True)
             trial.study.stop()

@@ -292,7 +292,8 @@ class StageTrainer:
         for tensor in buffer.state_dict().values():
             sent = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo sends no bools
             self.link.collective(dist.broadcast, sent, src=self.last)
-            tensor.copy_(sent)
+            if sent is not tensor:
+                tensor.copy_(sent)
             if self.rank == self.last:
                 self.link.bytes_sent += (self.world - 1) * sent.numel() * sent.element_size()
 
