@@ -38,11 +38,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def trainer(spec: str, parallel=None) -> Trainer:
+def trainer(spec: str | tuple[str, dict], parallel=None) -> Trainer:
+    """``spec``: a method's name, or its name and options."""
+    name, options = (spec, {}) if isinstance(spec, str) else spec
     torch.manual_seed(0)
     objective = make_objective("bce", "classification")
     model = mlp(4, 3, hidden=(16, 16), output_activation=objective.output_activation())
-    return Trainer(model, make_method(spec), torch.optim.Adam(model.parameters(), lr=1e-2), objective,
+    return Trainer(model, make_method(name, **options), torch.optim.Adam(model.parameters(), lr=1e-2), objective,
                    progress=False, parallel=parallel)
 
 
@@ -61,7 +63,8 @@ def worker(rank: int, port: int, spec: str, out: str, die: bool) -> None:
     try:
         t.fit(blobs().train, epochs=2, batch_size=10, seed=4)
         result = {"params": [p.detach() for p in t.model.parameters()],
-                  "buffer": t.method.buffer.values if getattr(t.method, "buffer", None) is not None else None}
+                  "buffer": t.method.buffer.values if getattr(t.method, "buffer", None) is not None else None,
+                  "class_sum": getattr(getattr(t.method, "buffer", None), "class_sum", None)}
     except BeyondBPError as error:
         result = {"error": str(error)}
     torch.save(result, f"{out}/rank{rank}.pt")
@@ -132,10 +135,14 @@ def test_fg_exchanges_k_derivatives_and_rebuilds_the_averaged_estimate(tmp_path,
     assert torch.equal(ranks[0]["exchanged"], ranks[1]["exchanged"])
 
 
-def test_f3_buffer_is_the_same_on_every_rank(tmp_path):
-    ranks = run_two(tmp_path, "f3:delayed_error")
+@pytest.mark.parametrize("init", ["target", "class_mean"])
+def test_f3_buffer_is_the_same_on_every_rank(tmp_path, init):
+    ranks = run_two(tmp_path, ("f3:delayed_error", {"buffer_init": init}))
     assert torch.equal(ranks[0]["buffer"], ranks[1]["buffer"])
     assert (ranks[0]["buffer"] != 0).any(dim=1).all()  # every sample's row was written, by one rank or the other
+    if init == "class_mean":  # both ranks counted every rank's rows: the same class means
+        assert torch.equal(ranks[0]["class_sum"], ranks[1]["class_sum"])
+        torch.testing.assert_close(ranks[0]["class_sum"], blobs().train.t.T @ ranks[0]["buffer"])
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(a, b)
 

@@ -27,23 +27,41 @@ def step_with(model, x, t, index, spec: str, **options):
 def test_unvisited_rows_read_their_init():
     t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     index = torch.tensor([0, 1])
-    expected = {"target": t, "zeros": torch.zeros_like(t), "centered_target": t - 1 / 3}
-    for init, value in expected.items():
+    expected = {"target": t, "zeros": torch.zeros_like(t), "centered_target": t - 1 / 3, "class_mean": t}
+    for init, value in expected.items():  # class_mean: the target while no row of the class is written
         buffer = DelayedBuffer(2, 3, torch.device("cpu"), init)
         torch.testing.assert_close(buffer.read(index, t), value)
-        buffer.write(index[:1], torch.tensor([[0.5, 0.25, 0.25]]))
+        buffer.write(index[:1], torch.tensor([[0.5, 0.25, 0.25]]), t[:1])
         torch.testing.assert_close(buffer.read(index, t)[0], torch.tensor([0.5, 0.25, 0.25]))  # written: stored
-    with pytest.raises(BeyondBPError, match="known: target, zeros, centered_target"):
+    with pytest.raises(BeyondBPError, match="known: target, zeros, centered_target, class_mean"):
         DelayedBuffer(2, 3, torch.device("cpu"), "ones")
+
+
+def test_class_mean_reads_the_mean_written_row_of_the_class():
+    """4 samples of classes 0, 1, 0, 0 (C = 2); a rewritten row replaces its old value in the class's mean."""
+    buffer = DelayedBuffer(4, 2, torch.device("cpu"), "class_mean")
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    buffer.write(torch.tensor([0, 1]), torch.tensor([[0.5, -0.5], [-0.2, 0.2]]), t[:2])
+    torch.testing.assert_close(buffer.read(torch.tensor([2, 3]), t[2:]), torch.tensor([[0.5, -0.5], [0.5, -0.5]]))
+    buffer.write(torch.tensor([2]), torch.tensor([[0.1, -0.1]]), t[2:3])
+    torch.testing.assert_close(buffer.read(torch.tensor([3]), t[3:]), torch.tensor([[0.3, -0.3]]))
+    buffer.write(torch.tensor([0]), torch.tensor([[0.3, -0.3]]), t[:1])  # second visit: (0.3 + 0.1) / 2
+    torch.testing.assert_close(buffer.read(torch.tensor([3, 1]), t[[3, 1]]), torch.tensor([[0.2, -0.2],
+                                                                                            [-0.2, 0.2]]))
+    restored = DelayedBuffer(4, 2, torch.device("cpu"), "class_mean")
+    restored.load_state_dict(buffer.state_dict())
+    torch.testing.assert_close(restored.read(torch.tensor([3]), t[3:]), torch.tensor([[0.2, -0.2]]))
+    with pytest.raises(ValueError, match="disagree on buffer_init class_mean"):
+        DelayedBuffer(4, 2, torch.device("cpu")).load_state_dict(buffer.state_dict())
 
 
 def test_a_decayed_row_weighs_by_its_age_in_epochs():
     """4 samples: rows 0, 1 written at clock 2; after rows 2, 3 (clock 4) they are half an epoch old."""
     buffer = DelayedBuffer(4, 2, torch.device("cpu"), "target", decay=0.25)
     t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    buffer.write(torch.tensor([0, 1]), torch.tensor([[0.4, -0.4], [-0.2, 0.6]]))
+    buffer.write(torch.tensor([0, 1]), torch.tensor([[0.4, -0.4], [-0.2, 0.6]]), t)
     torch.testing.assert_close(buffer.read(torch.tensor([0, 1]), t), torch.tensor([[0.4, -0.4], [-0.2, 0.6]]))
-    buffer.write(torch.tensor([2, 3]), torch.ones(2, 2))
+    buffer.write(torch.tensor([2, 3]), torch.ones(2, 2), t)
     read = buffer.read(torch.tensor([1, 3]), t)
     torch.testing.assert_close(read, torch.tensor([[-0.1, 0.3], [1.0, 1.0]]))  # 0.25 ** (2 / 4) = 0.5
     torch.testing.assert_close(buffer.read(torch.tensor([0]), t * 0 + 7)[0], torch.tensor([0.2, -0.2]))
@@ -68,7 +86,7 @@ def test_f3_second_visit_reads_the_decayed_error(tiny):
     model, x, t, index = tiny
     method = step_with(model, x, t, index, "f3:delayed_error", signal_decay=0.5)
     _, y, _ = forward_by_hand(model, x)
-    method.buffer.write(torch.tensor([2, 3]), torch.zeros(2, 2))  # the other half of the epoch
+    method.buffer.write(torch.tensor([2, 3]), torch.zeros(2, 2), t)  # the other half of the epoch
     model.zero_grad()
     method.step(model, x, t, index, BCE)
     assert_grads(model, grads_by_hand(model, x, t, 0.5 ** 0.5 * (t - y) @ B1))

@@ -78,7 +78,8 @@ class RunConfig:
                                                             "(default: every block but the last)",
                                               method_arg="feedback_points", metavar="NAMES")
     buffer_init: str = option("target", "method", "f3: what a sample's delayed signal reads before its first "
-                                                  "visit (target: the paper, epoch 1 is DRTP)",
+                                                  "visit (target: the paper, epoch 1 is DRTP; class_mean: the mean "
+                                                  "error written so far for its class)",
                               choices=tuple(BUFFER_INITS), method_arg="buffer_init")
     center_signal: bool = option(False, "method", "direct feedback: remove each sample's mean over classes from "
                                                   "the signal (not in the papers)", method_arg="center_signal")

@@ -77,11 +77,12 @@ def softmax_loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
     return -grad
 
 
-#: What a buffer row reads before the sample's first visit (``buffer_init``).
+#: What a buffer row reads before the sample's first visit (``buffer_init``), from its target and the buffer.
 BUFFER_INITS = {
-    "target": lambda t: t,  # the F³ paper: the buffer starts as the targets, so epoch 1 is DRTP
-    "zeros": torch.zeros_like,  # no signal before the first visit: hidden blocks wait one epoch
-    "centered_target": lambda t: t - t.mean(dim=1, keepdim=True),  # t - 1/C: no component common to all classes
+    "target": lambda t, buffer: t,  # the F³ paper: the buffer starts as the targets, so epoch 1 is DRTP
+    "zeros": lambda t, buffer: torch.zeros_like(t),  # no signal before the first visit: hidden blocks wait an epoch
+    "centered_target": lambda t, buffer: t - t.mean(dim=1, keepdim=True),  # t - 1/C: nothing common to all classes
+    "class_mean": lambda t, buffer: t @ buffer.class_means(),  # the mean error of the sample's class written so far
 }
 
 
@@ -90,7 +91,12 @@ class DelayedBuffer:
 
     Rows not yet written read as ``init(t)`` of the sample's target: by default the target
     itself, the F³ initialisation (the buffer starts as the targets) without needing the data
-    set up front; see :data:`BUFFER_INITS` for the others.
+    set up front; see :data:`BUFFER_INITS` for the others. ``"class_mean"`` (not in the papers)
+    reads an unvisited sample of class ``c`` as the mean of the rows written so far for samples
+    of class ``c`` (``t @ M`` with ``M``'s row ``c`` that mean, or ``e_c`` before any): in the
+    first epoch, where the paper's F³ is DRTP, hidden blocks get an error signal a few batches
+    old instead of the target (NOTES.md: DRTP's first epoch collapses the ViT and F³ starts
+    from that collapse). It keeps each class's sum and count of written rows.
 
     ``decay < 1`` (not in the papers) reads a written row as ``decay ** age × value``, its age
     in epochs counted as the samples written since it was written, divided by the number of
@@ -109,6 +115,10 @@ class DelayedBuffer:
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.init = BUFFER_INITS[init]
         self.decay = decay
+        if init == "class_mean":  # per class: the sum of its written rows, and how many (soft targets: weights)
+            self.class_sum = torch.zeros(num_outputs, num_outputs, device=device)
+            self.class_count = torch.zeros(num_outputs, device=device)
+        self.by_class = init == "class_mean"
         if decay < 1:  # when each row was written, on a clock of samples written
             self.stamp = torch.zeros(num_samples, dtype=torch.int64, device=device)
             self.clock = torch.zeros((), dtype=torch.int64, device=device)
@@ -120,12 +130,26 @@ class DelayedBuffer:
         if self.decay < 1:
             age = (self.clock - self.stamp[index]).to(values.dtype) / len(self.values)
             values = values * self.decay ** age[:, None]
-        return torch.where(self.written[index, None], values, self.init(t))
+        return torch.where(self.written[index, None], values, self.init(t, self))
 
-    def write(self, index: Tensor, values: Tensor) -> None:
-        if self.sync is not None:
-            index, values = self.sync(index, values.detach())
-        self.values[index] = values.detach()
+    def class_means(self) -> Tensor:
+        """``M`` (C × C): row ``c`` the mean of the rows written for class ``c``, ``e_c`` while there is none."""
+        count = self.class_count[:, None]
+        return torch.where(count > 0, self.class_sum / count.clamp(min=1e-12), torch.eye(len(count),
+                                                                                          device=count.device))
+
+    def write(self, index: Tensor, values: Tensor, t: Tensor) -> None:
+        values = values.detach()
+        if self.sync is not None and self.by_class:  # the targets travel with the rows: every rank counts classes
+            index, rows = self.sync(index, torch.cat([values, t], dim=1))
+            values, t = rows.split(values.shape[1], dim=1)
+        elif self.sync is not None:
+            index, values = self.sync(index, values)
+        if self.by_class:
+            old = self.written[index]
+            self.class_sum += t.T @ values - t[old].T @ self.values[index[old]]
+            self.class_count += t[~old].sum(dim=0)
+        self.values[index] = values
         self.written[index] = True
         self.advance(len(index))
         if self.decay < 1:
@@ -139,7 +163,11 @@ class DelayedBuffer:
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {"values": self.values, "written": self.written}
-        return {**state, "stamp": self.stamp, "clock": self.clock} if self.decay < 1 else state
+        if self.decay < 1:
+            state.update(stamp=self.stamp, clock=self.clock)
+        if self.by_class:
+            state.update(class_sum=self.class_sum, class_count=self.class_count)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["values"].shape != self.values.shape:
@@ -148,6 +176,8 @@ class DelayedBuffer:
             )
         if ("stamp" in state) != (self.decay < 1):
             raise ValueError("the delayed buffer's checkpoint and this run disagree on signal_decay")
+        if ("class_sum" in state) != self.by_class:
+            raise ValueError("the delayed buffer's checkpoint and this run disagree on buffer_init class_mean")
         for name, tensor in self.state_dict().items():
             tensor.copy_(state[name])
 
@@ -191,7 +221,7 @@ class Signal:
         if self.source == "current":
             return self.error(y, t, objective)
         if self.source == "delayed":
-            buffer.write(index, self.error(y, t, objective))
+            buffer.write(index, self.error(y, t, objective), t)
         return None
 
 
