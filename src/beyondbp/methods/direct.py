@@ -118,8 +118,8 @@ class DirectFeedback(Method):
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
         feedback_points: module names where the signal enters (see :mod:`.points`); None: the defaults.
         buffer_init: what a delayed signal reads before a sample's first visit (the F³ paper: ``"target"``,
-            so epoch 1 is DRTP; ``"zeros"``; ``"centered_target"``: ``t - 1/C``; ``"class_mean"``: the mean of the rows written so far
-            for the sample's class); see
+            so epoch 1 is DRTP; ``"zeros"``; ``"centered_target"``: ``t - 1/C``; ``"class_mean"``: the mean
+            of the rows written so far for the sample's class); see
             :data:`~beyondbp.methods.signals.BUFFER_INITS`.
         center_signal: remove each sample's mean over classes from the signal before projecting it:
             ``s - mean_c(s)``. A target or a delayed error has a component common to all classes (``1/C``
