@@ -51,7 +51,7 @@ def test_class_mean_reads_the_mean_written_row_of_the_class():
     restored = DelayedBuffer(4, 2, torch.device("cpu"), "class_mean")
     restored.load_state_dict(buffer.state_dict())
     torch.testing.assert_close(restored.read(torch.tensor([3]), t[3:]), torch.tensor([[0.2, -0.2]]))
-    with pytest.raises(ValueError, match="disagree on buffer_init class_mean"):
+    with pytest.raises(ValueError, match="disagree on counting classes"):
         DelayedBuffer(4, 2, torch.device("cpu")).load_state_dict(buffer.state_dict())
 
 
@@ -90,6 +90,21 @@ def test_f3_second_visit_reads_the_decayed_error(tiny):
     model.zero_grad()
     method.step(model, x, t, index, BCE)
     assert_grads(model, grads_by_hand(model, x, t, 0.5 ** 0.5 * (t - y) @ B1))
+
+
+def test_class_error_softmax_reads_the_mean_stored_error_of_the_class(tiny):
+    """First step: no row stored, so ``t @ I = t`` (DRTP); second: each sample's class's mean stored row."""
+    model, x, t, index = tiny
+    method = step_with(model, x, t, index, "f3:class_error_softmax")
+    assert_grads(model, grads_by_hand(model, x, t, t @ B1))
+    t4 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # samples 0, 1 as in ``tiny``
+    method.buffer.write(torch.arange(4), torch.tensor([[0.2, -0.2], [-0.1, 0.1], [0.4, -0.4], [-0.3, 0.3]]), t4)
+    means = torch.tensor([[0.3, -0.3], [-0.2, 0.2]])
+    model.zero_grad()
+    method.step(model, x, t, index, BCE)
+    assert_grads(model, grads_by_hand(model, x, t, t @ means @ B1))
+    with pytest.raises(BeyondBPError, match="class_error_softmax has no age"):
+        make_method("f3:class_error_softmax", signal_decay=0.5)
 
 
 @pytest.mark.parametrize("execution", ["forward", "autograd"])

@@ -37,7 +37,8 @@ def test_the_cut_minimises_the_largest_stage():
     (RunConfig(method="f3", stages=2, nproc=2), "cannot be combined with data parallelism"),
     (RunConfig(method="f3", stages=2, lowrank="oialr"), "cannot be combined with low-rank training"),
     (RunConfig(method="f3", stages=0), "stages must be at least 1"),
-    (RunConfig(method="f3", stages=2, buffer_init="class_mean"), "stages share the buffer once per epoch"),
+    (RunConfig(method="f3", stages=2, buffer_init="class_mean"), "with buffer_init class_mean reads the class means"),
+    (RunConfig(method="f3:class_error_softmax", stages=2), "f3:class_error_softmax reads the class means"),
 ])
 def test_what_stages_cannot_run_is_refused(config, message):
     with pytest.raises(BeyondBPError, match=message):

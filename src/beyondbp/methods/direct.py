@@ -164,8 +164,8 @@ class DirectFeedback(Method):
             raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
         self.token_feedback = token_feedback
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
-        if signal_decay < 1 and (self.signal is None or not self.signal.delayed):
-            raise BeyondBPError(f"signal_decay needs a delayed signal (f3's); {name}'s "
+        if signal_decay < 1 and (self.signal is None or not self.signal.delayed or self.signal.per_class):
+            raise BeyondBPError(f"signal_decay needs a delayed signal of the sample's own (f3's); {name}'s "
                                 f"{'no signal' if self.signal is None else self.signal.name} has no age")
         in_advance = self.signal is None or self.signal.known_in_advance
         if execution not in EXECUTIONS:
@@ -197,6 +197,12 @@ class DirectFeedback(Method):
     def needs_index(self) -> bool:
         return self.signal is not None and self.signal.delayed
 
+    @property
+    def reads_class_means(self) -> bool:
+        """Whether the signal reads the buffer's means per class (``buffer_init`` class_mean, a per-class
+        signal): these change with every batch the last block writes."""
+        return self.needs_index and (self.buffer_init == "class_mean" or self.signal.per_class)
+
     def prepare(self, model: nn.Module) -> None:
         self.points = FeedbackPoints(model, self.feedback_points, self.label)
         self.excluded = excluded_parameters(model, self.feedback_exclude)
@@ -213,7 +219,7 @@ class DirectFeedback(Method):
             if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
             self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model), self.buffer_init,
-                                         self.signal_decay)
+                                         self.signal_decay, by_class=self.signal.per_class)
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""

@@ -21,6 +21,9 @@ signal                     source     value
 ``delayed_loss_softmax``   delayed    ``-∂ℓ_n(softmax(y))/∂y`` at ``y_prev``
 ``delayed_*_one_hot``      delayed    ``t ⊙ e_prev``: the true class's entry of the
                                       delayed signal scales DRTP's target
+``class_error_softmax``    delayed    ``t @ M``: ``M``'s row ``c`` the mean of
+                                      ``t - softmax(y_prev)`` over the stored rows
+                                      of class ``c`` (not in the papers)
 =========================  =========  ===========================================
 
 ``ŷ`` is the prediction (``softmax(y)`` for cross-entropy on logits, else ``y``), so that
@@ -29,7 +32,10 @@ DFA's signal is the true output error ``-∂ℓ_n/∂a`` up to a constant for ev
 ``t - y`` with the softmax variants spelled out.
 ``y_prev`` is the sample's output at its previous visit (the previous epoch); before the
 first visit the stored value is the target itself, so epoch 1 of every delayed signal
-equals DRTP. The loss gradients are per sample; the official code stores the gradient
+equals DRTP. ``class_error_softmax`` (ours, issue "F³ where it fails") gives every sample of a class the
+same signal, its class's mean stored error: a sample's own error is an epoch old, its class's mean mixes
+rows of every age up to an epoch (half on average) and is far less noisy; before a class has a stored row
+it reads ``e_c``, so the first batch is DRTP. The loss gradients are per sample; the official code stores the gradient
 of the batch-mean loss, i.e. ours divided by the batch size (Adam is invariant to it).
 """
 
@@ -107,7 +113,7 @@ class DelayedBuffer:
     """
 
     def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target",
-                 decay: float = 1.0):
+                 decay: float = 1.0, by_class: bool = False):
         if init not in BUFFER_INITS:
             raise BeyondBPError(f"unknown buffer init '{init}'; known: {', '.join(BUFFER_INITS)}")
         check_decay(decay)
@@ -115,10 +121,11 @@ class DelayedBuffer:
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.init = BUFFER_INITS[init]
         self.decay = decay
-        if init == "class_mean":  # per class: the sum of its written rows, and how many (soft targets: weights)
+        #: Whether each class's sum of written rows and their count are kept (soft targets: weights).
+        self.by_class = by_class or init == "class_mean"
+        if self.by_class:
             self.class_sum = torch.zeros(num_outputs, num_outputs, device=device)
             self.class_count = torch.zeros(num_outputs, device=device)
-        self.by_class = init == "class_mean"
         if decay < 1:  # when each row was written, on a clock of samples written
             self.stamp = torch.zeros(num_samples, dtype=torch.int64, device=device)
             self.clock = torch.zeros((), dtype=torch.int64, device=device)
@@ -177,7 +184,8 @@ class DelayedBuffer:
         if ("stamp" in state) != (self.decay < 1):
             raise ValueError("the delayed buffer's checkpoint and this run disagree on signal_decay")
         if ("class_sum" in state) != self.by_class:
-            raise ValueError("the delayed buffer's checkpoint and this run disagree on buffer_init class_mean")
+            raise ValueError("the delayed buffer's checkpoint and this run disagree on counting classes "
+                             "(buffer_init class_mean, a per-class signal)")
         for name, tensor in self.state_dict().items():
             tensor.copy_(state[name])
 
@@ -195,6 +203,7 @@ class Signal:
     source: str  # "target", "current" or "delayed"
     error: ErrorFn | None = None
     one_hot: bool = False
+    per_class: bool = False
     classification_only: bool = False
 
     @property
@@ -210,6 +219,8 @@ class Signal:
         """The signal, if it is known before the forward pass (target, delayed); else None."""
         if self.source == "target":
             return t
+        if self.source == "delayed" and self.per_class:
+            return t @ buffer.class_means()
         if self.source == "delayed":
             previous = buffer.read(index, t)
             return t * previous if self.one_hot else previous
@@ -252,4 +263,8 @@ _add(
 _add(
     Signal("delayed_loss_softmax", "delayed", softmax_loss_error, classification_only=True),
     "-dL(softmax(y))/dy at y_prev",
+)
+_add(
+    Signal("class_error_softmax", "delayed", softmax_error, per_class=True, classification_only=True),
+    "the mean of t - softmax(y_prev) over the buffer's rows of the sample's class (not in the papers)",
 )

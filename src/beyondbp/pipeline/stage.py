@@ -75,9 +75,10 @@ def check_method(method) -> DirectFeedback:
         raise BeyondBPError(f"stages need a signal known before the forward pass ({', '.join(PIPELINE_METHODS)}); "
                             f"{label} knows its error only after the forward pass, so every block would wait "
                             f"for the last stage")
-    if method.needs_index and method.buffer_init == "class_mean":
-        raise BeyondBPError("buffer_init class_mean reads the class means of rows the last stage writes within the "
-                            "epoch, but stages share the buffer once per epoch: use another buffer_init with stages")
+    if method.reads_class_means:
+        which = " with buffer_init class_mean" if method.buffer_init == "class_mean" else ""
+        raise BeyondBPError(f"{method.label}{which} reads the class means of rows the last stage writes within the "
+                            f"epoch, but stages share the buffer once per epoch: not supported with stages")
     return method
 
 
