@@ -84,7 +84,8 @@ class RunConfig:
     center_signal: bool = option(False, "method", "direct feedback: remove each sample's mean over classes from "
                                                   "the signal (not in the papers)", method_arg="center_signal")
     signal_decay: float = option(1.0, "method", "f3: read a delayed signal as decay ** age x value, its age in "
-                                                "epochs (1: the paper, no decay; not in the papers)",
+                                                "epochs, and weigh class means by it (1: the paper, no decay; "
+                                                "not in the papers)",
                                  method_arg="signal_decay")
     feedback_exclude: tuple[str, ...] = option((), "method", "direct feedback: parameter kinds of hidden blocks "
                                                              "kept out of the feedback, at their initialisation: "

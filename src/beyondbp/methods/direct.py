@@ -164,8 +164,8 @@ class DirectFeedback(Method):
             raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
         self.token_feedback = token_feedback
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
-        if signal_decay < 1 and (self.signal is None or not self.signal.delayed or self.signal.per_class):
-            raise BeyondBPError(f"signal_decay needs a delayed signal of the sample's own (f3's); {name}'s "
+        if signal_decay < 1 and (self.signal is None or not self.signal.delayed):
+            raise BeyondBPError(f"signal_decay needs a delayed signal (f3's); {name}'s "
                                 f"{'no signal' if self.signal is None else self.signal.name} has no age")
         in_advance = self.signal is None or self.signal.known_in_advance
         if execution not in EXECUTIONS:

@@ -34,7 +34,8 @@ DFA's signal is the true output error ``-∂ℓ_n/∂a`` up to a constant for ev
 first visit the stored value is the target itself, so epoch 1 of every delayed signal
 equals DRTP. ``class_error_softmax`` (ours, issue "F³ where it fails") gives every sample of a class the
 same signal, its class's mean stored error: a sample's own error is an epoch old, its class's mean mixes
-rows of every age up to an epoch (half on average) and is far less noisy; before a class has a stored row
+rows of every age up to an epoch (half on average; ``signal_decay`` weighs it towards the last batches)
+and is far less noisy; before a class has a stored row
 it reads ``e_c``, so the first batch is DRTP. The loss gradients are per sample; the official code stores the gradient
 of the batch-mean loss, i.e. ours divided by the batch size (Adam is invariant to it).
 """
@@ -109,7 +110,9 @@ class DelayedBuffer:
     samples: a row read right after it was written (a sample at the end of one epoch and the
     start of the next) keeps its weight, one written almost two epochs of updates ago counts
     ``decay²``. The signal of the F³ paper is one epoch old on average (NOTES.md: its age is a
-    cause of F³'s late-epoch decline); decay weighs fresher errors more.
+    cause of F³'s late-epoch decline); decay weighs fresher errors more. The class means weigh
+    each row by the same ``decay ** age`` (a weighted mean: fresher rows count more, the scale
+    stays): with a small ``decay`` they follow the last fraction of an epoch.
     """
 
     def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target",
@@ -133,14 +136,18 @@ class DelayedBuffer:
         self.sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def read(self, index: Tensor, t: Tensor) -> Tensor:
-        values = self.values[index]
-        if self.decay < 1:
-            age = (self.clock - self.stamp[index]).to(values.dtype) / len(self.values)
-            values = values * self.decay ** age[:, None]
+        values = self.values[index] * self.weights(index)[:, None]
         return torch.where(self.written[index, None], values, self.init(t, self))
 
+    def weights(self, index: Tensor) -> Tensor:
+        """``decay ** age`` of rows ``index`` now (ones without decay)."""
+        if self.decay == 1:
+            return torch.ones(len(index), device=self.values.device)
+        return self.decay ** ((self.clock - self.stamp[index]).to(self.values.dtype) / len(self.values))
+
     def class_means(self) -> Tensor:
-        """``M`` (C × C): row ``c`` the mean of the rows written for class ``c``, ``e_c`` while there is none."""
+        """``M`` (C × C): row ``c`` the mean of the rows written for class ``c`` (each weighted by ``decay ** age``),
+        ``e_c`` while there is none."""
         count = self.class_count[:, None]
         return torch.where(count > 0, self.class_sum / count.clamp(min=1e-12), torch.eye(len(count),
                                                                                           device=count.device))
@@ -152,21 +159,29 @@ class DelayedBuffer:
             values, t = rows.split(values.shape[1], dim=1)
         elif self.sync is not None:
             index, values = self.sync(index, values)
-        if self.by_class:
+        if self.by_class:  # rows written before leave their class's sums with their weight now
             old = self.written[index]
-            self.class_sum += t.T @ values - t[old].T @ self.values[index[old]]
-            self.class_count += t[~old].sum(dim=0)
+            weighted = t[old] * self.weights(index[old])[:, None]
+            self.class_sum -= weighted.T @ self.values[index[old]]
+            self.class_count -= weighted.sum(dim=0)
         self.values[index] = values
         self.written[index] = True
         self.advance(len(index))
         if self.decay < 1:
             self.stamp[index] = self.clock
+        if self.by_class:  # the new rows enter with weight 1, after the others aged
+            self.class_sum += t.T @ values
+            self.class_count += t.sum(dim=0)
 
     def advance(self, samples: int) -> None:
         """Count ``samples`` more as passed (what :meth:`write` does): a pipeline stage that never writes
         keeps its clock with the stage that does."""
         if self.decay < 1:
             self.clock += samples
+            if self.by_class:
+                factor = self.decay ** (samples / len(self.values))
+                self.class_sum *= factor
+                self.class_count *= factor
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {"values": self.values, "written": self.written}
