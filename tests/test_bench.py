@@ -266,3 +266,11 @@ def test_every_committed_suite_expands_to_valid_runs(name):
         config.validate()
         own = set(suite.variants.get(method, {}))  # a variant's own settings must concern its method
         assert not own & set(config.inapplicable()), (model, method, own & set(config.inapplicable()))
+
+
+def test_a_nan_cell_says_what_it_means():
+    from beyondbp.tables import mean_std
+
+    assert mean_std([0.5, 0.7]) == "0.6000 ± 0.1414"
+    assert mean_std([0.5, math.nan]) == "diverged in 1 of 2 runs"
+    assert mean_std([math.nan] * 3, nan="zero update or gradient") == "zero update or gradient in 3 of 3 runs"

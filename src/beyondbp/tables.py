@@ -31,9 +31,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """``"0.9750 ± 0.0039"`` (sample standard deviation), or how many runs diverged (NaN)."""
+def mean_std(values: Sequence[float], nan: str = "diverged") -> str:
+    """``"0.9750 ± 0.0039"`` (sample standard deviation), or in how many runs the value is NaN, saying what
+    that means (``nan``: a metric's NaN is a diverged run)."""
     if any(math.isnan(v) for v in values):
-        return f"diverged in {sum(math.isnan(v) for v in values)} of {len(values)} runs"
+        return f"{nan} in {sum(math.isnan(v) for v in values)} of {len(values)} runs"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.4f} ± {std:.4f}"

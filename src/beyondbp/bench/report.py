@@ -87,10 +87,12 @@ def alignment_lines(alignment_rows: list[dict[str, Any]], dataset: str, model: s
     layers = list(dict.fromkeys(r["layer"] for r in mine))
     lines = [f"{heading}## {dataset}, {model}: alignment with backprop after the last epoch", "",
              "Cosine between each layer's update and backprop's gradient on the same batch (mean ± std over "
-             "seeds).", "", "| method | " + " | ".join(f"layer {layer}" for layer in layers) + " |",
+             "seeds; undefined where either is zero, e.g. parameters kept out of the feedback).", "",
+             "| method | " + " | ".join(f"layer {layer}" for layer in layers) + " |",
              "|---|" + "---|" * len(layers)]
     for method in dict.fromkeys(r["method"] for r in mine):
-        cells = [mean_std([float(r["cosine"]) for r in mine if r["method"] == method and r["layer"] == layer])
+        cells = [mean_std([float(r["cosine"]) for r in mine if r["method"] == method and r["layer"] == layer],
+                          nan="zero update or gradient")
                  for layer in layers]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines + [""]
