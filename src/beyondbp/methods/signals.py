@@ -32,11 +32,11 @@ DFA's signal is the true output error ``-∂ℓ_n/∂a`` up to a constant for ev
 ``t - y`` with the softmax variants spelled out.
 ``y_prev`` is the sample's output at its previous visit (the previous epoch); before the
 first visit the stored value is the target itself, so epoch 1 of every delayed signal
-equals DRTP. ``class_error_softmax`` (ours, issue "F³ where it fails") gives every sample of a class the
-same signal, its class's mean stored error: a sample's own error is an epoch old, its class's mean mixes
-rows of every age up to an epoch (half on average; ``signal_decay`` weighs it towards the last batches)
-and is far less noisy; before a class has a stored row
-it reads ``e_c``, so the first batch is DRTP. The loss gradients are per sample; the official code stores the gradient
+equals DRTP. ``class_error_softmax`` (ours, issue "F³ where it fails") gives every sample of a
+class the same signal, its class's mean stored error: a sample's own error is an epoch old, its
+class's mean mixes rows of every age up to an epoch (half on average; ``signal_decay`` weighs it
+towards the last batches) and is far less noisy; before a class has a stored row it reads ``e_c``,
+so the first batch is DRTP. The loss gradients are per sample; the official code stores the gradient
 of the batch-mean loss, i.e. ours divided by the batch size (Adam is invariant to it).
 """
 
