@@ -55,7 +55,7 @@ def test_compare_writes_table_csv_and_plot(tmp_path):
 
 @pytest.mark.parametrize("args,known", [
     (["train", "--method", "nope"], "known methods: bp, brsf, dfa, drtp, f3, fa, fg, frsf, ldfa, shallow, usf"),
-    (["train", "--method", "f3", "--signal", "nope"], "known signals: current_error"),
+    (["train", "--method", "f3", "--signal", "nope"], "known signals: class_error_softmax, current_error"),
     (["train", "--dataset", "nope"], "known datasets: cifar10"),
     (["train", "--model", "nope"], "known models: cnn, f3vit, mlp, vit"),
     (["train", "--activation", "nope"], "known activations: gelu, leaky_relu"),
