@@ -73,6 +73,44 @@ def test_in_place_local_updates_equal_autograd(activation, batch_mean):
     assert all(g.abs().sum() > 0 for g in grads[0])
 
 
+@pytest.mark.parametrize("norm", [False, True])
+def test_delivering_the_output_first_steps_every_block_after_it_with_the_same_result(norm):
+    """A pipeline stage sends its last output before any block updates (``deliver``): the output is the one
+    the blocks computed before their steps, and the weights after two steps equal the per-block order's,
+    on the in-place path (Linear + tanh) and on autograd's (a LayerNorm in the block)."""
+    results = {}
+    for deliver in (False, True):
+        model = deep_model()
+        if norm:
+            model[1].insert(1, nn.LayerNorm(6))
+        x, t, index = batch()
+        hidden = list(model)[:-1]
+        method = make_method("drtp", unlocked=True)
+        method.attach(model, num_outputs=3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        events, outputs = [], []
+
+        def step_block(params):
+            events.append("step")
+            optimizer.step()
+            for p in params:
+                p.grad = None
+
+        method.after_block = step_block
+        for _ in range(2):
+            s = method.signal_before_pass(t, index)
+            send = (lambda h: (events.append("deliver"), outputs.append(h.clone()))) if deliver else None
+            h = method.forward_blocks(hidden, x, s, deliver=send)
+            if deliver:
+                torch.testing.assert_close(outputs[-1], h, rtol=0, atol=0)
+        results[deliver] = ([p.detach().clone() for p in model.parameters()], h)
+        assert events == (["deliver", "step", "step", "step"] * 2 if deliver else ["step"] * 6)
+    for a, b in zip(results[True][0], results[False][0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=0, atol=0)
+    assert not torch.equal(results[True][0][0], deep_model()[0][1].weight)  # the steps did move the weights
+
+
 def test_auto_execution_picks_forward_where_the_signal_allows():
     assert make_method("f3").execution == "forward" and make_method("drtp").execution == "forward"
     assert make_method("dfa").execution == "autograd"

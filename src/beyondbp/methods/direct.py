@@ -57,7 +57,7 @@ from ..errors import BeyondBPError
 from ..objectives import Objective
 from .base import Method, StepResult, model_device
 from .feedback_init import FEEDBACK_INITS, feedback_matrix
-from .local_update import linear_block, local_update
+from .local_update import linear_block, local_forward, local_gradient
 from .points import FeedbackPoints
 from .signals import BUFFER_INITS, SIGNALS, DelayedBuffer, Signal, check_decay
 
@@ -297,27 +297,51 @@ class DirectFeedback(Method):
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
         return centered(s) if s is not None and self.center_signal else s
 
-    def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0) -> Tensor:
+    def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0,
+                       deliver: Callable[[Tensor], None] | None = None) -> Tensor:
         """Hidden blocks ``first, first + 1, …`` (``B_first`` onwards) in forward execution: each block's
         gradient from ``s @ B_i`` as soon as its output exists, then ``after_block`` (unlocked); returns the
         last block's detached output. A pipeline stage (:mod:`beyondbp.pipeline`) runs its share of the
-        blocks through here."""
+        blocks through here and passes ``deliver`` (its send to the next stage): the last output goes to
+        ``deliver`` first and every block's gradient is formed after it, so the next stage starts a batch's
+        forward pass before this one updates. The gradients and steps are the same either way: a block's
+        step changes no output of the batch that caused it."""
+        updates = []
         for i, block in enumerate(blocks, start=first):
-            parts = linear_block(block) if s is not None else None
-            if parts is not None:  # Linear + activation: the update in place, without autograd
-                h = local_update(parts, h, lambda out: self.injected(s, self._matrix(i, out), out))
+            h, update = self._forward_block(i, block, h, s)
+            if deliver is None:
+                update()
             else:
-                with torch.set_grad_enabled(s is not None):
-                    h = block(h)
-                if s is None or not h.requires_grad:
-                    h = h.detach()
-                    continue
-                h.backward(self.injected(s, self._matrix(i, h), h))
-                h = h.detach()
+                updates.append(update)
+        if deliver is not None:
+            deliver(h)
+            for update in updates:
+                update()
+        return h
+
+    def _forward_block(self, i: int, block: nn.Module, h: Tensor, s: Tensor | None) -> tuple[Tensor, Callable[[], None]]:
+        """Block ``i``'s detached output and what forms its gradient from ``s @ B_i`` and steps it (nothing
+        without a signal). ``B_i`` is drawn here, so matrices are drawn in block order either way."""
+        parts = linear_block(block) if s is not None else None
+        if parts is not None:  # Linear + activation: the update in place, without autograd
+            x, out = local_forward(parts, h)
+            b = self._matrix(i, out)
+            gradient = lambda: local_gradient(parts, x, out, self.injected(s, b, out))
+        else:
+            with torch.set_grad_enabled(s is not None):
+                out = block(h)
+            if s is None or not out.requires_grad:
+                return out.detach(), lambda: None
+            b = self._matrix(i, out)
+            gradient = lambda: out.backward(self.injected(s, b, out))
+
+        def update() -> None:
+            gradient()
             self._drop_excluded(block.parameters())
             if self.after_block is not None:
                 self.after_block(list(block.parameters()))
-        return h
+
+        return out.detach(), update
 
     def _hooked_step(self, model, x, t, index, s, objective) -> tuple[Tensor, Tensor]:
         """Any model: its forward pass with the points' outputs detached. In forward execution each

@@ -12,8 +12,6 @@ before adding it). The gradients are the same as autograd's (a test compares the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,15 +61,20 @@ def linear_block(block: nn.Module) -> tuple[bool, nn.Linear, nn.Module] | None:
     return flattens, linear, parts[1]
 
 
-def local_update(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor,
-                 injected: Callable[[Tensor], Tensor]) -> Tensor:
-    """Run the block on ``x``, add its weight gradients for ``g = injected(h)`` into ``.grad``;
-    returns the output ``h`` (no autograd graph)."""
+def local_forward(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor) -> tuple[Tensor, Tensor]:
+    """The block on ``x`` without autograd: ``(x as the Linear sees it, the output h)``."""
     flattens, linear, activation = parts
     with torch.no_grad():
         x = x.flatten(1) if flattens else x
-        y = _activate_(activation, F.linear(x, linear.weight, linear.bias))
-        g = injected(y).reshape(y.shape)
+        return x, _activate_(activation, F.linear(x, linear.weight, linear.bias))
+
+
+def local_gradient(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor, y: Tensor, g: Tensor) -> None:
+    """Add the weight gradients for ``g`` (the gradient injected at the output ``y``, overwritten here
+    by ``δ``) into ``.grad``; ``x`` is the input as :func:`local_forward` returned it."""
+    _, linear, activation = parts
+    with torch.no_grad():
+        g = g.reshape(y.shape)
         for g_rows, y_rows in zip(g.split(ROWS), y.split(ROWS)):
             g_rows.mul_(_derivative(activation, y_rows))
         weight = linear.weight
@@ -82,4 +85,4 @@ def local_update(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor,
         bias = linear.bias
         if bias is not None:
             bias.grad = g.sum(0) if bias.grad is None else bias.grad.add_(g.sum(0))
-    return y
+

@@ -9,6 +9,10 @@ block waits for a later one, so blocks on different processes work on different 
     stage 0:  b1 b2 b3 b4 …
     stage 1:     b1 b2 b3 …      (batch m's activations reach stage 1 while stage 0 computes batch m + 1)
 
+A stage sends a batch's output as soon as its last block has computed it and forms its blocks' gradients
+afterwards (a step changes no output of the batch that caused it), so the next stage waits for one forward
+pass, not a forward pass and an update, when the pipeline fills at each epoch's start.
+
 Every stage builds the whole model from the seed, draws every feedback matrix ``B_i`` as the single-process
 run does, keeps its own blocks (the others are freed) and its own optimizer, and reads the data itself (the
 shuffle depends only on the seed and the epoch), so a stage needs from the previous one only its output.
@@ -245,9 +249,9 @@ class StageTrainer:
             h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
             s = self.method.signal_before_pass(t, index)
             self.optimizer.zero_grad(set_to_none=True)
-            h = self.method.forward_blocks(hidden, h, s, first=self.first_block)
+            send = self.link.send if self.rank != self.last else None  # the next stage starts before we update
+            h = self.method.forward_blocks(hidden, h, s, first=self.first_block, deliver=send)
             if self.rank != self.last:
-                self.link.send(h)
                 if self.method.buffer is not None:  # the last stage writes these rows now: same clock here
                     self.method.buffer.advance(len(index))
                 continue
