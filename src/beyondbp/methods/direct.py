@@ -319,7 +319,8 @@ class DirectFeedback(Method):
                 update()
         return h
 
-    def _forward_block(self, i: int, block: nn.Module, h: Tensor, s: Tensor | None) -> tuple[Tensor, Callable[[], None]]:
+    def _forward_block(self, i: int, block: nn.Module, h: Tensor,
+                       s: Tensor | None) -> tuple[Tensor, Callable[[], None]]:
         """Block ``i``'s detached output and what forms its gradient from ``s @ B_i`` and steps it (nothing
         without a signal). ``B_i`` is drawn here, so matrices are drawn in block order either way."""
         parts = linear_block(block) if s is not None else None
