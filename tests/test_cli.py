@@ -128,3 +128,10 @@ def test_approx_and_optimize_commands(tmp_path, capsys):
     assert "known minimum 0" in capsys.readouterr().out
     assert main(["optimize", "--function", "nope"]) == 2
     assert "known functions: rosenbrock, sphere, styblinski-tang" in capsys.readouterr().err
+
+
+def test_bench_pipeline_flags_are_checked_before_any_run(capsys):
+    assert main(["bench", "pipeline", "--rounds", "0"]) == 2
+    assert "needs at least 1 round, got 0" in capsys.readouterr().err
+    assert main(["bench", "speed", "--rounds", "2"]) == 2
+    assert "--rounds apply to 'beyondbp bench pipeline' only" in capsys.readouterr().err

@@ -137,12 +137,16 @@ def test_a_dying_stage_stops_the_run_with_a_message(tmp_path):
 @pytest.mark.slow
 def test_the_pipeline_benchmark_reports_every_configuration(tmp_path):
     rows = run_pipeline_bench(tmp_path, depth=2, width=16, batch_size=32, stages=2, microbatches=4, samples=128,
-                              runs=tmp_path / "runs")
+                              rounds=2, runs=tmp_path / "runs")
     assert [(r["method"], r["processes"]) for r in rows] == [("bp", 1), ("f3", 1), ("f3", 2), ("drtp", 2), ("bp", 2)]
     assert all(float(r["samples_per_second"]) > 0 for r in rows)
     assert rows[4]["bytes_sent_per_sample"] == "64 / 64"  # 16 activations forward, 16 gradients back
     assert rows[2]["bytes_sent_per_sample"].startswith("64 / ")  # activations; the buffer from the last stage
-    gpipe = json.loads((tmp_path / "runs" / "bp-gpipe" / "gpipe.json").read_text())
+    for r in rows:  # each round's speed; the reported one is the slower of two (the lower median)
+        speeds = [float(v) for v in r["rounds"].split(" / ")]
+        assert len(speeds) == 2 and round(float(r["samples_per_second"])) == round(min(speeds))
+    gpipe = json.loads((tmp_path / "runs" / "bp-gpipe" / "round-2" / "gpipe.json").read_text())
     assert gpipe["train_loss"] < 2.0
     text = (tmp_path / "pipeline.md").read_text()
     assert "F³ on 2 stages" in text and "| drtp | 2 stages |" in text and (tmp_path / "pipeline.png").is_file()
+    assert "in each round against that round's backprop" in text and "ran 2 times in turn" in text

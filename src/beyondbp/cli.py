@@ -193,7 +193,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     out = args.out or RESULTS_DIR / "pipeline"
     run_pipeline_bench(out, args.depth, args.width, args.batch_size, args.stages, args.microbatches, args.samples,
-                       args.schedule)
+                       args.schedule, rounds=args.rounds)
     print((out / "pipeline.md").read_text(), end="")
     print(f"results: {out / 'pipeline.csv'}")
     return 0
@@ -394,6 +394,8 @@ def build_parser() -> Parser:
                    help="generated training samples (default 30720)")
     g.add_argument("--schedule", choices=SCHEDULES, default=PIPELINE_DEFAULTS["schedule"],
                    help="pipelined backprop's schedule (default gpipe)")
+    g.add_argument("--rounds", type=int, default=PIPELINE_DEFAULTS["rounds"],
+                   help="times every configuration runs, in turn; the median round is reported (default 3)")
     bench.set_defaults(handler=cmd_bench)
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
