@@ -96,17 +96,22 @@ class DataParallel:
         return self.bytes_sent / max(self.steps, 1)
 
     def close(self, completed: bool) -> None:
-        """Leave the process group. A rank that completed first waits at a barrier for the others,
-        so that none closes its connections while a peer still uses them (gloo aborts a process
-        whose peer vanishes mid-exchange); a rank that failed leaves at once."""
-        if not dist.is_initialized():
-            return
-        if completed:
-            try:
-                dist.barrier()
-            except RuntimeError:
-                pass  # another rank failed: nothing left to wait for
-        dist.destroy_process_group()
+        """Leave the process group (:func:`leave_process_group`)."""
+        leave_process_group(completed)
+
+
+def leave_process_group(completed: bool) -> None:
+    """Leave the process group. A rank that completed first waits at a barrier for the others, so that
+    none closes its connections while a peer still uses them (gloo aborts a process whose peer vanishes
+    mid-exchange, and one that exits with the group still open); a rank that failed leaves at once."""
+    if not dist.is_initialized():
+        return
+    if completed:
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass  # another rank failed: nothing left to wait for
+    dist.destroy_process_group()
 
 
 def launched_world() -> int | None:

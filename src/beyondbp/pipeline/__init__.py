@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from ..data import DataSplit
-from ..distributed import TIMEOUT
+from ..distributed import TIMEOUT, leave_process_group
 from ..errors import BeyondBPError
 from .split import BALANCES, contiguous_split
 from .stage import PIPELINE_METHODS, StageTrainer, check_method
@@ -38,13 +38,25 @@ def check_stages(config, data: DataSplit) -> None:
 def train_stages(config, device: torch.device, out_dir: Path | str | None, resume: bool, progress: bool,
                  data: DataSplit) -> dict[str, Any]:
     """This process's stage of ``config`` (launched by torchrun with ``config.stages`` processes); the last
-    stage writes and returns the summary, the others return ``{}``."""
-    from ..experiment import OPTIMIZERS, SUMMARY_NAME, build_run, parameter_groups, summarize
-
+    stage writes and returns the summary, the others return ``{}``. Every stage leaves the process group
+    together at the end."""
     if device.type == "cuda":
         torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+    completed = False
+    try:
+        summary = _train_stage(config, device, out_dir, resume, progress, data)
+        completed = True
+    finally:
+        leave_process_group(completed)
+    return summary
+
+
+def _train_stage(config, device: torch.device, out_dir: Path | str | None, resume: bool, progress: bool,
+                 data: DataSplit) -> dict[str, Any]:
+    from ..experiment import OPTIMIZERS, SUMMARY_NAME, build_run, parameter_groups, summarize
+
     if dist.get_world_size() != config.stages:
         raise BeyondBPError(f"this run was launched on {dist.get_world_size()} processes but its settings say "
                             f"stages {config.stages}: set stages={dist.get_world_size()}")
