@@ -85,4 +85,3 @@ def local_gradient(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor, y: Tenso
         bias = linear.bias
         if bias is not None:
             bias.grad = g.sum(0) if bias.grad is None else bias.grad.add_(g.sum(0))
-
