@@ -134,4 +134,6 @@ def test_bench_pipeline_flags_are_checked_before_any_run(capsys):
     assert main(["bench", "pipeline", "--rounds", "0"]) == 2
     assert "needs at least 1 round, got 0" in capsys.readouterr().err
     assert main(["bench", "speed", "--rounds", "2"]) == 2
-    assert "--rounds apply to 'beyondbp bench pipeline' only" in capsys.readouterr().err
+    assert "--rounds applies to 'beyondbp bench pipeline' only" in capsys.readouterr().err
+    assert main(["bench", "speed", "--rounds", "2", "--stages", "3"]) == 2
+    assert "--stages, --rounds apply to 'beyondbp bench pipeline' only" in capsys.readouterr().err

@@ -184,7 +184,8 @@ def refuse_flags(args: argparse.Namespace, defaults: dict, command: str) -> None
     """Flags of another bench command, changed from their defaults, are an error."""
     given = [f"--{k.replace('_', '-')}" for k in defaults if getattr(args, k) != defaults[k]]
     if given:
-        raise BeyondBPError(f"{', '.join(given)} apply to 'beyondbp {command}' only")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise BeyondBPError(f"{', '.join(given)} {verb} to 'beyondbp {command}' only")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
