@@ -174,6 +174,14 @@ def test_suite_with_model_tables_variants_alignment_and_a_sweep(tmp_path):
     assert "alignment with backprop after the last epoch" in md and "sweep-digits-narrow-sweep.png" in md
 
 
+def test_suite_settings_name_only_the_variants_it_runs(tmp_path):
+    (tmp_path / "unused.toml").write_text(SWEEP.replace('methods = ["bp", "dfa", "ldfa:r2", "ldfa:r4", "bp-oialr"]',
+                                                        'methods = ["bp", "dfa"]'))
+    assert "bp-oialr" not in load_suite("unused", suites_dir=tmp_path).settings_text()
+    (tmp_path / "used.toml").write_text(SWEEP)
+    assert "`bp-oialr`: method bp, lowrank oialr" in load_suite("used", suites_dir=tmp_path).settings_text()
+
+
 def test_malformed_suite_settings_are_named(tmp_path):
     (tmp_path / "typo.toml").write_text(SWEEP.replace('activation = "relu"', 'activaton = "relu"'))
     with pytest.raises(BeyondBPError, match="unknown run settings activaton"):

@@ -12,20 +12,19 @@ import statistics
 import sys
 from pathlib import Path
 
+from beyondbp.bench.report import LARGER_IS_BETTER
+
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-LOWER_IS_BETTER = ("mae", "mse", "loss", "crps")
 
 
-def _finals(suite: str) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """(dataset, model) → method → the seeds' final metric, in the CSV's order of methods."""
+def _finals(suite: str) -> tuple[dict[tuple[str, str], dict[str, list[float]]], dict[tuple[str, str], str]]:
+    """(dataset, model) → method → the seeds' final metric, in the CSV's order of methods; and each cell's metric."""
     cells: dict[tuple[str, str], dict[str, list[float]]] = {}
+    metrics: dict[tuple[str, str], str] = {}
     for row in csv.DictReader(open(RESULTS / f"{suite}.csv")):
         cells.setdefault((row["dataset"], row["model"]), {}).setdefault(row["method"], []).append(float(row["final"]))
-    return cells
-
-
-def _metrics(suite: str) -> dict[tuple[str, str], str]:
-    return {(row["dataset"], row["model"]): row["metric"] for row in csv.DictReader(open(RESULTS / f"{suite}.csv"))}
+        metrics[(row["dataset"], row["model"])] = row["metric"]
+    return cells, metrics
 
 
 def _chosen_rates(suite: str) -> dict[tuple[str, str, str], float]:
@@ -33,21 +32,20 @@ def _chosen_rates(suite: str) -> dict[tuple[str, str, str], float]:
             for row in csv.DictReader(open(RESULTS / f"{suite}-lr.csv")) if row["chosen"] == "True"}
 
 
-def _ordering(finals: dict[str, list[float]], lower_is_better: bool) -> list[str]:
-    return sorted(finals, key=lambda method: statistics.mean(finals[method]), reverse=not lower_is_better)
+def _ordering(finals: dict[str, list[float]], larger_is_better: bool) -> list[str]:
+    return sorted(finals, key=lambda method: statistics.mean(finals[method]), reverse=larger_is_better)
 
 
 def tables(grid: str, tuned: str) -> str:
-    grid_finals, tuned_finals = _finals(grid), _finals(tuned)
+    (grid_finals, metrics), (tuned_finals, _) = _finals(grid), _finals(tuned)
     grid_rates, tuned_rates = _chosen_rates(grid), _chosen_rates(tuned)
-    metrics = _metrics(grid)
     spread = lambda values: f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" \
         if len(values) > 1 else f"{values[0]:.4f}"
     out = []
     for cell, methods in grid_finals.items():
         if cell not in tuned_finals:
             continue
-        lower = any(word in metrics[cell] for word in LOWER_IS_BETTER)
+        larger = LARGER_IS_BETTER[metrics[cell]]
         out += [f"### {cell[0]}, {cell[1]} ({metrics[cell]}, final epoch, mean ± std over seeds)", "",
                 "| method | grid: lr | grid: final | tuned: lr | tuned: final |", "|---|---|---|---|---|"]
         for method, values in methods.items():
@@ -58,8 +56,8 @@ def tables(grid: str, tuned: str) -> str:
             out.append(f"| {method} | {grid_rates[(*cell, method)]:.3g} | {spread(values)} | "
                        f"{tuned_rate_text} | {tuned_text} |")
         shared = {method: values for method, values in methods.items() if method in tuned_finals[cell]}
-        before = _ordering(shared, lower)
-        after = _ordering({method: tuned_finals[cell][method] for method in shared}, lower)
+        before = _ordering(shared, larger)
+        after = _ordering({method: tuned_finals[cell][method] for method in shared}, larger)
         out += ["", f"grid: {' > '.join(before)}", f"tuned: {' > '.join(after)}" +
                 ("" if before == after else "  (changed)"), ""]
     return "\n".join(out)

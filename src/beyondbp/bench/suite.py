@@ -80,12 +80,12 @@ class Suite:
         return [(d, m, method) for d in self.datasets for m in self.models for method in self.methods]
 
     def settings_text(self) -> str:
-        """The shared settings and each model's, for reports."""
+        """The shared settings, each model's and each variant's that the suite runs, for reports."""
         shared = ", ".join(f"{k} {v}" for k, v in self.run.items())
         models = "; ".join(f"`{label}`: " + ", ".join(f"{k} {v}" for k, v in options.items())
                            for label, options in self.models.items())
         variants = "; ".join(f"`{label}`: " + ", ".join(f"{k} {v}" for k, v in options.items())
-                             for label, options in self.variants.items())
+                             for label, options in self.variants.items() if label in self.methods)
         return f"{shared}; models {models}" + (f"; variants {variants}" if variants else "")
 
 
