@@ -260,6 +260,13 @@ def test_a_suite_searches_each_methods_learning_rate_with_the_same_budget(tmp_pa
     before = stamp.stat().st_mtime_ns
     run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
     assert stamp.stat().st_mtime_ns == before
+    # a search stopped before it wrote best.json continues from its stored trials instead of starting over
+    trial = stamp.parent / "trials" / "000" / "summary.json"
+    trial_before = trial.stat().st_mtime_ns
+    stamp.unlink()
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+    assert stamp.is_file() and trial.stat().st_mtime_ns == trial_before
+    assert list(csv.DictReader(open(results / "searched-lr.csv"))) == lr_rows
     with pytest.raises(BeyondBPError, match="tune needs 0 < low < high"):
         (suites / "bad.toml").write_text("tune = { lr = [1e-2, 1e-4], trials = 3 }\n" + TINY.replace(grid, ""))
         load_suite("bad", suites_dir=suites)

@@ -30,6 +30,29 @@ def test_tuning_keeps_the_best_validation_score_and_repeats_itself(tmp_path):
     assert summary["test_accuracy"] * 144 == pytest.approx(round(summary["test_accuracy"] * 144), abs=1e-6)
 
 
+def test_a_stopped_search_continues_and_a_finished_one_is_read_back(tmp_path):
+    out, bounds = tmp_path / "t", (1e-4, 3e-2)
+    tune(BASE, trials=2, lr_bounds=bounds, seed=1, out_dir=out, progress=False)
+    first_runs = {n: (out / "trials" / n / "summary.json").stat().st_mtime_ns for n in ("000", "001")}
+    # a process stopped during trial 2: the study holds it as running, its folder holds a partial run
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
+    stopped = study.ask()
+    stopped_lr = stopped.suggest_float("lr", *bounds, log=True)
+    (out / "trials" / "002").mkdir()
+    (out / "trials" / "002" / "checkpoint.pt").write_bytes(b"partial")
+    result = tune(BASE, trials=4, lr_bounds=bounds, seed=1, out_dir=out, progress=False)
+    numbers = [row["trial"] for row in result["trials"]]
+    assert len(numbers) == 4 and 2 not in numbers and numbers[:2] == [0, 1]
+    assert result["trials"][2]["lr"] == stopped_lr  # the stopped trial's settings are tried first
+    assert not (out / "trials" / "002").exists() and result["best"]["trials"] == 4
+    assert {n: (out / "trials" / n / "summary.json").stat().st_mtime_ns for n in ("000", "001")} == first_runs
+    again = tune(BASE, trials=4, lr_bounds=bounds, seed=1, out_dir=out, progress=False)
+    assert again["trials"] == result["trials"] and len(optuna.load_study(
+        study_name="tune", storage=f"sqlite:///{out / 'study.db'}").trials) == 5  # nothing ran again
+    with pytest.raises(bb.BeyondBPError, match="search made for other settings"):
+        tune(BASE, trials=4, lr_bounds=(1e-3, 3e-2), seed=1, out_dir=out, progress=False)
+
+
 def test_other_numeric_settings_are_searched_too(tmp_path):
     config = bb.RunConfig(method="bp", dataset="digits", epochs=1, hidden=(16,), optimizer="sgd")
     result = tune(config, trials=2, ranges=(Range.parse("momentum=0.5:0.95"), Range.parse("batch_size=20:80")),

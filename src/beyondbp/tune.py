@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,8 @@ from .tables import write_rows
 
 #: RunConfig fields that a tuner may not set (they define the budget, the run or the measurement).
 NOT_TUNABLE = ("epochs", "seed", "nproc", "watts_per_core", "lr")
+#: the file in a search's output folder that stores its trials
+STUDY_FILE = "study.db"
 
 
 def tunable_settings() -> dict[str, type]:
@@ -106,9 +109,10 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
          ranges: tuple[Range, ...] = (), validation_fraction: float = 0.1, seed: int = 0, jobs: int = 1,
          out_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
     """Search ``base``'s learning rate (and ``ranges``) for ``trials`` trials; returns the best settings and
-    every trial. With ``out_dir``: one folder per trial under ``trials/``, ``trials.csv``, ``best.json`` and
-    ``tune.png`` (validation score against learning rate)."""
-    import optuna
+    every trial. With ``out_dir``: one folder per trial under ``trials/``, ``trials.csv``, ``best.json``,
+    ``tune.png`` (validation score against learning rate) and the study in ``study.db``: calling again with
+    the same folder and settings continues a stopped search, runs only the trials missing to ``trials`` (so a
+    larger ``trials`` extends a finished one) and otherwise reads the finished search back."""
 
     low, high = lr_bounds
     if trials < 1:
@@ -125,12 +129,15 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
     base.validate()
     data = base.load_data()
     metric, larger_is_better = HEADLINE[data.task]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if larger_is_better else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     out = Path(out_dir) if out_dir is not None else None
-    bar = tqdm(total=trials, desc=f"tuning {base.method}", disable=None if progress else True, dynamic_ncols=True)
+    run_info = {key: value for key, value in base.run_info().items() if key != "lr"}
+    identity = {"run": run_info, "epochs": base.epochs, "lr": [low, high],
+                "ranges": [dataclasses.astuple(r) for r in ranges], "validation_fraction": validation_fraction,
+                "search_seed": seed, "direction": larger_is_better}
+    study = open_study(out, identity, seed)
+    done = [t for t in study.trials if t.number not in study.user_attrs["interrupted"] and t.state.is_finished()]
+    bar = tqdm(total=trials, initial=min(len(done), trials), desc=f"tuning {base.method}",
+               disable=None if progress else True, dynamic_ncols=True)
 
     def objective(trial) -> float:
         settings = {"lr": trial.suggest_float("lr", low, high, log=True),
@@ -143,14 +150,16 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
         return summary[metric]
 
     with bar:
-        study.optimize(objective, n_trials=trials, n_jobs=jobs, catch=(DivergenceError,),
-                       callbacks=[lambda s, t: bar.update()])
+        if len(done) < trials:
+            study.optimize(objective, n_trials=trials - len(done), n_jobs=jobs, catch=(DivergenceError,),
+                           callbacks=[lambda s, t: bar.update()])
+    counted = [t for t in study.trials if t.number not in study.user_attrs["interrupted"]]
     name = f"validation_{metric.removeprefix('test_')}"
     last = lambda t: t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else ""
     rows = [{"trial": t.number, "state": t.state.name.lower(), **t.params,
              name: t.value if t.value is not None else last(t), "epochs": max(t.intermediate_values, default=0)}
-            for t in study.trials]
-    finished = [t for t in study.trials if t.value is not None]
+            for t in counted]
+    finished = [t for t in counted if t.value is not None]
     if not finished:
         raise BeyondBPError(f"no trial of {base.method} finished (every one diverged or was stopped); "
                             "try lower learning-rate bounds")
@@ -165,6 +174,49 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
         (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
         tune_plot(rows, best["metric"], out / "tune.png", f"{base.method} on {base.dataset}")
     return {"best": best, "trials": rows}
+
+
+def open_study(out: Path | None, identity: dict[str, Any], seed: int):
+    """The search's Optuna study: in memory, or with ``out`` in ``out/study.db`` (SQLite), so that a search that
+    was stopped continues where it stopped and one that finished is read back. A stored study made for other
+    settings is refused. Trials left running by a stopped process are marked interrupted (they do not count and
+    are not reported) and their settings are tried again first; the sampler starts afresh from ``seed``, so a
+    resumed search can propose other settings than an uninterrupted one would have."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if identity["direction"] else "minimize"
+    storage = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / STUDY_FILE).resolve()}"
+    study = optuna.create_study(study_name="tune", storage=storage, load_if_exists=True, direction=direction,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("interrupted", [])
+    elif stored != json.loads(json.dumps(identity)):
+        theirs, ours = flat(stored), flat(json.loads(json.dumps(identity)))
+        changed = ", ".join(f"{key} {theirs.get(key)} there, {ours.get(key)} here"
+                            for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key))
+        raise BeyondBPError(f"{out} holds a search made for other settings ({changed}); give another output "
+                            "folder or delete that one")
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        shutil.rmtree(out / "trials" / f"{trial.number:03d}", ignore_errors=True)
+    if stale:
+        study.set_user_attr("interrupted", study.user_attrs["interrupted"] + [t.number for t in stale])
+    return study
+
+
+def flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """A search's identity with the run's settings lifted to the top level, for naming what differs."""
+    return {**{k: v for k, v in settings.items() if k != "run"}, **settings.get("run", {})}
 
 
 def tune_plot(rows: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
