@@ -186,6 +186,7 @@ def open_study(out: Path | None, identity: dict[str, Any], seed: int):
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    identity = json.loads(json.dumps(identity))  # as stored: tuples become lists
     direction = "maximize" if identity["direction"] else "minimize"
     storage = None
     if out is not None:
@@ -198,8 +199,8 @@ def open_study(out: Path | None, identity: dict[str, Any], seed: int):
     if stored is None:
         study.set_user_attr("identity", identity)
         study.set_user_attr("interrupted", [])
-    elif stored != json.loads(json.dumps(identity)):
-        theirs, ours = flat(stored), flat(json.loads(json.dumps(identity)))
+    elif stored != identity:
+        theirs, ours = flat(stored), flat(identity)
         changed = ", ".join(f"{key} {theirs.get(key)} there, {ours.get(key)} here"
                             for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key))
         raise BeyondBPError(f"{out} holds a search made for other settings ({changed}); give another output "
