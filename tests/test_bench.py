@@ -267,6 +267,17 @@ def test_a_suite_searches_each_methods_learning_rate_with_the_same_budget(tmp_pa
     run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
     assert stamp.is_file() and trial.stat().st_mtime_ns == trial_before
     assert list(csv.DictReader(open(results / "searched-lr.csv"))) == lr_rows
+    # more trials extend the finished search; fewer start it over, so every method keeps the same budget
+    more = suites / "searched.toml"
+    more.write_text(more.read_text().replace("trials = 3", "trials = 4"))
+    run_suite(load_suite("searched", suites_dir=suites), n_jobs=1, runs_dir=runs, results_dir=results)
+    extended = list(csv.DictReader(open(results / "searched-lr.csv")))
+    assert trial.stat().st_mtime_ns == trial_before and len(extended) == 8
+    assert [r["lr"] for r in extended if r["method"] == "bp"][:3] == [r["lr"] for r in lr_rows if r["method"] == "bp"]
+    more.write_text(more.read_text().replace("trials = 4", "trials = 3"))
+    run_suite(load_suite("searched", suites_dir=suites), n_jobs=1, runs_dir=runs, results_dir=results)
+    assert trial.stat().st_mtime_ns != trial_before
+    assert list(csv.DictReader(open(results / "searched-lr.csv"))) == lr_rows
     with pytest.raises(BeyondBPError, match="tune needs 0 < low < high"):
         (suites / "bad.toml").write_text("tune = { lr = [1e-2, 1e-4], trials = 3 }\n" + TINY.replace(grid, ""))
         load_suite("bad", suites_dir=suites)

@@ -145,7 +145,8 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
 def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[list[dict[str, Any]], int]:
     """Per (dataset, model, method): Optuna's TPE over the suite's lr range, the same number of trials and
     epochs for every method (:func:`beyondbp.tune.tune`, ``n_jobs`` trials at a time); every trial is a row.
-    A cell whose search finished with the same settings is read back, one that was stopped continues."""
+    A cell whose search finished with the same settings is read back, one that was stopped continues, one
+    with fewer trials than the suite now asks is extended; other settings, or fewer trials, start it over."""
     from ..tune import tune
 
     t, rows, ran = suite.tuning, [], 0
@@ -155,15 +156,18 @@ def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
         key = {"run": config.run_info(), "epochs": config.epochs, "lr": list(t.lr_range), "trials": t.trials,
                "validation_fraction": t.validation_fraction, "seed": t.seed}
         stamp = out / "suite-key.json"
-        same = stamp.is_file() and json.loads(stamp.read_text()) == key
-        if not (same and (out / "best.json").is_file()):
-            if not same:
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                stamp.write_text(json.dumps(key) + "\n")
+        stored = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        extends = {**stored, "trials": t.trials} == key and stored.get("trials", 0) < t.trials
+        if extends:
+            (out / "best.json").unlink(missing_ok=True)  # an extension stopped midway must not read the old best
+        elif stored != key:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+        if not (out / "best.json").is_file():
+            stamp.write_text(json.dumps(key) + "\n")
             tune(config, t.trials, t.lr_range, validation_fraction=t.validation_fraction, seed=t.seed, jobs=n_jobs,
                  out_dir=out, progress=False)
-            ran += t.trials
+            ran += t.trials - (stored.get("trials", 0) if extends else 0)
         best = json.loads((out / "best.json").read_text())
         for trial in read_rows(out / "trials.csv"):
             value = trial[best["metric"]]
