@@ -146,7 +146,7 @@ def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
     """Per (dataset, model, method): Optuna's TPE over the suite's lr range, the same number of trials and
     epochs for every method (:func:`beyondbp.tune.tune`, ``n_jobs`` trials at a time); every trial is a row.
     A cell whose search finished with the same settings is read back, one that was stopped continues, one
-    with fewer trials than the suite now asks is extended; other settings, or fewer trials, start it over."""
+    with fewer trials than the suite now asks is extended; a smaller ``trials`` or other settings start it over."""
     from ..tune import tune
 
     t, rows, ran = suite.tuning, [], 0
