@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from beyondbp.build import build_run
 from beyondbp.errors import BeyondBPError
-from beyondbp.experiment import OPTIMIZERS, RunConfig, build_run, parameter_groups, run
+from beyondbp.experiment import RunConfig, run
 from beyondbp.methods import make_method
 from beyondbp.methods.signals import DelayedBuffer
 from test_methods_hand import BCE, assert_grads, forward_by_hand, grads_by_hand
@@ -87,7 +88,7 @@ def test_a_decayed_row_weighs_by_its_age_in_epochs():
 
 
 def test_signal_decay_needs_a_delayed_signal_and_a_factor_in_range():
-    assert make_method("f3", signal_decay=0.5).signal_decay == 0.5
+    assert make_method("f3", signal_decay=0.5).options.signal_decay == 0.5
     with pytest.raises(BeyondBPError, match="signal_decay needs a delayed signal"):
         make_method("f3:one_hot_target", signal_decay=0.5)
     for bad in (0.0, 1.5):
@@ -170,7 +171,7 @@ def test_hidden_blocks_step_at_a_scaled_learning_rate(tiny):
     """SGD without momentum: each parameter moves by its group's lr times its gradient."""
     model, x, t, index = tiny
     config = RunConfig(optimizer="sgd", momentum=0.0, lr=0.5, hidden_lr_scale=0.1)
-    optimizer = OPTIMIZERS.get("sgd")(parameter_groups(config, model, list(model.parameters())), 0.5, 0.0)
+    optimizer = config.training_options().optimizer_for(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     step_with(model, x, t, index, "drtp")
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}

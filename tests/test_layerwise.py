@@ -93,7 +93,7 @@ def test_local_rule_by_hand():
 
 
 def test_ldfa_options_are_checked():
-    with pytest.raises(BeyondBPError, match="known feedback rules: normative, local"):
+    with pytest.raises(BeyondBPError, match="unknown feedback_rule .nope.; known: normative, local"):
         make_method("ldfa", feedback_rule="nope")
     with pytest.raises(BeyondBPError, match="unknown ldfa variant part 'x'"):
         make_method("ldfa:r2-x")

@@ -107,7 +107,7 @@ def stage_processes(out: Path) -> dict[int, int]:
             environment = dict(v.split(b"=", 1) for v in (entry / "environ").read_bytes().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if b"beyondbp.launch" in command and str(out).encode() in command and b"RANK" in environment:
+        if b"beyondbp.worker" in command and str(out).encode() in command and b"RANK" in environment:
             found[int(environment[b"RANK"])] = int(entry.name)
     return found
 

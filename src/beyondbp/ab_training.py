@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .distributed import DataParallel
 from .errors import BeyondBPError
+from .options import setting
 from .schedule import ParametrizationSchedule
 from .surgery import eligible_layers, forget_state, replace_module
 
@@ -92,12 +93,13 @@ class ABTraining(ParametrizationSchedule):
         """Layer-wise feedback is refused (as for OIALR), and fg: it exchanges its estimates over all ranks."""
         super().check_method(method)
         if method.exchanges_own_estimates:
-            raise BeyondBPError(f"lowrank='ab' does not compose with {method.label}: it exchanges its estimates over "
-                                f"all ranks, AB-training trains the factors in separate groups")
+            raise BeyondBPError(f"{setting('lowrank', 'ab')} does not compose with {method.label}: it exchanges its "
+                                f"estimates over all ranks, AB-training trains the factors in separate groups")
 
     def __post_init__(self):
         if self.parallel is None or self.parallel.world < 2:
-            raise BeyondBPError("lowrank='ab' needs data-parallel training on at least 2 processes (nproc=2)")
+            raise BeyondBPError(f"{setting('lowrank', 'ab')} needs data-parallel training on at least 2 processes "
+                                f"({setting('nproc', 2)})")
         self.check(self.start, self.sync_every, self.full_steps, self.rank, self.sync)
         # every rank creates every group, in the same order (torch.distributed requires it)
         world = self.parallel.world

@@ -16,7 +16,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .experiment import RunConfig, run
+from .config import RunConfig
+from .experiment import run
 from .metrics import HEADLINE
 from .plots import plot_curves
 from .tables import mean_std, write_rows

@@ -1,8 +1,8 @@
 """Launching one run on N processes of this machine with ``torchrun`` (data-parallel training, or stages).
 
 :func:`launch` writes the run's settings to ``OUT/launch.json`` and starts ``python -m
-torch.distributed.run --standalone --nproc-per-node N -m beyondbp.launch OUT``; every process
-reads the settings back and trains its rank (see :mod:`beyondbp.distributed`); rank 0 writes
+torch.distributed.run --standalone --nproc-per-node N -m beyondbp.worker OUT``; every process
+reads the settings back and trains its rank (:mod:`beyondbp.worker`); rank 0 writes
 the outputs, whose summary :func:`launch` returns. ``beyondbp train --nproc N`` and suites
 whose runs set ``nproc`` go through here; ``torchrun ... -m beyondbp train`` works directly.
 """
@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .build import SUMMARY_NAME
 from .errors import BeyondBPError, DivergenceError
 
 SPEC_NAME = "launch.json"
@@ -33,11 +34,9 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
     spec = {"config": dataclasses.asdict(config), "resume": resume, "progress": progress,
             "align_every": align_every, "validation": validation}
     (out_dir / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
-    processes = max(config.nproc, config.stages)
+    processes = config.execution_options().processes
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "beyondbp.launch", str(out_dir)]
-    from .experiment import SUMMARY_NAME
-
+               "-m", "beyondbp.worker", str(out_dir)]
     summary_path = out_dir / SUMMARY_NAME
     written_before = summary_path.stat().st_mtime_ns if summary_path.is_file() else None
     returncode = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
@@ -56,35 +55,3 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
         print(f"beyondbp: warning: the {processes}-process run in {out_dir} finished and wrote its outputs, "
               f"but a process exited with code {returncode} while shutting down", file=sys.stderr)
     return json.loads(summary_path.read_text())
-
-
-def main(out_dir: str) -> int:
-    """One rank of a launched run: read ``OUT/launch.json`` and train."""
-    from .data import validation_split
-    from .distributed import launched_rank
-    from .experiment import RunConfig, run
-
-    out = Path(out_dir)
-    spec = json.loads((out / SPEC_NAME).read_text())
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
-    config = RunConfig(**options)
-    try:
-        data = config.load_data()
-        if spec["validation"]:
-            data = validation_split(data, *spec["validation"])
-        run(config, out, resume=spec["resume"], progress=spec["progress"], data=data,
-            align_every=spec["align_every"])
-    except BeyondBPError as error:
-        if launched_rank() == 0 or config.stages > 1:  # a stage fails where its own part went wrong
-            report = {"message": str(error), "diverged": isinstance(error, DivergenceError)}
-            try:
-                with open(out / ERROR_NAME, "x") as f:  # the first error is the cause; later ones follow from it
-                    f.write(json.dumps(report) + "\n")
-            except FileExistsError:
-                pass
-        return error.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))

@@ -1,48 +1,125 @@
-"""Options declared once: a dataclass field carries its help, group, choices and the method argument it
-feeds; the command line's flags and the method constructors' arguments are built from it.
+"""Options declared once, next to the code that uses them.
+
+A *section* is a small dataclass of :func:`option` fields owned by one part of the library (a method
+family, the data, the model, the optimizer, the execution, low-rank training, tracking); building it checks
+every value (:meth:`Section.check`, the one place each value is checked). A run's configuration
+(:class:`beyondbp.config.RunConfig`) is the composition of sections (:func:`compose`), and the command
+line's flags and the suites' keys are generated from the same declarations:
 
     @dataclass
-    class Settings:
+    class TrainingOptions(Section):
         lr: float = option(1e-3, "training", "learning rate")
 
-``add_options(parser, Settings)`` then adds ``--lr`` (type float, default 1e-3, in the group
-"training"), and ``from_args(Settings, args)`` builds the dataclass from the parsed flags.
+        def check(self) -> None:
+            super().check()
+            if not self.lr > 0: raise BeyondBPError(...)
+
+``add_options(parser, TrainingOptions)`` then adds ``--lr`` (type float, default 1e-3, in the group
+"training"), and ``from_args(TrainingOptions, args)`` builds the dataclass from the parsed flags. A field may
+carry a different name in the composed configuration (``flat``): the direct-feedback option ``normalize`` is
+``feedback_normalize`` there and ``--feedback-normalize`` on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import BeyondBPError
+
 
 def option(default: Any, group: str, help: str, *, choices: Sequence[str] | None = None,
-           method_arg: str | None = None, metavar: str | None = None, flag: bool = True) -> Any:
+           metavar: str | None = None, flag: bool = True, flat: str | None = None) -> Any:
     """A dataclass field with its command-line declaration.
 
     Args:
         group: the help section of its flag.
         choices: the allowed values, checked by argparse and from Python by :func:`check_choices` (registries
             are checked by the objects).
-        method_arg: the name of the method constructors' keyword that receives it (see
-            :func:`beyondbp.methods.method_options`); None if it is not a method option.
         flag: False for settings that the command line sets another way (``--method``, ``--seed``).
+        flat: its name in a composed configuration and on the command line, where that differs from the
+            field's own (see :func:`compose`).
     """
-    meta = {"group": group, "help": help, "choices": choices, "method_arg": method_arg, "metavar": metavar,
-            "flag": flag}
+    meta = {"group": group, "help": help, "choices": choices, "metavar": metavar, "flag": flag, "flat": flat}
     if isinstance(default, (list, dict, set)):
         raise TypeError("give sequences as tuples")
     return dataclasses.field(default=default, metadata=meta)
 
 
+#: Set (inherited by launched processes) when messages are for the command line: see :func:`setting`.
+FLAGS_ENVIRONMENT = "BEYONDBP_MESSAGES_AS_FLAGS"
+
+
+def setting(name: str, value: Any = None) -> str:
+    """A setting as the user spells it, for messages: ``nproc=2`` from Python, ``--nproc 2`` on the command line
+    (which sets :data:`FLAGS_ENVIRONMENT`)."""
+    if os.environ.get(FLAGS_ENVIRONMENT):
+        return "--" + name.replace("_", "-") + ("" if value is None else f" {value}")
+    if value is None:
+        return name
+    quoted = isinstance(value, str) and not value.isupper()  # an upper-case value is a placeholder: PATH
+    return f"{name}={value!r}" if quoted else f"{name}={value}"
+
+
+def flat_name(f: dataclasses.Field) -> str:
+    """A section field's name in the composed configuration."""
+    return f.metadata.get("flat") or f.name
+
+
+class Section:
+    """Base of option sections: a dataclass of :func:`option` fields, checked when built.
+
+    Subclasses extend :meth:`check`; sequences given as lists are stored as tuples, None for a sequence as
+    the empty one.
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list) or (value is None and isinstance(f.default, tuple)):
+                setattr(self, f.name, tuple(value or ()))
+        self.check()
+
+    def check(self) -> None:
+        """Every value of the section is valid; raises :class:`~beyondbp.errors.BeyondBPError` naming it."""
+        check_choices(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The section's own field names (a method's keyword options)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def of(cls, config: Any):
+        """This section read from a composed configuration (by each field's flat name)."""
+        return cls(**{f.name: getattr(config, flat_name(f)) for f in dataclasses.fields(cls)})
+
+
+def compose(name: str, sections: Sequence[type], doc: str) -> type:
+    """One flat dataclass with the fields of every section, each under its flat name (a field that several
+    sections share, such as ``feedback_init``, appears once and must be declared identically)."""
+    fields: dict[str, tuple[str, Any, dataclasses.Field]] = {}
+    for section in sections:
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            key = flat_name(f)
+            if key in fields and (fields[key][2].default, dict(fields[key][2].metadata)) != (f.default,
+                                                                                             dict(f.metadata)):
+                raise TypeError(f"option {key} is declared differently by two sections")
+            fields[key] = (key, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+    composed = dataclasses.make_dataclass(name, list(fields.values()))
+    composed.__doc__ = doc
+    return composed
+
+
 def check_choices(config: Any) -> None:
     """Every field of ``config`` declared with ``choices`` holds one of them (None where that is its default):
     the Python API's counterpart of argparse's check."""
-    from .errors import BeyondBPError
-
     for f in dataclasses.fields(config):
         allowed, value = f.metadata.get("choices"), getattr(config, f.name)
         if allowed and value not in allowed and not (value is None and f.default is None):
@@ -96,7 +173,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in flag_fields(cls):
         meta = f.metadata
         group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        name = "--" + f.name.replace("_", "-")
+        name = "--" + flat_name(f).replace("_", "-")
         shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         help = meta["help"] + (f" (default {shown})" if f.default not in (None, False, ()) else "")
         if hints[f.name] is bool:  # a setting on by default gets its --no- form
@@ -109,10 +186,5 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def from_args(cls: type, args: argparse.Namespace, **settings: Any):
     """``cls`` from the parsed flags of its fields, plus ``settings`` for the others."""
-    return cls(**{f.name: getattr(args, f.name) for f in flag_fields(cls)}, **settings)
+    return cls(**{f.name: getattr(args, flat_name(f)) for f in flag_fields(cls)}, **settings)
 
-
-def method_settings(config: Any) -> dict[str, Any]:
-    """The method constructors' keywords with their values in ``config`` (fields with a ``method_arg``)."""
-    return {f.metadata["method_arg"]: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.metadata.get("method_arg")}

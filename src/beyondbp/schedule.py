@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import BeyondBPError
+from .options import setting
 
 
 class ParametrizationSchedule:
@@ -33,8 +34,8 @@ class ParametrizationSchedule:
         from .methods.layerwise import LayerwiseFeedback
 
         if isinstance(method, LayerwiseFeedback):
-            raise BeyondBPError(f"lowrank='{cls.name}' composes with bp, shallow, dfa, drtp, f3 and fg; layer-wise "
-                                f"feedback ({method.label}) has no feedback path for factored layers yet")
+            raise BeyondBPError(f"{setting('lowrank', cls.name)} composes with bp, shallow, dfa, drtp, f3 and fg; "
+                                f"layer-wise feedback ({method.label}) has no feedback path for factored layers yet")
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Called after every optimizer step; returns an event to log when it changed the model."""

@@ -13,10 +13,13 @@ under ``runs/bench/SUITE``, so ``tensorboard --logdir runs/bench/SUITE`` shows t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .energy import DEFAULT_WATTS_PER_CORE
 from .errors import BeyondBPError
+from .options import Section, option
 from .registry import Registry
 
 LOG_FOLDER = "tensorboard"
@@ -108,3 +111,18 @@ def epoch_scalars(record: dict[str, Any], lr: float, previous: dict[str, Any] | 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class TrackingOptions(Section):
+    """What follows a run besides ``metrics.jsonl``: a logger, and the energy estimate's rated power."""
+
+    log: str | None = option(None, "tracking", "track the run: tensorboard (event files in OUT/tensorboard)",
+                             choices=tuple(LOGGERS.names()))
+    watts_per_core: float = option(DEFAULT_WATTS_PER_CORE, "tracking", "energy estimate where RAPL is not "
+                                                                       "readable: watts per busy CPU core")
+
+    def check(self) -> None:
+        super().check()
+        if not self.watts_per_core > 0:
+            raise BeyondBPError(f"watts per core must be positive, got {self.watts_per_core}")

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +46,23 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def changed_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The names of the settings (``RunConfig.run_info``) whose values differ, sorted."""
-    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+def changed_settings(stored: dict[str, Any], current: dict[str, Any],
+                     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[str]:
+    """The names of the settings (``RunConfig.run_info``) whose values differ, sorted. With ``upgrade`` (e.g.
+    :func:`beyondbp.config.upgrade_settings`) both sides are first brought to today's form, and a setting that
+    both leave out on purpose (a search's ``lr``) is not compared."""
+    old, new = (upgrade(stored), upgrade(current)) if upgrade is not None else (stored, current)
+    keys = {k for k in set(old) | set(new) if upgrade is None or k in stored or k in current}
+    return sorted(k for k in keys if old.get(k) != new.get(k))
 
 
-def resumable_checkpoint(path: Path | None, device: torch.device, run_info: dict[str, Any]) -> dict[str, Any] | None:
+def resumable_checkpoint(path: Path | None, device: torch.device, run_info: dict[str, Any],
+                         upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if there is one (None otherwise), refused if made with other settings."""
     if path is None or not path.exists():
         return None
     state = load_checkpoint(path, device)
-    changed = changed_settings(state["run_info"], run_info)
+    changed = changed_settings(state["run_info"], run_info, upgrade)
     if changed:
         raise BeyondBPError(f"cannot resume from {path}: it was made with other settings ({', '.join(changed)})")
     return state
@@ -79,6 +85,8 @@ class Trainer:
             like ``train_seconds``) and ``energy_source``.
         logger: a :class:`~beyondbp.tracking.RunLogger` (TensorBoard, or your own) given every step's loss,
             every epoch's record and, at the end, ``run_info`` with the final metrics; only rank 0 uses it.
+        upgrade_settings: brings a checkpoint's stored ``run_info`` to today's form before it is compared
+            with ``run_info`` (:func:`beyondbp.config.upgrade_settings` for runs of a ``RunConfig``).
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
@@ -87,7 +95,8 @@ class Trainer:
                  progress: bool = True, run_info: dict[str, Any] | None = None,
                  lowrank: ParametrizationSchedule | None = None,
                  parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE,
-                 logger: RunLogger | None = None):
+                 logger: RunLogger | None = None,
+                 upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -98,6 +107,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.run_info = run_info or {}
+        self.upgrade_settings = upgrade_settings
         if lowrank is not None:
             lowrank.check_method(method)
         self.lowrank = lowrank
@@ -289,7 +299,7 @@ class Trainer:
         }, self.checkpoint_path)
 
     def _restore(self) -> list[dict[str, Any]]:
-        state = resumable_checkpoint(self.checkpoint_path, self.device, self.run_info)
+        state = resumable_checkpoint(self.checkpoint_path, self.device, self.run_info, self.upgrade_settings)
         if state is None:
             return []
         if self.lowrank is not None:

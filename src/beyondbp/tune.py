@@ -24,9 +24,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .config import RunConfig, upgrade_settings
 from .errors import BeyondBPError, DivergenceError
-from .experiment import RunConfig, run
+from .experiment import run
 from .metrics import HEADLINE
+from .options import setting
 from .tables import write_rows
 
 #: RunConfig fields that a tuner may not set (they define the budget, the run or the measurement).
@@ -125,7 +127,7 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
     for searched in ranges:
         searched.check()
     if base.nproc > 1:
-        raise BeyondBPError("tuning runs each trial in this process: set nproc=1")
+        raise BeyondBPError(f"tuning runs each trial in this process: set {setting('nproc', 1)}")
     base.validate()
     data = base.load_data()
     metric, larger_is_better = HEADLINE[data.task]
@@ -196,6 +198,9 @@ def open_study(out: Path | None, identity: dict[str, Any], seed: int):
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     stored = study.user_attrs.get("identity")
+    if stored is not None:  # the run's settings as stored by an older version, in today's form (lr is not kept)
+        upgraded = upgrade_settings(stored["run"])
+        stored = {**stored, "run": {k: v for k, v in upgraded.items() if k in stored["run"] or k in identity["run"]}}
     if stored is None:
         study.set_user_attr("identity", identity)
         study.set_user_attr("interrupted", [])

@@ -28,19 +28,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
+from ..build import build_run
+from ..config import RunConfig
 from ..data import loaders
 from ..distributed import TIMEOUT
+from ..optim import OPTIMIZERS
+from ..pipeline.split import contiguous_split, parameter_costs
 from ..train import epoch_generator
 
 SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 
 
 def main(spec_path: str, out_dir: str) -> int:
-    from ..experiment import OPTIMIZERS, RunConfig, build_run
-    from ..pipeline.split import contiguous_split, parameter_costs
-
     spec = json.loads(Path(spec_path).read_text())
-    config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()})
+    config = RunConfig(**spec["config"])
     dist.init_process_group("gloo", timeout=TIMEOUT)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cpu")
@@ -49,7 +50,7 @@ def main(spec_path: str, out_dir: str) -> int:
     blocks = list(model.children())
     bounds = contiguous_split(parameter_costs(blocks), world)
     part = nn.Sequential(*[blocks[i] for i in bounds[rank]])
-    optimizer = OPTIMIZERS.get(config.optimizer)(part.parameters(), config.lr, config.momentum)
+    optimizer = OPTIMIZERS.get(config.optimizer)(part.parameters(), config.lr, config.momentum, config.weight_decay)
     microbatches = spec["microbatches"]
     size = config.batch_size // microbatches  # shapes given, not inferred (the inference fails now and then)
     shape = lambda cut: torch.empty(size, *cut_shape(blocks, cut, data), device=device)

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import RunConfig
 from ..errors import BeyondBPError
+from ..experiment import run
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME
 
@@ -63,7 +65,6 @@ def generated_data(path: Path, width: int, samples: int, classes: int = 10, seed
 
 def _single(spec_path: str, out_dir: str) -> int:
     """One configuration in this process; writes ``OUT/single.json`` with its throughput and peak memory."""
-    from ..experiment import RunConfig, run
 
     spec = json.loads(Path(spec_path).read_text())
     config = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()})
@@ -97,7 +98,6 @@ def run_pipeline_bench(out: Path, depth: int, width: int, batch_size: int, stage
                        runs: Path = RUNS) -> list[dict[str, Any]]:
     """Every configuration's runs (and the generated data) in ``runs``, ``rounds`` times in turn; the
     report in ``out``."""
-    from ..experiment import RunConfig
 
     if schedule not in SCHEDULES:
         raise BeyondBPError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
@@ -143,7 +143,6 @@ def _measure(config, kind: str, folder: Path, samples: int, microbatches: int, s
              stages: int) -> dict[str, Any]:
     """One configuration's run in fresh processes: its speed (median epoch after the first) and per process
     its peak memory, bytes sent per sample and idle fraction."""
-    from ..experiment import run
 
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "stages":

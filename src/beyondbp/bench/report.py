@@ -11,6 +11,7 @@ from typing import Any
 
 from ..plots import plot_curves, plot_sweep
 from ..tables import mean_std, read_rows, write_rows
+from .speed import speed_markdown
 from .suite import SUITES_DIR, Suite, load_suite
 
 CSV_COLUMNS = ("dataset", "model", "method", "seed", "epochs", "metric", "final", "best")
@@ -276,7 +277,6 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         sections.append(pipeline_section(results_dir / "pipeline", out_path.parent))
     speed = sorted(results_dir.glob("speed-*/speed.csv"))
     if speed:
-        from .speed import speed_markdown
 
         text = ["## Step time and memory", "", SPEED_NOTE, ""]
         text += [speed_markdown(read_rows(p), json.loads((p.parent / "meta.json").read_text())) for p in speed]

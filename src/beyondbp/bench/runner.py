@@ -14,7 +14,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,12 +26,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..build import SUMMARY_NAME
+from ..config import RunConfig, upgrade_settings
 from ..data import DataSplit, load_dataset
 from ..errors import BeyondBPError, DivergenceError
-from ..experiment import SUMMARY_NAME, RunConfig, run
+from ..experiment import run
 from ..metrics import HEADLINE
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
+from .machine import machine_description
 from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
 
@@ -60,7 +62,7 @@ class Job:
         if path.is_file():
             summary = json.loads(path.read_text())
             if "settings" in summary:  # summaries written before settings were stored are taken as they are
-                changed = changed_settings(summary["settings"], json.loads(json.dumps(self.config.run_info())))
+                changed = changed_settings(summary["settings"], self.config.run_info(), upgrade_settings)
                 if changed:
                     raise BeyondBPError(f"{self.out_dir} holds a run made with other settings ({', '.join(changed)}) "
                                         f"than the suite's now: delete that folder to run it again")
@@ -157,6 +159,8 @@ def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
                "validation_fraction": t.validation_fraction, "seed": t.seed}
         stamp = out / "suite-key.json"
         stored = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        if "run" in stored:  # settings stored by an older version, in today's form
+            stored["run"] = upgrade_settings(stored["run"])
         extends = {**stored, "trials": t.trials} == key and stored.get("trials", 0) < t.trials
         if extends:
             (out / "best.json").unlink(missing_ok=True)  # an extension stopped midway must not read the old best
@@ -235,15 +239,3 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
                                                                         cost_rows))
     return results_dir / f"{suite.name}.csv"
 
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")

@@ -32,11 +32,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ..energy import EnergyMeter
-from ..experiment import resolve_device
+from ..execution import resolve_device
 from ..methods import make_method
 from ..models import build_model
 from ..objectives import make_objective
 from ..tables import write_rows
+from .machine import machine_description
 
 SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio",
                  "step_energy_mj", "step_energy_ratio", "energy_source")
@@ -147,7 +148,6 @@ def measure_speed(methods: Sequence[str], depth: int, width: int, batch_size: in
 def run_speed(methods: Sequence[str], depth: int, width: int, batch_size: int, out_dir: Path,
               steps: int = 30, warmup: int = 3, model: str = "mlp", device: str = "auto") -> list[dict[str, Any]]:
     """Measure and write ``out_dir/speed.csv`` and ``out_dir/meta.json`` (settings, machine, date)."""
-    from .runner import machine_description
 
     rows = measure_speed(methods, depth, width, batch_size, steps, warmup, model, device)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig
 from ..data import DATASETS
 from ..errors import BeyondBPError
-from ..experiment import RunConfig
 
 SUITES_DIR = Path("benchmarks") / "suites"
 #: Run settings a suite decides per run, never as a shared, model or variant setting.

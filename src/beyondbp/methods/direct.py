@@ -56,13 +56,11 @@ from torch import Tensor, nn
 from ..errors import BeyondBPError
 from ..objectives import Objective
 from .base import Method, StepResult, model_device
-from .feedback_init import FEEDBACK_INITS, feedback_matrix
+from .direct_options import DirectOptions, F3Options
+from .feedback_init import feedback_matrix
 from .local_update import linear_block, local_forward, local_gradient
 from .points import FeedbackPoints
-from .signals import BUFFER_INITS, SIGNALS, DelayedBuffer, Signal, check_decay
-
-EXECUTIONS = ("auto", "autograd", "forward")
-TOKEN_FEEDBACK = ("shared", "per-token")
+from .signals import SIGNALS, DelayedBuffer, Signal
 
 
 def sequence_segments(model: nn.Module, points: list[str] | None) -> tuple[list[nn.Module], nn.Module] | None:
@@ -84,8 +82,6 @@ def sequence_segments(model: nn.Module, points: list[str] | None) -> tuple[list[
     return [as_module(part) for part in parts[:-1]], as_module(parts[-1])
 
 
-#: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
-EXCLUDABLE = ("bias", "norm")
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
@@ -109,85 +105,69 @@ class DirectFeedback(Method):
 
     Args:
         signal: a name from :data:`~beyondbp.methods.signals.SIGNALS`, or None.
-        feedback_init: initialisation of the ``B_i`` (see :mod:`.feedback_init`).
-        normalize: divide ``B_i`` by ``sqrt(n_i)``.
-        batch_mean: divide the injected gradient by the batch size.
-        token_feedback: ``"shared"`` or ``"per-token"`` feedback for token sequences (see above).
-        execution: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
-        unlocked: step each block as soon as its gradient exists (needs ``"forward"``).
+        options: the section of options (:class:`~.direct_options.F3Options`, checked when built), or its
+            fields as keywords:
+
+            - ``feedback_init``, ``normalize``: the ``B_i`` (see :mod:`.feedback_init`), divided by ``sqrt(n_i)``
+              with ``normalize``.
+            - ``batch_mean``: divide the injected gradient by the batch size.
+            - ``token_feedback``: ``"shared"`` or ``"per-token"`` feedback for token sequences (see above).
+            - ``execution``: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
+            - ``unlocked``: step each block as soon as its gradient exists (needs ``"forward"``).
+            - ``feedback_points``: module names where the signal enters (see :mod:`.points`); empty: the defaults.
+            - ``buffer_init``: what a delayed signal reads before a sample's first visit (the F³ paper:
+              ``"target"``, so epoch 1 is DRTP; ``"zeros"``; ``"centered_target"``: ``t - 1/C``;
+              ``"class_mean"``: the mean of the rows written so far for the sample's class); see
+              :data:`~beyondbp.methods.signals.BUFFER_INITS`.
+            - ``center_signal``: remove each sample's mean over classes from the signal before projecting it:
+              ``s - mean_c(s)``. A target or a delayed error has a component common to all classes (``1/C``
+              for a one-hot target) that ``B_i`` turns into the same push for every sample; LayerNorm and
+              residual streams do not absorb it (NOTES.md, the ViT suites). Not in the papers.
+            - ``feedback_exclude``: parameter kinds of hidden blocks that receive no direct feedback and stay at
+              their initialisation: ``"bias"`` (every bias) and ``"norm"`` (LayerNorm, GroupNorm and
+              BatchNorm weights and biases): the signal's projection says where to move the block's output,
+              not how to re-centre or re-scale it. Not in the papers.
+            - ``signal_decay``: a delayed signal read as ``signal_decay ** age × value``, its age in epochs (see
+              :class:`~beyondbp.methods.signals.DelayedBuffer`); 1: the paper's undecayed signal.
         name: registry name of the preset (``dfa``, ``drtp``, ``f3``, ``shallow``).
-        feedback_points: module names where the signal enters (see :mod:`.points`); None: the defaults.
-        buffer_init: what a delayed signal reads before a sample's first visit (the F³ paper: ``"target"``,
-            so epoch 1 is DRTP; ``"zeros"``; ``"centered_target"``: ``t - 1/C``; ``"class_mean"``: the mean
-            of the rows written so far for the sample's class); see
-            :data:`~beyondbp.methods.signals.BUFFER_INITS`.
-        center_signal: remove each sample's mean over classes from the signal before projecting it:
-            ``s - mean_c(s)``. A target or a delayed error has a component common to all classes (``1/C``
-            for a one-hot target) that ``B_i`` turns into the same push for every sample; LayerNorm and
-            residual streams do not absorb it (NOTES.md, the ViT suites). Not in the papers.
-        feedback_exclude: parameter kinds of hidden blocks that receive no direct feedback and stay at
-            their initialisation: ``"bias"`` (every bias) and ``"norm"`` (LayerNorm, GroupNorm and
-            BatchNorm weights and biases): the signal's projection says where to move the block's output,
-            not how to re-centre or re-scale it. Not in the papers.
-        signal_decay: a delayed signal read as ``signal_decay ** age × value``, its age in epochs (see
-            :class:`~beyondbp.methods.signals.DelayedBuffer`); 1: the paper's undecayed signal.
     """
 
-    def __init__(
-        self,
-        signal: str | None,
-        feedback_init: str = "kaiming_uniform",
-        normalize: bool = False,
-        batch_mean: bool = False,
-        execution: str = "auto",
-        unlocked: bool = False,
-        name: str = "direct",
-        token_feedback: str = "shared",
-        feedback_points: Sequence[str] | None = None,
-        buffer_init: str = "target",
-        center_signal: bool = False,
-        feedback_exclude: Sequence[str] = (),
-        signal_decay: float = 1.0,
-    ):
-        FEEDBACK_INITS.get(feedback_init)
-        check_decay(signal_decay)
-        if buffer_init not in BUFFER_INITS:
-            raise BeyondBPError(f"unknown buffer init '{buffer_init}'; known: {', '.join(BUFFER_INITS)}")
-        unknown = set(feedback_exclude) - set(EXCLUDABLE)
-        if unknown:
-            raise BeyondBPError(f"cannot exclude '{sorted(unknown)[0]}' from direct feedback; known: "
-                                f"{', '.join(EXCLUDABLE)}")
-        self.buffer_init, self.center_signal, self.signal_decay = buffer_init, center_signal, signal_decay
-        self.feedback_exclude = tuple(feedback_exclude)
-        self.excluded: set[int] = set()
-        if token_feedback not in TOKEN_FEEDBACK:
-            raise BeyondBPError(f"unknown token feedback '{token_feedback}'; known: {', '.join(TOKEN_FEEDBACK)}")
-        self.token_feedback = token_feedback
+    def __init__(self, signal: str | None, options: DirectOptions | None = None, name: str = "direct",
+                 **settings: Any):
+        if options is not None and settings:
+            raise TypeError("give the options as a section or as keywords, not both")
+        options = options if options is not None else F3Options(**settings)
+        if not isinstance(options, F3Options):  # the presets without a delayed signal read its defaults
+            options = F3Options(**vars(options))
+        self.options = options
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
-        if signal_decay < 1 and (self.signal is None or not self.signal.delayed):
+        if options.signal_decay < 1 and (self.signal is None or not self.signal.delayed):
             raise BeyondBPError(f"signal_decay needs a delayed signal (f3's); {name}'s "
                                 f"{'no signal' if self.signal is None else self.signal.name} has no age")
         in_advance = self.signal is None or self.signal.known_in_advance
-        if execution not in EXECUTIONS:
-            raise BeyondBPError(f"unknown execution '{execution}'; known executions: {', '.join(EXECUTIONS)}")
-        if execution == "forward" and not in_advance:
+        if options.execution == "forward" and not in_advance:
             raise BeyondBPError(f"{name}'s signal '{self.signal.name}' is only known after the forward pass; "
                                 f"use execution 'autograd'")
+        execution = options.execution
         self.execution = ("forward" if in_advance else "autograd") if execution == "auto" else execution
-        if unlocked and self.execution != "forward":
+        if options.unlocked and self.execution != "forward":
             raise BeyondBPError(f"unlocked updates need execution 'forward' (got '{self.execution}' for {name})")
-        self.feedback_init = feedback_init
-        self.normalize = normalize
-        self.batch_mean = batch_mean
-        self.unlocked = unlocked
         self.name = name
         #: Called with each segment's parameters once their gradient is in ``.grad`` (unlocked mode).
         self.after_block: Callable[[list[nn.Parameter]], None] | None = None
-        self.feedback_points = None if feedback_points is None else list(feedback_points)
+        self.excluded: set[int] = set()
         self.feedback: list[Tensor] | None = None
         self.buffer: DelayedBuffer | None = None
         self.points: FeedbackPoints | None = None
         self.sequence: tuple[list[nn.Module], nn.Module] | None = None
+
+    @property
+    def unlocked(self) -> bool:
+        return self.options.unlocked
+
+    @property
+    def buffer_init(self) -> str:
+        return self.options.buffer_init
 
     @property
     def label(self) -> str:
@@ -201,11 +181,11 @@ class DirectFeedback(Method):
     def reads_class_means(self) -> bool:
         """Whether the signal reads the buffer's means per class (``buffer_init`` class_mean, a per-class
         signal): these change with every batch the last block writes."""
-        return self.needs_index and (self.buffer_init == "class_mean" or self.signal.per_class)
+        return self.needs_index and (self.options.buffer_init == "class_mean" or self.signal.per_class)
 
     def prepare(self, model: nn.Module) -> None:
-        self.points = FeedbackPoints(model, self.feedback_points, self.label)
-        self.excluded = excluded_parameters(model, self.feedback_exclude)
+        self.points = FeedbackPoints(model, self.options.points, self.label)
+        self.excluded = excluded_parameters(model, self.options.feedback_exclude)
         self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None
         self.buffer = None
@@ -214,21 +194,22 @@ class DirectFeedback(Method):
         if self.signal.classification_only and self.task != "classification":
             raise BeyondBPError(f"signal '{self.signal.name}' needs a classification data set, got {self.task}")
         if self.signal.delayed:
-            if self.buffer_init == "class_mean" and self.task != "classification":
+            if self.options.buffer_init == "class_mean" and self.task != "classification":
                 raise BeyondBPError(f"buffer_init class_mean needs a classification data set, got {self.task}")
             if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
-            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model), self.buffer_init,
-                                         self.signal_decay, by_class=self.signal.per_class)
+            self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model),
+                                        self.options.buffer_init, self.options.signal_decay,
+                                        by_class=self.signal.per_class)
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
-            size = h.shape[-1] if self.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
+            size = h.shape[-1] if self.options.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
             self.feedback.append(
-                feedback_matrix(self.feedback_init, self.num_outputs, size, self.normalize).to(h.device)
+                feedback_matrix(self.options.feedback_init, self.num_outputs, size, self.options.normalize).to(h.device)
             )
         return self.feedback[i]
 
@@ -253,7 +234,7 @@ class DirectFeedback(Method):
             grad = grad.view_as(h)
         else:
             grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
-        return grad / len(h) if self.batch_mean else grad
+        return grad / len(h) if self.options.batch_mean else grad
 
     def connect(self, parallel=None, step_segment=None) -> None:
         """Unlocked updates take ``step_segment``; data parallelism gathers the delayed buffer's writes."""
@@ -295,7 +276,7 @@ class DirectFeedback(Method):
         """The signal that hidden blocks receive, if it exists before the forward pass (centred with
         ``center_signal``); None for DFA's current error and for shallow learning."""
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
-        return centered(s) if s is not None and self.center_signal else s
+        return centered(s) if s is not None and self.options.center_signal else s
 
     def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0,
                        deliver: Callable[[Tensor], None] | None = None) -> Tensor:
@@ -369,7 +350,7 @@ class DirectFeedback(Method):
         if self.signal is not None and self.execution != "forward":
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
             if s is None and current is not None:  # DFA's error exists only now
-                s = centered(current) if self.center_signal else current
+                s = centered(current) if self.options.center_signal else current
         segments = [points.segment(i, h) for i, h in enumerate(outputs)]
         torch.autograd.backward(loss, inputs=points.segment(len(points.names), loss))
         if s is not None:  # the matrices are drawn in point order, then the injections run last first

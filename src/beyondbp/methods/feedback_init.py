@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..options import Section, option
 from ..registry import Registry
 
 FEEDBACK_INITS: Registry[Callable[[int, int], Tensor]] = Registry("feedback init")
@@ -60,3 +62,18 @@ def feedback_matrix(init: str, rows: int, cols: int, normalize: bool = False) ->
     of the layer that receives the feedback (DFA's width normalisation, Launay et al. 2019)."""
     matrix = FEEDBACK_INITS.get(init)(rows, cols)
     return matrix / math.sqrt(cols) if normalize else matrix
+
+
+@dataclass
+class FeedbackMatrixOptions(Section):
+    """Options of fixed random feedback matrices, shared by layer-wise (fa, sign symmetry) and direct
+    feedback (dfa, drtp, f3)."""
+
+    feedback_init: str = option("kaiming_uniform", "feedback matrices", "initialisation of feedback matrices; see "
+                                                                         "'beyondbp list'")
+    normalize: bool = option(False, "feedback matrices", "divide feedback matrices by sqrt(width)",
+                             flat="feedback_normalize")
+
+    def check(self) -> None:
+        super().check()
+        FEEDBACK_INITS.get(self.feedback_init)

@@ -20,6 +20,7 @@ computed once, the k tangents in one batched pass. They are combined by
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,9 +29,10 @@ from torch.func import functional_call, jvp, vmap
 
 from ..errors import BeyondBPError
 from ..objectives import Objective
+from ..options import option, setting
 from .aggregation import AGGREGATIONS, aggregate
 from .base import Method, StepResult
-from .points import FeedbackPoints
+from .points import FeedbackPoints, PointOptions
 from .tangent_stream import (
     STREAMED_SAMPLERS,
     TangentStream,
@@ -97,30 +99,46 @@ def parse_variant(variant: str) -> dict[str, Any]:
     return options
 
 
+FG_GROUP = "forward gradient (fg)"
+
+
+@dataclass
+class ForwardGradientOptions(PointOptions):
+    """Forward gradients' options: k tangents, how they are drawn and combined, what they perturb."""
+
+    tangents: int = option(1, FG_GROUP, "tangents per step, k")
+    aggregation: str = option("mean", FG_GROUP, "single, mean, sum or projection", choices=AGGREGATIONS)
+    sampler: str = option("normal", FG_GROUP, "normal, rademacher, basis or angle")
+    perturb: str = option("weights", FG_GROUP, "weights or activities", choices=PERTURBATIONS)
+    angle: float | None = option(None, FG_GROUP, "pairwise angle of the tangents in degrees (sampler angle)")
+    batched: bool = option(True, FG_GROUP, "all tangents in one batched pass (False: k separate passes, the "
+                                           "variant part 'loop')", flag=False)
+
+    def check(self) -> None:
+        super().check()
+        if self.tangents < 1:
+            raise BeyondBPError(f"fg needs at least one tangent, got {self.tangents}")
+        if self.aggregation == "single" and self.tangents != 1:
+            raise BeyondBPError(f"aggregation 'single' takes one tangent, got {self.tangents}")
+        TANGENT_SAMPLERS.get(self.sampler)
+        if self.sampler == "angle" and self.angle is None:
+            raise BeyondBPError(f"the angle sampler needs an angle: {setting('angle', 'DEGREES')}")
+        if self.feedback_points and self.perturb != "activities":
+            raise BeyondBPError(f"feedback points apply to fg with activity perturbation only "
+                                f"({setting('perturb', 'activities')})")
+
+
 class ForwardGradient(Method):
-    """Forward-gradient descent with ``tangents`` tangents combined by ``aggregation``."""
+    """Forward-gradient descent with ``tangents`` tangents combined by ``aggregation``
+    (:class:`ForwardGradientOptions`, or its fields as keywords)."""
 
     name = "fg"
 
-    def __init__(self, tangents: int = 1, aggregation: str = "mean", sampler: str = "normal",
-                 perturb: str = "weights", angle: float | None = None, batched: bool = True,
-                 feedback_points: list[str] | None = None):
-        if tangents < 1:
-            raise BeyondBPError(f"fg needs at least one tangent, got {tangents}")
-        if aggregation not in AGGREGATIONS:
-            raise BeyondBPError(f"unknown aggregation '{aggregation}'; known aggregations: {', '.join(AGGREGATIONS)}")
-        if aggregation == "single" and tangents != 1:
-            raise BeyondBPError(f"aggregation 'single' takes one tangent, got {tangents}")
-        if perturb not in PERTURBATIONS:
-            raise BeyondBPError(f"unknown perturbation '{perturb}'; known perturbations: {', '.join(PERTURBATIONS)}")
-        TANGENT_SAMPLERS.get(sampler)
-        if sampler == "angle" and angle is None:
-            raise BeyondBPError("the angle sampler needs an angle: angle=DEGREES")
-        self.tangents, self.aggregation, self.sampler = tangents, aggregation, sampler
-        if feedback_points is not None and perturb != "activities":
-            raise BeyondBPError("feedback points apply to fg with activity perturbation only (perturb='activities')")
-        self.perturb, self.angle, self.batched = perturb, angle, batched
-        self.feedback_points = feedback_points
+    def __init__(self, options: ForwardGradientOptions | None = None, **settings: Any):
+        options = options if options is not None else ForwardGradientOptions(**settings)
+        self.tangents, self.aggregation, self.sampler = options.tangents, options.aggregation, options.sampler
+        self.perturb, self.angle, self.batched = options.perturb, options.angle, options.batched
+        self.feedback_points = options.points
         self.points: FeedbackPoints | None = None
 
     @property

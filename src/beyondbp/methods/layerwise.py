@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,9 +33,10 @@ from torch import Tensor, nn
 from ..errors import BeyondBPError, UnsupportedModelError
 from ..models.vit import PositionEmbedding
 from ..objectives import Objective
+from ..options import Section, option
 from .attention import Projection, attention_forward, projections
 from .base import Method, StepResult
-from .feedback_init import FEEDBACK_INITS, feedback_matrix
+from .feedback_init import FeedbackMatrixOptions, feedback_matrix
 
 #: Modules with parameters that need no weight transport (elementwise, normalising or additive, or
 #: a lookup whose input takes no gradient): they keep their exact backward.
@@ -114,10 +116,8 @@ class LayerwiseFeedback(Method):
     :meth:`factors`) and may learn it after the backward pass (:meth:`after_backward`).
     """
 
-    def __init__(self, feedback_init: str = "kaiming_uniform", normalize: bool = False):
-        FEEDBACK_INITS.get(feedback_init)
-        self.feedback_init = feedback_init
-        self.normalize = normalize
+    def __init__(self, options: FeedbackMatrixOptions | None = None):
+        self.options = options if options is not None else FeedbackMatrixOptions()
         self.layers: dict[str, nn.Module | Projection] = {}
         self.attentions: list[nn.MultiheadAttention] = []
 
@@ -146,7 +146,8 @@ class LayerwiseFeedback(Method):
 
     def random_matrix(self, layer: nn.Module) -> Tensor:
         out_features, in_features = weight_matrix(layer).shape
-        return feedback_matrix(self.feedback_init, out_features, in_features, self.normalize).to(layer.weight.device)
+        matrix = feedback_matrix(self.options.feedback_init, out_features, in_features, self.options.normalize)
+        return matrix.to(layer.weight.device)
 
     def init_layer(self, name: str, layer: nn.Module) -> None:
         """Create the layer's feedback state."""
@@ -197,8 +198,8 @@ class FeedbackAlignment(LayerwiseFeedback):
 
     name = "fa"
 
-    def __init__(self, feedback_init: str = "kaiming_uniform", normalize: bool = False):
-        super().__init__(feedback_init, normalize)
+    def __init__(self, options: FeedbackMatrixOptions | None = None):
+        super().__init__(options)
         self.feedback: dict[str, Tensor] = {}
 
     def init_layer(self, name: str, layer: nn.Module) -> None:
@@ -222,10 +223,10 @@ SIGN_SYMMETRY = {"usf": "uniform", "frsf": "fixed random", "brsf": "batchwise ra
 class SignSymmetry(LayerwiseFeedback):
     """Sign-concordant feedback ``sign(W) ⊙ M``; ``variant`` is ``usf``, ``frsf`` or ``brsf``."""
 
-    def __init__(self, variant: str, feedback_init: str = "kaiming_uniform", normalize: bool = False):
+    def __init__(self, variant: str, options: FeedbackMatrixOptions | None = None):
         if variant not in SIGN_SYMMETRY:
             raise BeyondBPError(f"unknown sign-symmetry variant '{variant}'; known: {', '.join(SIGN_SYMMETRY)}")
-        super().__init__(feedback_init, normalize)
+        super().__init__(options)
         self.name = variant
         self.magnitudes: dict[str, Tensor] = {}
 
@@ -248,22 +249,35 @@ class SignSymmetry(LayerwiseFeedback):
 
 
 FEEDBACK_RULES = ("normative", "local")
+LDFA_GROUP = "low-dimensional feedback (ldfa)"
+
+
+@dataclass
+class LowRankFeedbackOptions(Section):
+    """LDFA's options (Hanut & Kadmon 2025): the rank of ``P Q`` and how it learns."""
+
+    rank: int = option(10, LDFA_GROUP, "rank r of the feedback P Q")
+    feedback_rule: str = option("normative", LDFA_GROUP, "normative or local", choices=FEEDBACK_RULES)
+    feedback_lr: float = option(1e-3, LDFA_GROUP, "learning rate of P and Q")
+
+    def check(self) -> None:
+        super().check()
+        if self.rank < 1:
+            raise BeyondBPError(f"ldfa needs rank >= 1, got {self.rank}")
+        if self.feedback_lr < 0:
+            raise BeyondBPError(f"the feedback learning rate must be >= 0, got {self.feedback_lr}")
 
 
 class LowRankFeedback(LayerwiseFeedback):
-    """LDFA: rank-``rank`` feedback ``P Q`` per layer, learned by ``rule`` with step size ``feedback_lr``."""
+    """LDFA: rank-``rank`` feedback ``P Q`` per layer, learned by ``feedback_rule`` with step size
+    ``feedback_lr`` (:class:`LowRankFeedbackOptions`, or its fields as keywords)."""
 
     name = "ldfa"
 
-    def __init__(self, rank: int = 10, rule: str = "normative", feedback_lr: float = 1e-3):
-        if rank < 1:
-            raise BeyondBPError(f"ldfa needs rank >= 1, got {rank}")
-        if rule not in FEEDBACK_RULES:
-            raise BeyondBPError(f"unknown feedback rule '{rule}'; known feedback rules: {', '.join(FEEDBACK_RULES)}")
-        if feedback_lr < 0:
-            raise BeyondBPError(f"the feedback learning rate must be >= 0, got {feedback_lr}")
+    def __init__(self, options: LowRankFeedbackOptions | None = None, **settings: Any):
+        options = options if options is not None else LowRankFeedbackOptions(**settings)
         super().__init__()
-        self.rank, self.rule, self.feedback_lr = rank, rule, feedback_lr
+        self.rank, self.rule, self.feedback_lr = options.rank, options.feedback_rule, options.feedback_lr
         self.p: dict[str, Tensor] = {}
         self.q: dict[str, Tensor] = {}
 

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
+from ..options import Section, option
 
 #: Layers with parameters that do not start a new block in the default points (they normalise
 #: the block before them).
@@ -213,3 +215,17 @@ class FeedbackPoints:
                                             f"'{self.names[-1]}'; the output layer must come after it")
             self.segments.append(part)
         return self.segments[i]
+
+
+@dataclass
+class PointOptions(Section):
+    """Where a signal enters the model: direct feedback, and forward gradients with activity tangents."""
+
+    feedback_points: tuple[str, ...] = option((), "feedback points", "module names where the signal enters, e.g. "
+                                                                       "layer1,layer2.1 (default: every block but "
+                                                                       "the last)", metavar="NAMES")
+
+    @property
+    def points(self) -> list[str] | None:
+        """The names given, or None for the defaults."""
+        return list(self.feedback_points) or None

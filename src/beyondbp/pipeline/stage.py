@@ -80,10 +80,18 @@ def check_method(method) -> DirectFeedback:
                             f"{label} knows its error only after the forward pass, so every block would wait "
                             f"for the last stage")
     if method.reads_class_means:
-        which = " with buffer_init class_mean" if method.buffer_init == "class_mean" else ""
+        which = " with buffer_init class_mean" if method.options.buffer_init == "class_mean" else ""
         raise BeyondBPError(f"{method.label}{which} reads the class means of rows the last stage writes within the "
                             f"epoch, but stages share the buffer once per epoch: not supported with stages")
     return method
+
+
+def check_sequence(method: DirectFeedback, model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    """The attached method's ``(hidden blocks, head)``, if the model is a sequence of blocks a pipeline can cut."""
+    if method.sequence is None:
+        raise BeyondBPError(f"stages need a model that is an nn.Sequential cut at its children (one block per "
+                            f"child); {type(model).__name__} with feedback points {method.points.names} is not")
+    return method.sequence
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -110,10 +118,11 @@ class StageTrainer:
 
     def __init__(self, model: nn.Module, method, make_optimizer, objective, data: DataSplit,
                  device: torch.device, out_dir: Path | None, run_info: dict[str, Any], balance: str = "parameters",
-                 progress: bool = True, watts_per_core: float | None = None):
+                 progress: bool = True, watts_per_core: float | None = None, upgrade_settings=None):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.last = self.world - 1
         self.device, self.out_dir, self.run_info, self.progress = device, out_dir, run_info, progress
+        self.upgrade_settings = upgrade_settings
         self.objective, self.task, self.target_scale = objective, data.task, data.target_scale
         self.method = check_method(method)
         train = data.train
@@ -125,11 +134,7 @@ class StageTrainer:
         self.train_data, self.test_data = inputs_here(train), inputs_here(data.test)
         self.method.attach(model, num_outputs=loaders.num_outputs(train, model, device),
                            num_samples=loaders.num_samples(train), task=data.task)
-        if self.method.sequence is None:
-            raise BeyondBPError(f"stages need a model that is an nn.Sequential cut at its children (one block per "
-                                f"child); {type(model).__name__} with feedback points {self.method.points.names} "
-                                f"is not")
-        hidden, head = self.method.sequence
+        hidden, head = check_sequence(self.method, model)
         blocks = [*hidden, head]
         x, _, _ = loaders.first_batch(train, device)
         self.method.draw_matrices(hidden, x[:2])
@@ -346,7 +351,7 @@ class StageTrainer:
 
     def _restore(self) -> list[dict[str, Any]]:
         path = self.out_dir / CHECKPOINT_NAME if self.out_dir else None
-        state = resumable_checkpoint(path, self.device, self.run_info)
+        state = resumable_checkpoint(path, self.device, self.run_info, self.upgrade_settings)
         if state is None:
             return []
         if "stage_optimizers" not in state:

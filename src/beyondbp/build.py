@@ -1,0 +1,78 @@
+"""Building a run from its configuration: data, model, method, optimizer and objective.
+
+What builds a run is one floor below what executes it (:mod:`beyondbp.experiment`: here, on data-parallel
+ranks, or on pipeline stages); every execution builds through here, so a seed gives the same model,
+method and optimizer everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import RunConfig, upgrade_settings
+from .data import DataSplit
+from .methods import Method
+from .metrics import HEADLINE
+from .objectives import Objective, make_objective
+
+SUMMARY_NAME = "summary.json"
+
+
+def build_run(config: RunConfig, data: DataSplit, device: torch.device, method: Method | None = None
+              ) -> tuple[torch.nn.Module, Method, torch.optim.Optimizer, Objective]:
+    """The seeded model (on ``device``), the method (``method`` if already built by
+    :meth:`RunConfig.validate`), the optimizer and the objective of a run."""
+    objective = make_objective(config.loss, data.task)
+    torch.manual_seed(config.seed)
+    model = config.model_options().build(data.train.input_shape, data.train.num_outputs,
+                                         objective.output_activation()).to(device)
+    method = method if method is not None else config.build_method()
+    optimizer = config.training_options().optimizer_for(model)
+    return model, method, optimizer, objective
+
+
+def config_from_checkpoint(state: dict[str, Any], **overrides: Any) -> RunConfig:
+    """The settings a checkpoint was made with (its ``run_info``, of any schema), plus e.g. ``data_dir``."""
+    return RunConfig.from_settings(state["run_info"], epochs=len(state["history"]), **overrides)
+
+
+def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
+              history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``summary.json``: its settings, the last epoch's metrics and the best headline metric."""
+    metric, larger_is_better = HEADLINE[data.task]
+    values = [r[metric] for r in history]
+    last = history[-1]
+    summary = {
+        "method": method.label,
+        "dataset": data.name,
+        "task": data.task,
+        "model": config.model,
+        "hidden": list(config.hidden),
+        "activation": config.activation,
+        "loss": loss,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "feedback_init": config.feedback_init,
+        "seed": config.seed,
+        "settings": config.run_info(),
+        **({"feedback_points": method.points.names} if getattr(method, "points", None) else {}),
+        "epochs": last["epoch"],
+        "train_seconds": last["train_seconds"],
+        **({"train_joules": last["train_joules"], "energy_source": last["energy_source"]}
+           if "train_joules" in last else {}),
+        "metric": metric,
+        "test_loss": last["test_loss"],
+        metric: last[metric],
+        f"best_{metric}": max(values) if larger_is_better else min(values),
+    }
+    if data.task == "regression":
+        summary["test_rmse"] = last["test_rmse"]
+    if "trainable_fraction" in last:
+        summary.update(trainable_fraction=last["trainable_fraction"], ranks=last["ranks"])
+    return summary
+
+
+__all__ = ["SUMMARY_NAME", "build_run", "config_from_checkpoint", "summarize", "upgrade_settings"]

@@ -1,0 +1,95 @@
+"""``beyondbp train`` (one run) and ``beyondbp align`` (a trained run's alignment with backprop)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..build import build_run, config_from_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ..diagnostics import alignment
+from ..distributed import launched_rank, launched_world
+from ..errors import BeyondBPError
+from ..execution import resolve_device
+from ..experiment import run
+from ..methods import method_flags
+from .common import add_run_options, config_from, data_name, markdown_table, output_folder
+
+
+def add(commands) -> None:
+    train = commands.add_parser("train", help="train one model with one method")
+    train.add_argument("--method", default="bp",
+                       help="bp, shallow, fa, dfa, drtp, f3 (or f3:SIGNAL), fg (or fg:VARIANT)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, help="output folder (default runs/METHOD-DATASET-seedS)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--align-every", type=int, default=0, metavar="N",
+                       help="every N epochs, log alignment with backprop into metrics.jsonl and plot alignment.png")
+    add_run_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    align = commands.add_parser("align", help="alignment of a trained run's method with backprop")
+    align.add_argument("--run", type=Path, required=True, help="output folder of 'beyondbp train'")
+    align.add_argument("--batch-size", type=int, default=256, help="first N training samples (default 256)")
+    align.add_argument("--data-dir", help="where data files are (also $BEYONDBP_DATA)")
+    align.add_argument("--device", default="auto")
+    align.set_defaults(handler=cmd_align)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from(args, args.method, args.seed)
+    config.validate()
+    unused = config.inapplicable()
+    if unused:
+        method = args.method.partition(":")[0]
+        given = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise BeyondBPError(f"{given} {'does' if len(unused) == 1 else 'do'} not apply to method {method}; "
+                            f"its options: {', '.join(method_flags(method)) or 'none'}")
+    if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
+        config.nproc = launched_world()
+    out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
+    if args.resume and not (out / CHECKPOINT_NAME).is_file() and launched_rank() == 0:
+        print(f"beyondbp: --resume: no checkpoint in {out}; starting from epoch 1", file=sys.stderr)
+    summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
+    if not summary or (config.stages == 1 and launched_rank() != 0):
+        return 0  # another process reports: rank 0, or the last stage
+    metric = summary["metric"]
+    print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
+          f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
+          f"{summary['train_seconds']:.1f} s and {summary['train_joules']:.0f} J training "
+          f"({summary['energy_source']}); outputs in {out}")
+    if "split" in summary:
+        print(f"{config.stages} stages, {summary['samples_per_second']:.0f} samples/s in the last epoch: "
+              f"{summary['split']}")
+    return 0
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    path = args.run / CHECKPOINT_NAME
+    if not path.is_file():
+        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
+    device = resolve_device(args.device)
+    state = load_checkpoint(path, device)
+    config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
+    data = config.load_data()
+    model, method, _, objective = build_run(config, data, device)
+    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task)
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    n = min(args.batch_size, len(data.train))
+    report = alignment(model, method, data.train.x[:n].to(device), data.train.t[:n].to(device),
+                       torch.arange(n, device=device), objective)
+    (args.run / "alignment.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{method.label} after epoch {len(state['history'])}, on the first {n} training samples of {data.name}:")
+    print(markdown_table(["layer", "cosine", "angle (deg)", "norm ratio"],
+                         [[layer, f"{v['cosine']:.4f}", f"{v['angle']:.1f}", f"{v['norm_ratio']:.4g}"]
+                          for layer, v in report["layers"].items()]))
+    for s in report.get("signals", []):
+        print(f"signal at point {s['point']}: cosine with the true gradient {s['cosine_mean']:.4f} "
+              f"± {s['cosine_std']:.4f} over samples")
+    print(f"written: {args.run / 'alignment.json'}")
+    return 0

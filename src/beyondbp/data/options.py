@@ -1,0 +1,41 @@
+"""The data section of a run's configuration: a named data set or the user's own file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import BeyondBPError
+from ..options import Section, option, setting
+from . import load_dataset
+from .dataset import DataSplit
+from .registry import DATASETS
+from .user_files import TASKS, load_user_file
+
+GROUP = "data"
+
+
+@dataclass
+class DataOptions(Section):
+    """Where a run's data comes from."""
+
+    dataset: str = option("digits", GROUP, "data set; see 'beyondbp list'")
+    data: str | None = option(None, GROUP, "your own data file instead: .npz (arrays x, y; optional x_test, y_test) "
+                                           "or .csv (with --target)", metavar="PATH")
+    target: str | None = option(None, GROUP, "--data FILE.csv: the target column", metavar="COLUMN")
+    task: str | None = option(None, GROUP, "--data: force the task (default: classification for integer or string "
+                                           "targets)", choices=TASKS)
+    data_dir: str | None = option(None, GROUP, "where data files are (also $BEYONDBP_DATA)")
+    download: bool = option(False, GROUP, "download missing data files")
+
+    def check(self) -> None:
+        super().check()
+        if self.data is None:
+            DATASETS.get(self.dataset)
+            if self.target is not None or self.task is not None:
+                raise BeyondBPError(f"a target column and a task apply to a data file ({setting('data', 'PATH')}) only")
+
+    def load(self) -> DataSplit:
+        """The data: the user's file (``data``) or the named data set."""
+        if self.data is not None:
+            return load_user_file(self.data, self.target, self.task, split_seed=0)
+        return load_dataset(self.dataset, self.data_dir, self.download)

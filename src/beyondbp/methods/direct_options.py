@@ -1,0 +1,65 @@
+"""The options of direct feedback (:mod:`.direct`): one section for every preset, one more for F³'s delayed
+signal. Each value is checked here, when the section is built; what depends on the preset's signal (an
+execution or a decay the signal cannot have) is checked by :class:`~.direct.DirectFeedback`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import BeyondBPError
+from ..options import option
+from .feedback_init import FeedbackMatrixOptions
+from .points import PointOptions
+from .signals import BUFFER_INITS, SIGNALS, check_decay
+
+DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
+EXECUTIONS = ("auto", "autograd", "forward")
+TOKEN_FEEDBACK = ("shared", "per-token")
+#: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
+EXCLUDABLE = ("bias", "norm")
+
+GROUP = "direct feedback (dfa, drtp, f3, shallow)"
+
+
+@dataclass
+class DirectOptions(FeedbackMatrixOptions, PointOptions):
+    """Options of every direct-feedback preset (dfa, drtp, f3, shallow); see :class:`~.direct.DirectFeedback`."""
+
+    batch_mean: bool = option(False, GROUP, "divide the injected direct-feedback gradient by the batch size "
+                                            "(matters for SGD)", flat="feedback_batch_mean")
+    token_feedback: str = option("shared", GROUP, "direct feedback on token sequences: one C x width matrix for "
+                                                  "every token, or one per position", choices=TOKEN_FEEDBACK)
+    execution: str = option("auto", GROUP, "'forward' updates each block as the forward pass reaches it (signals "
+                                           "known in advance), 'autograd' does one backward at the end; auto picks "
+                                           "forward where possible", choices=EXECUTIONS)
+    unlocked: bool = option(False, GROUP, "with forward execution: step each block's optimizer as soon as its "
+                                          "gradient exists")
+    center_signal: bool = option(False, GROUP, "remove each sample's mean over classes from the signal (not in the "
+                                               "papers)")
+    feedback_exclude: tuple[str, ...] = option((), GROUP, "parameter kinds of hidden blocks kept out of the "
+                                                          "feedback, at their initialisation: bias, norm (not in the "
+                                                          "papers)", metavar="KINDS")
+
+    def check(self) -> None:
+        super().check()
+        unknown = sorted(set(self.feedback_exclude) - set(EXCLUDABLE))
+        if unknown:
+            raise BeyondBPError(f"cannot exclude '{unknown[0]}' from direct feedback; known: {', '.join(EXCLUDABLE)}")
+
+
+@dataclass
+class F3Options(DirectOptions):
+    """F³'s options: its signal and how the delayed buffer is read (Flügel et al. 2023)."""
+
+    signal: str | None = option(None, "f3", f"f3's signal (default {DEFAULT_F3_SIGNAL}); see 'beyondbp list'")
+    buffer_init: str = option("target", "f3", "what a sample's delayed signal reads before its first visit (target: "
+                                              "the paper, epoch 1 is DRTP; class_mean: the mean error written so far "
+                                              "for its class)", choices=tuple(BUFFER_INITS))
+    signal_decay: float = option(1.0, "f3", "read a delayed signal as decay ** age x value, its age in epochs, and "
+                                            "weigh class means by it (1: the paper, no decay; not in the papers)")
+
+    def check(self) -> None:
+        super().check()
+        if self.signal is not None:
+            SIGNALS.get(self.signal)
+        check_decay(self.signal_decay)

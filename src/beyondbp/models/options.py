@@ -1,0 +1,49 @@
+"""The model section of a run's configuration: a registered model and its sizes, or the user's own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import BeyondBPError
+from ..options import Section, option
+from .factory import build_user_model, is_factory, load_factory
+from .registry import ACTIVATIONS, MODELS, build_model
+
+GROUP = "model"
+
+
+@dataclass
+class ModelOptions(Section):
+    """The model of a run; each model constructor takes the sizes it knows."""
+
+    model: str = option("mlp", GROUP, "model, or your own: FILE.py:FUNCTION or package.module:FUNCTION, called as "
+                                      "FUNCTION(input_shape, num_outputs)")
+    hidden: tuple[int, ...] = option((500,), GROUP, "hidden widths, e.g. 500,500")
+    activation: str = option("tanh", GROUP, "hidden activation")
+    channels: tuple[int, ...] = option((32, 64), GROUP, "cnn: conv channels")
+    depth: int = option(4, GROUP, "vit: transformer blocks; f3vit: hidden blocks, the last the head's hidden layer")
+    width: int = option(128, GROUP, "vit: token width; f3vit: the whole sequence's width")
+    heads: int = option(4, GROUP, "vit, f3vit: attention heads")
+    head_dim: int | None = option(None, GROUP, "vit, f3vit: dimension per head (default token width / heads)")
+    mlp: int = option(256, GROUP, "vit, f3vit: MLP width")
+    patch: int | None = option(None, GROUP, "vit, f3vit: patch size (default a quarter of the image side)")
+
+    def check(self) -> None:
+        super().check()
+        ACTIVATIONS.get(self.activation)
+        if is_factory(self.model):
+            load_factory(self.model)
+        else:
+            MODELS.get(self.model)
+        if any(h < 1 for h in self.hidden):
+            raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
+
+    def build(self, input_shape: Sequence[int], num_outputs: int, output_activation: nn.Module) -> nn.Module:
+        """The model (seed the generator first: its initialisation draws from it)."""
+        if is_factory(self.model):
+            return build_user_model(self.model, input_shape, num_outputs, output_activation)
+        sizes = {name: getattr(self, name) for name in self.names() if name != "model"}
+        return build_model(self.model, input_shape, num_outputs, output_activation, **sizes)
