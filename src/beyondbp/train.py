@@ -170,32 +170,39 @@ class Trainer:
                 train_joules += meter.joules() - joules
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds,
                           "train_joules": train_joules, "energy_source": meter.source}
-                if epoch == 1:
-                    record["first_step_loss"] = self._first_step_loss
-                self._check_health(record, epoch)
-                if self.lowrank is not None:
-                    record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
-                if self.parallel is not None:
-                    record["comm_bytes_per_step"] = self.parallel.comm_bytes_per_step()
-                if eval_set is not None:
-                    record.update(evaluate(self.model, eval_set, self.objective, self.task,
-                                           self.target_scale, device=self.device))
-                if align_every and epoch % align_every == 0:
-                    record["alignment"] = self._alignment(train)
-                previous = self.history[-1] if self.history else None
-                self.history.append(record)
+                self._end_epoch(record, lowrank_events, train, eval_set, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
-                if self.out_dir and self.writes:
-                    self._append_metrics(record)
-                    self._save()
-                if self.logger is not None:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self.logger.scalars(epoch_scalars(record, lr, previous), epoch)
         if self.logger is not None and self.history:
             final = {k: v for k, v in self.history[-1].items() if k.startswith("test_") and isinstance(v, float)}
             self.logger.hyperparameters(self.run_info, final)
             self.logger.close()
         return self.history
+
+    def _end_epoch(self, record: dict[str, Any], lowrank_events: list, train: Dataset | Iterable,
+                   eval_set: Dataset | Iterable | None, align_every: int) -> None:
+        """Complete the epoch's record (health, low rank, communication, evaluation, alignment), then keep it:
+        history, ``metrics.jsonl``, the checkpoint and the logger."""
+        epoch = record["epoch"]
+        if epoch == 1:
+            record["first_step_loss"] = self._first_step_loss
+        self._check_health(record, epoch)
+        if self.lowrank is not None:
+            record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
+        if self.parallel is not None:
+            record["comm_bytes_per_step"] = self.parallel.comm_bytes_per_step()
+        if eval_set is not None:
+            record.update(evaluate(self.model, eval_set, self.objective, self.task,
+                                   self.target_scale, device=self.device))
+        if align_every and epoch % align_every == 0:
+            record["alignment"] = self._alignment(train)
+        previous = self.history[-1] if self.history else None
+        self.history.append(record)
+        if self.out_dir and self.writes:
+            self._append_metrics(record)
+            self._save()
+        if self.logger is not None:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.logger.scalars(epoch_scalars(record, lr, previous), epoch)
 
     def _train_epoch(self, train: Dataset | Iterable, batch_size: int, seed: int, epoch: int,
                      bar: tqdm) -> tuple[float, list]:

@@ -107,15 +107,9 @@ class PruningReporter:
         pass
 
 
-def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1e-2),
-         ranges: tuple[Range, ...] = (), validation_fraction: float = 0.1, seed: int = 0, jobs: int = 1,
-         out_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Search ``base``'s learning rate (and ``ranges``) for ``trials`` trials; returns the best settings and
-    every trial. With ``out_dir``: one folder per trial under ``trials/``, ``trials.csv``, ``best.json``,
-    ``tune.png`` (validation score against learning rate) and the study in ``study.db``: calling again with
-    the same folder and settings continues a stopped search, runs only the trials missing to ``trials`` (so a
-    larger ``trials`` extends a finished one) and otherwise reads the finished search back."""
-
+def check_search(base: RunConfig, trials: int, lr_bounds: tuple[float, float], ranges: tuple[Range, ...],
+                 validation_fraction: float, jobs: int) -> None:
+    """Every setting of a search, before any data is loaded."""
     low, high = lr_bounds
     if trials < 1:
         raise BeyondBPError(f"trials must be at least 1, got {trials}")
@@ -129,6 +123,19 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
     if base.nproc > 1:
         raise BeyondBPError(f"tuning runs each trial in this process: set {setting('nproc', 1)}")
     base.validate()
+
+
+def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1e-2),
+         ranges: tuple[Range, ...] = (), validation_fraction: float = 0.1, seed: int = 0, jobs: int = 1,
+         out_dir: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Search ``base``'s learning rate (and ``ranges``) for ``trials`` trials; returns the best settings and
+    every trial. With ``out_dir``: one folder per trial under ``trials/``, ``trials.csv``, ``best.json``,
+    ``tune.png`` (validation score against learning rate) and the study in ``study.db``: calling again with
+    the same folder and settings continues a stopped search, runs only the trials missing to ``trials`` (so a
+    larger ``trials`` extends a finished one) and otherwise reads the finished search back."""
+
+    low, high = lr_bounds
+    check_search(base, trials, lr_bounds, ranges, validation_fraction, jobs)
     data = base.load_data()
     metric, larger_is_better = HEADLINE[data.task]
     out = Path(out_dir) if out_dir is not None else None
@@ -155,6 +162,13 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
         if len(done) < trials:
             study.optimize(objective, n_trials=trials - len(done), n_jobs=jobs, catch=(DivergenceError,),
                            callbacks=[lambda s, t: bar.update()])
+    return report_search(study, base, metric, validation_fraction, seed, out)
+
+
+def report_search(study, base: RunConfig, metric: str, validation_fraction: float, seed: int,
+                  out: Path | None) -> dict[str, Any]:
+    """The search's best settings and every trial, written to ``out`` (``trials.csv``, ``best.json``,
+    ``tune.png``) when given."""
     counted = [t for t in study.trials if t.number not in study.user_attrs["interrupted"]]
     name = f"validation_{metric.removeprefix('test_')}"
     last = lambda t: t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else ""

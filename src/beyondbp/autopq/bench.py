@@ -130,6 +130,29 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
+def overview_row(cell: tuple[str, str], means: dict[str, dict[str, float]], methods: list[str], beats: bool,
+                 calibrated: bool) -> str:
+    """One (data set, forecaster) row of the overview: every method's test CRPS, the lowest in bold."""
+    best = min(means[m]["crps"] for m in methods)
+    values = [f"**{means[m]['crps']:.4f}**" if means[m]["crps"] == best else f"{means[m]['crps']:.4f}"
+              for m in methods]
+    verdict = "yes" if beats and calibrated else ("CRPS only" if beats else "no")
+    return f"| {cell[0]} | {cell[1]} | {' | '.join(values)} | {verdict} |"
+
+
+def method_row(method: str, mine: list[dict[str, Any]]) -> str:
+    """One method's row of a cell's table: its scores (mean ± std over seeds), and AutoPQ's time and energy."""
+    cost = energy = ""
+    if method == "autopq":
+        cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}"
+        measured = [r for r in mine if r.get("energy_kwh") not in (None, "")]
+        energy = (f"{statistics.mean(float(r['energy_kwh']) for r in measured) * 1000:.3g} "
+                  f"({statistics.mean(float(r['energy_cost']) for r in measured):.2g})"
+                  if len(measured) == len(mine) else "not measured")
+    scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
+    return f"| {method} | {scores} | {cost} | {energy} |"
+
+
 def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
                     heading: str = "#", image_prefix: str = "") -> str:
     """An overview (test CRPS of every method per data set and forecaster, and whether AutoPQ wins), then per
@@ -168,13 +191,7 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
             f"{heading}# Overview: test CRPS (mean over seeds; lowest in bold)", "",
             f"| data set | forecaster | {' | '.join(methods)} | AutoPQ wins |",
             "|---|---|" + "---|" * len(methods) + "---|"]
-    for cell in cells:
-        best = min(means[cell][m]["crps"] for m in methods)
-        values = [f"**{means[cell][m]['crps']:.4f}**" if means[cell][m]["crps"] == best
-                  else f"{means[cell][m]['crps']:.4f}" for m in methods]
-        beats, calibrated = wins(cell)
-        verdict = "yes" if beats and calibrated else ("CRPS only" if beats else "no")
-        text.append(f"| {cell[0]} | {cell[1]} | {' | '.join(values)} | {verdict} |")
+    text += [overview_row(cell, means[cell], methods, *wins(cell)) for cell in cells]
     text.append("")
     for dataset, forecaster in cells:
         cell_rows = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
@@ -182,17 +199,7 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
                  "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
                  "| s / run (with its cINN) | Wh / run (cost) |",
                  "|---|---|---|---|---|---|---|---|"]
-        for method in methods:
-            mine = [r for r in cell_rows if r["method"] == method]
-            cost = energy = ""
-            if method == "autopq":
-                cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}"
-                measured = [r for r in mine if r.get("energy_kwh") not in (None, "")]
-                energy = (f"{statistics.mean(float(r['energy_kwh']) for r in measured) * 1000:.3g} "
-                          f"({statistics.mean(float(r['energy_cost']) for r in measured):.2g})"
-                          if len(measured) == len(mine) else "not measured")
-            scores = " | ".join(_mean_std([r[k] for r in mine]) for k in REPORTED)
-            text.append(f"| {method} | {scores} | {cost} | {energy} |")
+        text += [method_row(method, [r for r in cell_rows if r["method"] == method]) for method in methods]
         if forecaster == suite["forecasters"][0]:
             text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
         beats, calibrated = wins((dataset, forecaster))

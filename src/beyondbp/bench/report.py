@@ -169,28 +169,8 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
     for (dataset, model), by_method in groups.items():
         metric = next(iter(by_method.values()))[0]["metric"]
         larger = LARGER_IS_BETTER[metric]
-        lines += [f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)", "",
-                  "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
-                  + (" bytes sent / step |" if communicates else "") + (" J / epoch (× first) |" if energy_sources
-                                                                         else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if communicates else "") + ("---|" if energy_sources
-                                                                                        else "")]
-        costs_of = lambda method: [r for r in cost_rows or []
-                                   if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
-        joules = {m: mean([float(r["joules_per_epoch"]) for r in costs_of(m)])
-                  for m in by_method if costs_of(m) and all(r.get("joules_per_epoch") for r in costs_of(m))}
-        reference = joules.get(next(iter(by_method)))
-        for method, runs in by_method.items():
-            costs = costs_of(method)
-            cost = lambda column, form: form.format(mean([float(r[column]) for r in costs])) if costs else "–"
-            energy = (f"{joules[method]:.3g}" + (f" ({joules[method] / reference:.2f}×)" if reference else "")
-                      if method in joules else "–")
-            lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
-                         f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
-                         f"{len(runs)} | {cost('seconds_per_epoch', '{:.3g}')} | "
-                         f"{cost('trainable_fraction', '{:.0%}')} |"
-                         + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else "")
-                         + (f" {energy} |" if energy_sources else ""))
+        lines += table_lines(dataset, model, by_method, chosen, cost_rows or [], communicates, energy_sources,
+                             f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)")
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
                    for m, runs in by_method.items()}
@@ -210,6 +190,35 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
                     f"by {'; '.join(energy_sources)} (runs shared the machine, so an estimate from CPU time is "
                     f"fairer between methods than a whole-machine counter)." if energy_sources else ""))
     return "\n".join(lines) + "\n"
+
+
+def table_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, Any]]], chosen: dict,
+                cost_rows: list[dict[str, Any]], communicates: bool, energy_sources: list[str],
+                title: str) -> list[str]:
+    """One (data set, model) cell's table: each method's learning rate, final and best metric, cost and energy."""
+    lines = [title, "",
+             "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
+             + (" bytes sent / step |" if communicates else "") + (" J / epoch (× first) |" if energy_sources
+                                                                    else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if communicates else "") + ("---|" if energy_sources
+                                                                                   else "")]
+    costs_of = lambda method: [r for r in cost_rows
+                               if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+    joules = {m: mean([float(r["joules_per_epoch"]) for r in costs_of(m)])
+              for m in by_method if costs_of(m) and all(r.get("joules_per_epoch") for r in costs_of(m))}
+    reference = joules.get(next(iter(by_method)))
+    for method, runs in by_method.items():
+        costs = costs_of(method)
+        cost = lambda column, form: form.format(mean([float(r[column]) for r in costs])) if costs else "–"
+        energy = (f"{joules[method]:.3g}" + (f" ({joules[method] / reference:.2f}×)" if reference else "")
+                  if method in joules else "–")
+        lines.append(f"| {method} | {chosen[(dataset, model, method)]:g} | "
+                     f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
+                     f"{len(runs)} | {cost('seconds_per_epoch', '{:.3g}')} | "
+                     f"{cost('trainable_fraction', '{:.0%}')} |"
+                     + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else "")
+                     + (f" {energy} |" if energy_sources else ""))
+    return lines
 
 
 def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: bool = True,
