@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import BeyondBPError
 from .objectives import OBJECTIVES
-from .options import Section, option
+from .options import Section, option, setting
 from .registry import Registry
 
 GROUP = "training"
@@ -59,9 +59,9 @@ class TrainingOptions(Section):
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
                                 f"{self.batch_size}, {self.lr}")
         if not self.hidden_lr_scale > 0:
-            raise BeyondBPError(f"hidden_lr_scale must be positive, got {self.hidden_lr_scale}")
+            raise BeyondBPError(f"{setting('hidden_lr_scale')} must be positive, got {self.hidden_lr_scale}")
         if self.weight_decay < 0:
-            raise BeyondBPError(f"weight_decay must be at least 0, got {self.weight_decay}")
+            raise BeyondBPError(f"{setting('weight_decay')} must be at least 0, got {self.weight_decay}")
 
     def optimizer_for(self, model: nn.Module, params: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
         """The optimizer of ``params`` (default: all of ``model``'s), grouped by :meth:`parameter_groups`."""
