@@ -24,7 +24,7 @@ from .execution import resolve_device
 from .launch import launch
 from .methods import Method
 from .options import setting
-from .pipeline import StageTrainer, check_sequence
+from .pipeline import StageExecutor, check_sequence
 from .plots import plot_alignment, plot_ranks
 from .tracking import FanOut, RunLogger, make_logger
 from .train import Trainer
@@ -144,19 +144,22 @@ def train_stage(config: RunConfig, method: Method, device: torch.device, out_dir
             raise BeyondBPError(f"this run was launched on {dist.get_world_size()} processes but its settings say "
                                 f"stages {config.stages}: set {setting('stages', dist.get_world_size())}")
         model, method, _, objective = build_run(config, data, device, method)
-        out = Path(out_dir) if out_dir is not None else None
         training = config.training_options()
-        stage = StageTrainer(model, method, lambda params: training.optimizer_for(model, params), objective, data,
-                             device, out, config.run_info(), balance=config.balance, progress=progress,
-                             watts_per_core=config.watts_per_core, upgrade_settings=upgrade_settings)
-        history = stage.fit(config.epochs, config.batch_size, config.seed, resume)
+        stage = StageExecutor(lambda params: training.optimizer_for(model, params), balance=config.balance,
+                              announce=progress)
+        trainer = Trainer(model, method, None, objective, task=data.task, target_scale=data.target_scale,
+                          device=device, out_dir=out_dir, progress=progress and stage.writes,
+                          run_info=config.run_info(), watts_per_core=config.watts_per_core,
+                          upgrade_settings=upgrade_settings, executor=stage)
+        history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
+                              seed=config.seed, resume=resume)
         summary = {}
-        if stage.rank == stage.last:
+        if stage.writes:
             summary = summarize(config, method, objective.name, data, history)
             summary.update(stages=history[-1]["stages"], samples_per_second=history[-1]["samples_per_second"],
                            split=stage.split_text)
-            if out is not None:
-                (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+            if out_dir is not None:
+                (Path(out_dir) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
         completed = True
     finally:
         leave_process_group(completed)

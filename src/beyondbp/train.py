@@ -1,10 +1,11 @@
-"""The training loop shared by every method.
+"""The training loop shared by every method and every execution.
 
 Each step: ``optimizer.zero_grad()``, ``method.step(...)`` fills ``p.grad``,
 ``optimizer.step()``. After each epoch: evaluation, one line appended to
 ``OUT/metrics.jsonl``, an atomic checkpoint ``OUT/checkpoint.pt``. ``resume=True``
 continues from the checkpoint and gives the same result as an uninterrupted run (the
-shuffle of epoch ``e`` depends only on the seed and ``e``).
+shuffle of epoch ``e`` depends only on the seed and ``e``). What differs between one process,
+data-parallel ranks and pipeline stages is an :class:`~beyondbp.executor.Executor`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .data import Dataset, loaders
 from .distributed import DataParallel
 from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
+from .executor import Executor
 from .methods import Method
-from .metrics import evaluate
 from .objectives import Objective
 from .schedule import ParametrizationSchedule
 from .tracking import RunLogger, epoch_scalars
@@ -87,16 +88,20 @@ class Trainer:
             every epoch's record and, at the end, ``run_info`` with the final metrics; only rank 0 uses it.
         upgrade_settings: brings a checkpoint's stored ``run_info`` to today's form before it is compared
             with ``run_info`` (:func:`beyondbp.config.upgrade_settings` for runs of a ``RunConfig``).
+        executor: how steps run and state is gathered (:mod:`beyondbp.executor`); by default in this process,
+            as a rank of ``parallel`` if given. ``optimizer`` may be None when the executor makes it (a
+            pipeline stage optimizes only its own blocks).
     """
 
-    def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer,
+    def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
                  objective: Objective, task: str = "classification", target_scale: Tensor | None = None,
                  device: torch.device | str = "cpu", out_dir: Path | str | None = None,
                  progress: bool = True, run_info: dict[str, Any] | None = None,
                  lowrank: ParametrizationSchedule | None = None,
                  parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE,
                  logger: RunLogger | None = None,
-                 upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+                 upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 executor: Executor | None = None):
         self.model = model.to(device)
         self.method = method
         self.optimizer = optimizer
@@ -111,8 +116,11 @@ class Trainer:
         if lowrank is not None:
             lowrank.check_method(method)
         self.lowrank = lowrank
+        if executor is not None and parallel is not None:
+            raise BeyondBPError("give the Trainer either parallel or an executor, not both")
         self.parallel = parallel
-        self.writes = parallel is None or parallel.is_main
+        self.executor = executor if executor is not None else Executor(parallel)
+        self.writes = self.executor.writes
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -139,25 +147,23 @@ class Trainer:
         """
         if epochs < 1 or batch_size < 1:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
-        if self.parallel is not None and not isinstance(train, Dataset):
-            raise BeyondBPError("data-parallel training takes an in-memory Dataset (each rank slices the global "
-                                "batch); got " + type(train).__name__)
         num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
         num_samples = num_samples or loaders.num_samples(train)
         self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
-        self.method.connect(self.parallel, self._step_block)
+        self.executor.prepare(self, train)
         if self.out_dir and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.history = self._restore() if resume else []
         if len(self.history) > epochs:
             raise BeyondBPError(f"cannot resume: {self.checkpoint_path} already holds {len(self.history)} epochs, "
                                 f"more than the {epochs} asked for")
+        self.executor.begin(self)
         if self.out_dir and self.writes:
             self._rewrite_metrics()
-        world = self.parallel.world if self.parallel else 1
-        steps = loaders.num_batches(train, batch_size * world)
+        steps = self.executor.num_batches(train, batch_size)
         bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
-                   desc=self.method.label, disable=None if self.progress else True, dynamic_ncols=True, leave=False)
+                   desc=self.executor.describe(self.method.label), disable=None if self.progress else True,
+                   dynamic_ncols=True, leave=False)
         train_seconds = self.history[-1]["train_seconds"] if self.history else 0.0
         train_joules = self.history[-1].get("train_joules", 0.0) if self.history else 0.0
         meter = EnergyMeter(self.device, self.watts_per_core)
@@ -166,10 +172,12 @@ class Trainer:
             for epoch in range(len(self.history) + 1, epochs + 1):
                 started, joules = time.perf_counter(), meter.joules()
                 train_loss, lowrank_events = self._train_epoch(train, batch_size, seed, epoch, bar)
-                train_seconds += time.perf_counter() - started
-                train_joules += meter.joules() - joules
+                cost = self.executor.epoch_cost(self, time.perf_counter() - started, meter.joules() - joules,
+                                                meter.source)
+                train_seconds += cost.pop("seconds")
+                train_joules += cost.pop("joules")
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds,
-                          "train_joules": train_joules, "energy_source": meter.source}
+                          "train_joules": train_joules, **cost}
                 self._end_epoch(record, lowrank_events, train, eval_set, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
         if self.logger is not None and self.history:
@@ -188,42 +196,37 @@ class Trainer:
         self._check_health(record, epoch)
         if self.lowrank is not None:
             record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
-        if self.parallel is not None:
-            record["comm_bytes_per_step"] = self.parallel.comm_bytes_per_step()
+        record.update(self.executor.epoch_report())
         if eval_set is not None:
-            record.update(evaluate(self.model, eval_set, self.objective, self.task,
-                                   self.target_scale, device=self.device))
+            record.update(self.executor.evaluate(self, eval_set))
         if align_every and epoch % align_every == 0:
             record["alignment"] = self._alignment(train)
         previous = self.history[-1] if self.history else None
         self.history.append(record)
-        if self.out_dir and self.writes:
-            self._append_metrics(record)
-            self._save()
+        if self.out_dir:
+            parts = self.executor.checkpoint(self)  # every process takes part; one writes
+            if self.writes:
+                self._append_metrics(record)
+                self._save(parts)
         if self.logger is not None:
             lr = self.optimizer.param_groups[0]["lr"]
             self.logger.scalars(epoch_scalars(record, lr, previous), epoch)
 
     def _train_epoch(self, train: Dataset | Iterable, batch_size: int, seed: int, epoch: int,
-                     bar: tqdm) -> tuple[float, list]:
+                     bar: tqdm) -> tuple[float | None, list]:
+        """One epoch of steps; the mean training loss (None in a process that computes no loss: a pipeline
+        stage before the last) and the low-rank schedule's events."""
         self.model.train()
         total, count, lowrank_events = 0.0, 0, []
-        world = self.parallel.world if self.parallel else 1
-        for number, (x, t, index) in enumerate(
-            loaders.iterate(train, batch_size * world, epoch_generator(seed, epoch), self.device), start=1
-        ):
-            if self.parallel is not None:
-                if len(x) < world:
-                    continue  # a last global batch too small to give every rank a sample
-                part = self.parallel.local_slice(len(x))
-                x, t, index = x[part], t[part], index[part]
+        batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device)
+        for number, (x, t, index) in enumerate(batches, start=1):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.method.step(self.model, x, t, index, self.objective).loss.item()
+            loss = self.executor.gradients(self, x, t, index)
+            if loss is None:
+                continue
             if epoch == 1 and number == 1:
                 self._first_step_loss = loss
-            loss = self._combine_gradients(loss, len(x))
-            if self.parallel is not None:
-                self.parallel.steps += 1
+            loss = self.executor.combine(self, loss, len(x))
             if not math.isfinite(loss):
                 raise DivergenceError(self._divergence_message(loss, epoch, number))
             self.optimizer.step()
@@ -237,22 +240,12 @@ class Trainer:
             self._logged_steps += 1
             if self.logger is not None:
                 self.logger.scalars({"step/train_loss": loss}, self._logged_steps)
+        self.executor.end_steps(self)
         if self.lowrank is not None:
             event = self.lowrank.end_epoch(self.model, self.optimizer)
             if event is not None:
                 lowrank_events.append(event)
-        return total / count, lowrank_events
-
-    def _combine_gradients(self, loss: float, local_count: int) -> float:
-        """How the ranks' gradients become the step's; returns the loss averaged over ranks. This is the one
-        place that decides: in one process they stay as they are; a method that exchanges its own estimates
-        (fg: k directional derivatives) did so inside ``step()``; a schedule that trains parts of the model in
-        separate groups (AB-training) averages group-wise; everything else is plain data parallelism, every
-        gradient averaged over all ranks."""
-        if self.parallel is None or self.method.exchanges_estimates:
-            return loss
-        combined = self.lowrank.average_gradients(self.model, loss, local_count) if self.lowrank else None
-        return combined if combined is not None else self.parallel.average_gradients(self.model, loss, local_count)
+        return (total / count if count else None), lowrank_events
 
     def _alignment(self, train: Dataset | Iterable) -> dict[str, Any]:
         from .diagnostics import alignment
@@ -264,7 +257,7 @@ class Trainer:
             x, t, index = loaders.first_batch(train, self.device)
         return alignment(self.model, self.method, x, t, index, self.objective)
 
-    def _step_block(self, params: list[nn.Parameter]) -> None:
+    def step_segment(self, params: list[nn.Parameter]) -> None:
         """Unlocked updates: step the one segment that holds a gradient, then clear it.
 
         Optimizers skip parameters whose ``.grad`` is None, so only this segment moves.
@@ -277,11 +270,11 @@ class Trainer:
         """Stop on non-finite parameters (the last good checkpoint stays); warn when the epoch's training loss
         ends at more than twice the first step's, a sign of a learning rate too large (bounded losses such
         as BCE saturate instead of overflowing)."""
-        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        bad = [name for name, p in self.model.named_parameters() if not p.is_meta and not torch.isfinite(p).all()]
         if bad:
             raise DivergenceError(self._divergence_message(f"finite, but parameter {bad[0]} is not", epoch, "end"))
         reference = self.history[0].get("first_step_loss") if self.history else record.get("first_step_loss")
-        if reference and record["train_loss"] > 2 * reference:
+        if reference and record["train_loss"] is not None and record["train_loss"] > 2 * reference:
             lr = self.optimizer.param_groups[0]["lr"]
             warnings.warn(f"epoch {epoch}: training loss {record['train_loss']:.4g} ended at more than twice the "
                           f"first step's ({reference:.4g}); the learning rate {lr:g} may be too large",
@@ -293,12 +286,12 @@ class Trainer:
         return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}); "
                 f"{kept}; try a smaller learning rate")
 
-    def _save(self) -> None:
+    def _save(self, parts: dict[str, Any]) -> None:
+        """The checkpoint: the executor's ``parts`` (model and optimizer) and what every execution keeps."""
         save_checkpoint({
             "run_info": self.run_info,
             "history": self.history,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **parts,
             "method": self.method.state_dict(),
             "lowrank": self.lowrank.state_dict(self.model) if self.lowrank is not None else None,
             "torch_rng": torch.get_rng_state(),
@@ -311,8 +304,7 @@ class Trainer:
             return []
         if self.lowrank is not None:
             self.lowrank.prepare_to_load(self.model, state["lowrank"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.executor.restore(self, state, self.checkpoint_path)
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":

@@ -300,6 +300,30 @@ class DirectFeedback(Method):
                 update()
         return h
 
+    def stage_pass(self, blocks: Sequence[nn.Module], h: Tensor, t: Tensor, index: Tensor | None, first: int,
+                   deliver: Callable[[Tensor], None] | None = None, head: nn.Module | None = None,
+                   objective: Objective | None = None) -> Tensor | None:
+        """One pipeline stage's share of a training step (F³ paper, Sec. 3.3): the signal known before the pass,
+        hidden blocks ``first, …`` through :meth:`forward_blocks`, and, on the last stage (which holds the
+        ``head``), the loss, its backward and the signal's write for the next epoch; returns that loss. An
+        earlier stage returns None and advances the delayed buffer's clock by the rows the last stage writes."""
+        s = self.signal_before_pass(t, index)
+        h = self.forward_blocks(blocks, h, s, first=first, deliver=deliver)
+        if head is None:
+            if self.buffer is not None:
+                self.buffer.advance(len(t))
+            return None
+        y = head(h)
+        loss = objective(y, t)
+        loss.backward()
+        if self.signal is not None:
+            self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
+        return loss.detach()
+
+    def delayed_state(self) -> list[Tensor]:
+        """The delayed buffer's tensors (none without a buffer), in place: what pipeline stages share."""
+        return list(self.buffer.state_dict().values()) if self.buffer is not None else []
+
     def _forward_block(self, i: int, block: nn.Module, h: Tensor,
                        s: Tensor | None) -> tuple[Tensor, Callable[[], None]]:
         """Block ``i``'s detached output and what forms its gradient from ``s @ B_i`` and steps it (nothing

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .split import BALANCES, contiguous_split
-from .stage import PIPELINE_METHODS, StageTrainer, check_method, check_sequence
+from .stage import PIPELINE_METHODS, StageExecutor, check_method, check_sequence
 
-__all__ = ["BALANCES", "PIPELINE_METHODS", "StageTrainer", "check_method", "check_sequence", "contiguous_split"]
+__all__ = ["BALANCES", "PIPELINE_METHODS", "StageExecutor", "check_method", "check_sequence", "contiguous_split"]

@@ -25,35 +25,33 @@ one read in epoch ``e + 1``. No update depends on a later block, so the weights 
 single-process run with ``unlocked=True`` (each block stepped as soon as its gradient exists), bit for bit
 when each process runs one thread.
 
-After each epoch the test set flows through the stages (the last computes the metrics), every stage's
-parameters and optimizer state are gathered by the last stage, which writes ``metrics.jsonl`` and one
-checkpoint in the usual format (the whole model's ``state_dict``; the optimizers per stage), so ``resume``
-and every tool that reads a checkpoint work. A stage that dies makes its neighbours fail within
-``TIMEOUT``; torchrun then stops the rest.
+A stage is the usual :class:`~beyondbp.train.Trainer` with a :class:`StageExecutor`: the trainer owns the
+epoch, its progress, health checks, metrics and checkpoints; the executor runs this stage's share of each step
+and gathers the stages' state. After each epoch the test set flows through the stages (the last computes the
+metrics), every stage's parameters and optimizer state are gathered by the last stage, which writes
+``metrics.jsonl`` and one checkpoint in the usual format (the whole model's ``state_dict``; the optimizers per
+stage), so ``resume`` and every tool that reads a checkpoint work. A stage that dies makes its neighbours fail
+within ``TIMEOUT``; torchrun then stops the rest.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import resource
 import sys
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..checkpoint import CHECKPOINT_NAME, save_checkpoint
-from ..data import Dataset, DataSplit, loaders
-from ..energy import EnergyMeter
-from ..errors import BeyondBPError, DivergenceError
+from ..data import Dataset, loaders
+from ..errors import BeyondBPError
+from ..executor import Batch, Executor
 from ..methods.direct import DirectFeedback
 from ..metrics import evaluate
-from ..train import METRICS_NAME, epoch_generator, resumable_checkpoint
+from ..train import Trainer
 from .link import Link
 from .split import contiguous_split, describe, parameter_costs, timed_costs
 
@@ -113,45 +111,56 @@ def on_cpu(value: Any) -> Any:
     return value
 
 
-class StageTrainer:
-    """One stage of a pipelined run: this process's blocks, optimizer and link to its neighbours."""
+class StageExecutor(Executor):
+    """This process's stage of a pipelined run: its blocks, its optimizer (made by ``make_optimizer`` from the
+    blocks' parameters once the cut is known) and its links to the neighbouring stages. ``balance`` chooses
+    the cut (:mod:`.split`); ``announce`` prints it on stage 0."""
 
-    def __init__(self, model: nn.Module, method, make_optimizer, objective, data: DataSplit,
-                 device: torch.device, out_dir: Path | None, run_info: dict[str, Any], balance: str = "parameters",
-                 progress: bool = True, watts_per_core: float | None = None, upgrade_settings=None):
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.last = self.world - 1
-        self.device, self.out_dir, self.run_info, self.progress = device, out_dir, run_info, progress
-        self.upgrade_settings = upgrade_settings
-        self.objective, self.task, self.target_scale = objective, data.task, data.target_scale
-        self.method = check_method(method)
-        train = data.train
-        if not isinstance(train, Dataset) or not isinstance(data.test, Dataset):
+    def __init__(self, make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+                 balance: str = "parameters", announce: bool = True):
+        super().__init__()
+        self.rank, self.stages = dist.get_rank(), dist.get_world_size()
+        self.last = self.stages - 1
+        self.make_optimizer, self.balance, self.announce = make_optimizer, balance, announce
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == self.last
+
+    def describe(self, label: str) -> str:
+        return f"{label} on {self.stages} stages"
+
+    # -- setup -----------------------------------------------------------------------------------------
+
+    def prepare(self, trainer: Trainer, train: Dataset) -> None:
+        """Cut the attached model into stages and keep this one's blocks, their optimizer and the links."""
+        if not isinstance(train, Dataset):
             raise BeyondBPError("stages take in-memory Datasets: every stage must draw the same shuffle, got "
                                 + type(train).__name__)
-        # stages after the first take their inputs from the previous stage: they iterate targets and indices only
-        inputs_here = lambda d: d if self.rank == 0 else Dataset(d.x.new_empty(len(d), 0), d.t)
-        self.train_data, self.test_data = inputs_here(train), inputs_here(data.test)
-        self.method.attach(model, num_outputs=loaders.num_outputs(train, model, device),
-                           num_samples=loaders.num_samples(train), task=data.task)
-        hidden, head = check_sequence(self.method, model)
+        method = check_method(trainer.method)
+        hidden, head = check_sequence(method, trainer.model)
         blocks = [*hidden, head]
-        x, _, _ = loaders.first_batch(train, device)
-        self.method.draw_matrices(hidden, x[:2])
+        x, _, _ = loaders.first_batch(train, trainer.device)
+        method.draw_matrices(hidden, x[:2])
         self.shapes = self._output_shapes(blocks, x[:2])
-        self.link = Link(self.rank, self.world, device)
-        self.bounds, self.split_text = self._split(blocks, x, balance)
+        self.link = Link(self.rank, self.stages, trainer.device)
+        self.bounds, self.split_text = self._split(blocks, x, trainer)
         mine = self.bounds[self.rank]
         self.blocks = [blocks[i] for i in mine]
         self.first_block = mine.start
-        self.model = model
-        self.owned = self._owned_keys(model, self.blocks)
-        self.optimizer = make_optimizer([p for b in self.blocks for p in b.parameters()])
-        self.method.after_block = self._step_block
-        self.meter = EnergyMeter(device, **({} if watts_per_core is None else {"watts_per_core": watts_per_core}))
-        self.history: list[dict[str, Any]] = []
+        self.samples = loaders.num_samples(train)
+        self.owned = self._owned_keys(trainer.model, self.blocks)
+        trainer.optimizer = self.make_optimizer([p for b in self.blocks for p in b.parameters()])
+        method.after_block = trainer.step_segment
 
-    # -- setup -----------------------------------------------------------------------------------------
+    def begin(self, trainer: Trainer) -> None:
+        """Free the other stages' blocks (after a resume has loaded the whole model)."""
+        mine = {id(m) for b in self.blocks for m in b.modules()}
+        for module in trainer.model.children():
+            if id(module) not in mine:
+                module.to("meta")
+        if self.announce and self.rank == 0:
+            print(f"beyondbp: {self.stages} stages: {self.split_text}", file=sys.stderr)
 
     @staticmethod
     @torch.no_grad()
@@ -164,36 +173,36 @@ class StageTrainer:
             shapes.append(tuple(h.shape[1:]))
         return shapes
 
-    def _split(self, blocks: list[nn.Module], x: Tensor, balance: str) -> tuple[list[range], str]:
+    def _split(self, blocks: list[nn.Module], x: Tensor, trainer: Trainer) -> tuple[list[range], str]:
         """The cut, chosen on stage 0 (a measured one differs between processes) and sent to all."""
         plan: list[Any] = [None]
         if self.rank == 0:
-            if balance == "time":
-                costs = timed_costs(lambda i: self._time_block(blocks, i, x), len(blocks))
+            if self.balance == "time":
+                costs = timed_costs(lambda i: self._time_block(blocks, i, x, trainer), len(blocks))
                 unit = "measured time"
             else:
                 costs, unit = parameter_costs(blocks), "parameters"
-            bounds = contiguous_split(costs, self.world)
+            bounds = contiguous_split(costs, self.stages)
             plan = [([(r.start, r.stop) for r in bounds], describe(bounds, costs, unit))]
         self.link.collective(dist.broadcast_object_list, plan, src=0)
         ranges, text = plan[0]
         return [range(a, b) for a, b in ranges], text
 
-    def _time_block(self, blocks: list[nn.Module], i: int, x: Tensor) -> None:
+    @staticmethod
+    def _time_block(blocks: list[nn.Module], i: int, x: Tensor, trainer: Trainer) -> None:
         """Block ``i``'s forward pass and local gradient on one batch, the parameters left as they were (the
         running statistics of batch norms do move: runs that must equal a single-process run balance by
         parameters)."""
+        method = trainer.method
         with torch.no_grad():
             h = x
             for block in blocks[:i]:
                 h = block(h)
-        s = torch.zeros(len(x), self.method.num_outputs, device=x.device)
+        s = torch.zeros(len(x), method.num_outputs, device=x.device)
         if i == len(blocks) - 1:
-            self.objective(blocks[i](h), s).backward()
+            trainer.objective(blocks[i](h), s).backward()
         else:
-            step, self.method.after_block = self.method.after_block, None
-            self.method.forward_blocks([blocks[i]], h, s, first=i)
-            self.method.after_block = step
+            method.forward_blocks([blocks[i]], h, s, first=i)
         for p in blocks[i].parameters():
             p.grad = None
 
@@ -202,127 +211,76 @@ class StageTrainer:
         ids = {id(v) for b in blocks for v in b.state_dict(keep_vars=True).values()}
         return [k for k, v in model.state_dict(keep_vars=True).items() if id(v) in ids]
 
-    def _free_other_blocks(self) -> None:
-        mine = {id(m) for b in self.blocks for m in b.modules()}
-        for module in self.model.children():
-            if id(module) not in mine:
-                module.to("meta")
+    def _here(self, data: Dataset) -> Dataset:
+        """``data`` as this stage reads it: stages after the first take their inputs from the previous stage
+        and iterate targets and indices only."""
+        return data if self.rank == 0 else Dataset(data.x.new_empty(len(data), 0), data.t)
 
-    # -- training --------------------------------------------------------------------------------------
+    def _receive(self, count: int) -> Tensor:
+        return self.link.receive((count, *self.shapes[self.first_block - 1]))
 
-    def _step_block(self, params: list[nn.Parameter]) -> None:
-        self.optimizer.step()
-        for p in params:
-            p.grad = None
+    # -- steps -----------------------------------------------------------------------------------------
 
-    def fit(self, epochs: int, batch_size: int, seed: int, resume: bool) -> list[dict[str, Any]]:
-        if resume:
-            self.history = self._restore()
-            if len(self.history) > epochs:
-                raise BeyondBPError(f"cannot resume: {self.out_dir / CHECKPOINT_NAME} already holds "
-                                    f"{len(self.history)} epochs, more than the {epochs} asked for")
-        self._free_other_blocks()
-        writes = self.rank == self.last and self.out_dir is not None
-        if writes:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / METRICS_NAME, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.history)
-        if self.progress and self.rank == 0:
-            print(f"beyondbp: {self.world} stages: {self.split_text}", file=sys.stderr)
-        steps = loaders.num_batches(self.train_data, batch_size)
-        bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
-                   desc=f"{self.method.label} on {self.world} stages", dynamic_ncols=True, leave=False,
-                   disable=None if self.progress and self.rank == self.last else True)
-        with bar:
-            for epoch in range(len(self.history) + 1, epochs + 1):
-                record = self._train_epoch(epoch, batch_size, seed, bar)
-                record.update(self._evaluate())
-                if self.rank == self.last:
-                    self.history.append(record)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
-                self._save(writes)
-        return self.history
+    def batches(self, train: Dataset, batch_size: int, generator: torch.Generator,
+                device: torch.device) -> Iterator[Batch]:
+        self._idle, self._sent = self.link.idle_seconds, self.link.bytes_sent
+        yield from loaders.iterate(self._here(train), batch_size, generator, device)
 
-    def _train_epoch(self, epoch: int, batch_size: int, seed: int, bar) -> dict[str, Any]:
-        idle, sent = self.link.idle_seconds, self.link.bytes_sent
-        previous = self.history[-1] if self.history else {}
-        started, joules = time.perf_counter(), self.meter.joules()
-        total, count = 0.0, 0
-        hidden = self.blocks[:-1] if self.rank == self.last else self.blocks
-        for x, t, index in loaders.iterate(self.train_data, batch_size, epoch_generator(seed, epoch), self.device):
-            t = self.objective.targets(t, self.method.num_outputs)
-            h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
-            s = self.method.signal_before_pass(t, index)
-            self.optimizer.zero_grad(set_to_none=True)
-            send = self.link.send if self.rank != self.last else None  # the next stage starts before we update
-            h = self.method.forward_blocks(hidden, h, s, first=self.first_block, deliver=send)
-            if self.rank != self.last:
-                if self.method.buffer is not None:  # the last stage writes these rows now: same clock here
-                    self.method.buffer.advance(len(index))
-                continue
-            y = self.blocks[-1](h)
-            loss = self.objective(y, t)
-            loss.backward()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise DivergenceError(f"training diverged: loss is {value} at epoch {epoch} "
-                                      f"({self.method.label} on {self.world} stages); last good checkpoint kept: "
-                                      f"{self.out_dir / CHECKPOINT_NAME if self.out_dir else 'none'}")
-            self.optimizer.step()
-            if self.method.signal is not None:
-                self.method.signal.after_pass(y.detach(), t, index, self.objective, self.method.buffer)
-            total, count = total + value * len(x), count + len(x)
-            bar.update()
+    def gradients(self, trainer: Trainer, x: Tensor, t: Tensor, index: Tensor) -> float | None:
+        """This stage's blocks on the batch; the last stage adds the head and returns the loss."""
+        method, last = trainer.method, self.rank == self.last
+        t = trainer.objective.targets(t, method.num_outputs)
+        h = x if self.rank == 0 else self._receive(len(x))
+        loss = method.stage_pass(self.blocks[:-1] if last else self.blocks, h, t, index, self.first_block,
+                                 deliver=None if last else self.link.send,  # the next stage starts before we update
+                                 head=self.blocks[-1] if last else None, objective=trainer.objective)
+        return None if loss is None else loss.item()
+
+    def end_steps(self, trainer: Trainer) -> None:
+        """Drain the pipeline; F³: the rows the last stage wrote this epoch reach every stage before the next
+        epoch reads them (C floats and one byte per sample; with ``signal_decay`` also each row's 8-byte time
+        stamp)."""
         self.link.flush()
-        self._share_buffer()
-        seconds = time.perf_counter() - started
-        stats = {"blocks": f"{self.bounds[self.rank].start}-{self.bounds[self.rank].stop - 1}",
-                 "seconds": seconds, "idle_fraction": (self.link.idle_seconds - idle) / seconds,
-                 "bytes_sent": self.link.bytes_sent - sent, "peak_memory_mb": peak_memory_mb(self.device),
-                 "joules": self.meter.joules() - joules, "energy_source": self.meter.source}
-        every = [None] * self.world if self.rank == self.last else None
-        self.link.collective(dist.gather_object, stats, every, dst=self.last)
-        if self.rank != self.last:
-            return {}
-        samples = loaders.num_samples(self.train_data)
-        # RAPL reads the whole machine: stage 0's reading counts once; an estimate is per process: summed
-        joules = every[0]["joules"] if "RAPL" in every[0]["energy_source"] else sum(s["joules"] for s in every)
-        epoch_seconds = max(s["seconds"] for s in every)
-        train_seconds = previous.get("train_seconds", 0.0) + epoch_seconds
-        return {"epoch": epoch, "train_loss": total / count, "train_seconds": train_seconds,
-                "train_joules": previous.get("train_joules", 0.0) + joules,
-                "energy_source": every[0]["energy_source"], "samples_per_second": samples / epoch_seconds,
-                "stages": [{"blocks": s["blocks"], "idle_fraction": s["idle_fraction"],
-                            "bytes_sent_per_sample": s["bytes_sent"] / samples,
-                            "peak_memory_mb": s["peak_memory_mb"]} for s in every]}
-
-    def _share_buffer(self) -> None:
-        """F³: the rows the last stage wrote this epoch reach every stage before the next epoch reads them
-        (C floats and one byte per sample; with ``signal_decay`` also each row's 8-byte time stamp)."""
-        buffer = self.method.buffer
-        if buffer is None:
-            return
-        for tensor in buffer.state_dict().values():
+        for tensor in trainer.method.delayed_state():
             sent = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo sends no bools
             self.link.collective(dist.broadcast, sent, src=self.last)
             if sent is not tensor:
                 tensor.copy_(sent)
             if self.rank == self.last:
-                self.link.bytes_sent += (self.world - 1) * sent.numel() * sent.element_size()
+                self.link.bytes_sent += (self.stages - 1) * sent.numel() * sent.element_size()
 
-    def _evaluate(self) -> dict[str, float]:
+    def epoch_cost(self, trainer: Trainer, seconds: float, joules: float, source: str) -> dict[str, Any]:
+        """The slowest stage's seconds, the run's energy and, per stage, its blocks, idle fraction, bytes sent
+        per sample and peak memory (on the last stage, which keeps the records)."""
+        stats = {"blocks": f"{self.bounds[self.rank].start}-{self.bounds[self.rank].stop - 1}",
+                 "seconds": seconds, "idle_fraction": (self.link.idle_seconds - self._idle) / seconds,
+                 "bytes_sent": self.link.bytes_sent - self._sent, "peak_memory_mb": peak_memory_mb(trainer.device),
+                 "joules": joules, "energy_source": source}
+        every = [None] * self.stages if self.rank == self.last else None
+        self.link.collective(dist.gather_object, stats, every, dst=self.last)
+        if self.rank != self.last:
+            return {"seconds": seconds, "joules": joules, "energy_source": source}
+        # RAPL reads the whole machine: stage 0's reading counts once; an estimate is per process: summed
+        joules = every[0]["joules"] if "RAPL" in every[0]["energy_source"] else sum(s["joules"] for s in every)
+        seconds = max(s["seconds"] for s in every)
+        return {"seconds": seconds, "joules": joules, "energy_source": every[0]["energy_source"],
+                "samples_per_second": self.samples / seconds,
+                "stages": [{"blocks": s["blocks"], "idle_fraction": s["idle_fraction"],
+                            "bytes_sent_per_sample": s["bytes_sent"] / self.samples,
+                            "peak_memory_mb": s["peak_memory_mb"]} for s in every]}
+
+    def evaluate(self, trainer: Trainer, eval_set: Dataset) -> dict[str, float]:
         """The test set through every stage; the last stage's metrics (others return nothing)."""
-        test = self.test_data
+        test = self._here(eval_set)
         if self.rank == self.last:
-            chain = nn.Sequential(*([Received(self.link, self.shapes[self.first_block - 1])] if self.world > 1 else []),
-                                  *self.blocks)
-            return evaluate(chain, test, self.objective, self.task, self.target_scale,
-                            device=self.device)
+            received = [Received(self.link, self.shapes[self.first_block - 1])] if self.stages > 1 else []
+            return evaluate(nn.Sequential(*received, *self.blocks), test, trainer.objective, trainer.task,
+                            trainer.target_scale, device=trainer.device)
         with torch.no_grad():
             for block in self.blocks:
                 block.eval()
-            for x, _, _ in loaders.iterate(test, 1000, None, self.device):
-                h = x if self.rank == 0 else self.link.receive((len(x), *self.shapes[self.first_block - 1]))
+            for x, _, _ in loaders.iterate(test, 1000, None, trainer.device):
+                h = x if self.rank == 0 else self._receive(len(x))
                 for block in self.blocks:
                     h = block(h)
                 self.link.send(h)
@@ -333,34 +291,23 @@ class StageTrainer:
 
     # -- checkpoints -----------------------------------------------------------------------------------
 
-    def _save(self, writes: bool) -> None:
-        state = self.model.state_dict()
-        part = {"model": {k: state[k].cpu() for k in self.owned}, "optimizer": on_cpu(self.optimizer.state_dict())}
-        parts = [None] * self.world if self.rank == self.last else None
+    def checkpoint(self, trainer: Trainer) -> dict[str, Any]:
+        """Every stage's parameters and optimizer state, gathered by the last stage."""
+        state = trainer.model.state_dict()
+        part = {"model": {k: state[k].cpu() for k in self.owned},
+                "optimizer": on_cpu(trainer.optimizer.state_dict())}
+        parts = [None] * self.stages if self.rank == self.last else None
         self.link.collective(dist.gather_object, part, parts, dst=self.last)
-        if not writes:
-            return
-        with open(self.out_dir / METRICS_NAME, "a") as f:
-            f.write(json.dumps(self.history[-1]) + "\n")
-        save_checkpoint({
-            "run_info": self.run_info, "history": self.history,
-            "model": {k: v for p in parts for k, v in p["model"].items()},
-            "stage_optimizers": [p["optimizer"] for p in parts], "stages": [[r.start, r.stop] for r in self.bounds],
-            "method": self.method.state_dict(), "torch_rng": torch.get_rng_state(),
-        }, self.out_dir / CHECKPOINT_NAME)
+        if self.rank != self.last:
+            return {}
+        return {"model": {k: v for p in parts for k, v in p["model"].items()},
+                "stage_optimizers": [p["optimizer"] for p in parts], "stages": [[r.start, r.stop] for r in self.bounds]}
 
-    def _restore(self) -> list[dict[str, Any]]:
-        path = self.out_dir / CHECKPOINT_NAME if self.out_dir else None
-        state = resumable_checkpoint(path, self.device, self.run_info, self.upgrade_settings)
-        if state is None:
-            return []
+    def restore(self, trainer: Trainer, state: dict[str, Any], path: Path) -> None:
         if "stage_optimizers" not in state:
             raise BeyondBPError(f"cannot resume from {path}: it was written by a run without stages")
         if state["stages"] != [[r.start, r.stop] for r in self.bounds]:
             raise BeyondBPError(f"cannot resume from {path}: its stages held blocks {state['stages']}, this split "
                                 f"gives {[[r.start, r.stop] for r in self.bounds]} (use the same balance)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["stage_optimizers"][self.rank])
-        self.method.load_state_dict(state["method"])
-        torch.set_rng_state(state["torch_rng"])
-        return state["history"]
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["stage_optimizers"][self.rank])
