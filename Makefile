@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,autopq,tracking]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,autopq,tracking,hf]'
 	touch $(STAMP)
 
 data:

@@ -233,16 +233,48 @@ class WithAttention(nn.Module):
         return self.out(self.attention(x[:, None], x[:, None], x[:, None])[0])
 
 
+class Describes(nn.Module):
+    """A module with weights whose output holds no tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return {"rows": len(x), "name": "batch"}
+
+
+class WithDescription(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.describe = Describes()
+        self.out = nn.Sequential(nn.Linear(5, 3), nn.Sigmoid())
+
+    def forward(self, x):
+        self.describe(x)
+        return self.out(x)
+
+
 @pytest.mark.parametrize("model,message", [
     (Shared(), r"module 'layer.0' \(Linear\) runs more than once in a forward pass \(shared weights\)"),
-    (WithAttention(), r"feedback point 'attention' \(MultiheadAttention\) returns tuple, not a tensor"),
+    (WithDescription(), r"feedback point 'describe' \(Describes\) returns dict with rows, name: no tensor in it"),
 ])
-def test_points_that_run_twice_or_return_tuples_are_refused(model, message):
+def test_points_that_run_twice_or_hold_no_tensor_are_refused(model, message):
     x, t, index = batch()
     method = make_method("dfa", feedback_points=[next(model.named_children())[0]])
     method.attach(model, num_outputs=3)
     with pytest.raises(UnsupportedModelError, match=message):
         method.step(model, x, t, index, BCE)
+
+
+def test_a_point_returning_a_tuple_takes_the_signal_in_its_first_tensor():
+    """MultiheadAttention returns (output, weights): its projections get the feedback through the output."""
+    x, t, index = batch()
+    model = WithAttention()
+    method = make_method("dfa", feedback_points=["attention"])
+    method.attach(model, num_outputs=3)
+    method.step(model, x, t, index, BCE)
+    assert model.attention.in_proj_weight.grad.abs().sum() > 0 and model.out[1].weight.grad.abs().sum() > 0
 
 
 def test_f3_without_sample_indices_names_the_remedy():

@@ -15,6 +15,7 @@ from .config import RunConfig, upgrade_settings
 from .data import DataSplit
 from .methods import Method
 from .metrics import HEADLINE
+from .models.factory import is_factory
 from .objectives import Objective, make_objective
 
 SUMMARY_NAME = "summary.json"
@@ -49,8 +50,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         "dataset": data.name,
         "task": data.task,
         "model": config.model,
-        "hidden": list(config.hidden),
-        "activation": config.activation,
+        **({} if is_factory(config.model) else {"hidden": list(config.hidden), "activation": config.activation}),
         "loss": loss,
         "optimizer": config.optimizer,
         "lr": config.lr,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import Dataset, loaders
+from .models.outputs import ensure_output
 from .objectives import Objective
 
 #: The headline metric of each task and whether larger is better.
@@ -22,7 +23,7 @@ def evaluate(model: nn.Module, dataset: Dataset | Iterable, objective: Objective
     ``{prefix}_rmse`` (regression, multiplied back to the targets' original units). ``dataset`` is an
     in-memory Dataset or any iterable of ``(x, t)`` / ``(x, t, index)`` batches."""
     was_training = model.training
-    model.eval()
+    ensure_output(model).eval()
     total_loss, correct, abs_error, sq_error, n = 0.0, 0, 0.0, 0.0, 0
     scale = target_scale.to(device) if target_scale is not None else None
     for x, t, _ in loaders.iterate(dataset, batch_size, None, device):

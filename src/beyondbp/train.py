@@ -29,6 +29,7 @@ from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
 from .executor import Executor
 from .methods import Method
+from .models.outputs import ensure_output
 from .objectives import Objective
 from .schedule import ParametrizationSchedule
 from .tracking import RunLogger, epoch_scalars
@@ -102,7 +103,7 @@ class Trainer:
                  logger: RunLogger | None = None,
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  executor: Executor | None = None):
-        self.model = model.to(device)
+        self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
         self.objective = objective

@@ -44,11 +44,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
     unused = config.inapplicable()
-    if unused:
+    if unused and launched_rank() == 0:  # one command line serves every method of a comparison
         method = args.method.partition(":")[0]
         given = ", ".join("--" + name.replace("_", "-") for name in unused)
-        raise BeyondBPError(f"{given} {'does' if len(unused) == 1 else 'do'} not apply to method {method}; "
-                            f"its options: {', '.join(method_flags(method)) or 'none'}")
+        options = ", ".join(method_flags(method)) or "none"
+        print(f"beyondbp: notice: {given} {'does' if len(unused) == 1 else 'do'} not apply to method {method} and "
+              f"{'is' if len(unused) == 1 else 'are'} ignored; its options: {options}", file=sys.stderr)
     if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import images, loaders, tabular  # noqa: F401  (registers the loaders)
+from . import images, loaders, tabular, text  # noqa: F401  (registers the loaders)
 from .dataset import Dataset, DataSplit, batches, validation_split
 from .loaders import WithIndex
 from .registry import DATASETS

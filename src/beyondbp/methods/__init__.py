@@ -17,12 +17,13 @@ from .backprop import Backprop
 from .base import Method, StepResult
 from .direct import DirectFeedback
 from .direct_options import DEFAULT_F3_SIGNAL, DirectOptions, F3Options
-from .feedback_init import FEEDBACK_INITS, FeedbackMatrixOptions
+from .feedback_init import FEEDBACK_INITS
 from .forward_gradient import ForwardGradient, ForwardGradientOptions, parse_variant
 from .layerwise import (
     FEEDBACK_RULES,
     SIGN_SYMMETRY,
     FeedbackAlignment,
+    LayerwiseOptions,
     LowRankFeedback,
     LowRankFeedbackOptions,
     SignSymmetry,
@@ -44,7 +45,7 @@ class MethodEntry:
 
 
 #: Every method family's section of options (a run's configuration composes them).
-METHOD_SECTIONS = (FeedbackMatrixOptions, F3Options, ForwardGradientOptions, LowRankFeedbackOptions)
+METHOD_SECTIONS = (LayerwiseOptions, F3Options, ForwardGradientOptions, LowRankFeedbackOptions)
 
 METHODS: Registry[MethodEntry] = Registry("method")
 
@@ -55,10 +56,10 @@ def register(name: str, help: str, options: type[Section], build: Callable[[Sect
 
 register("bp", "backpropagation: the exact gradient", NoOptions, lambda options: Backprop())
 register("fa", "feedback alignment: fixed random B replaces W^T layer by layer (Lillicrap et al. 2016)",
-         FeedbackMatrixOptions, FeedbackAlignment)
+         LayerwiseOptions, FeedbackAlignment)
 for _variant, _magnitude in SIGN_SYMMETRY.items():
     register(_variant, f"sign-concordant feedback sign(W) with {_magnitude} magnitude (Liao et al. 2016; biotorch's "
-                       f"{_variant})", FeedbackMatrixOptions,
+                       f"{_variant})", LayerwiseOptions,
              lambda options, variant=_variant: SignSymmetry(variant, options))
 register("ldfa", "low-dimensional feedback P Q of rank r, learned (Hanut & Kadmon 2025); variants ldfa:r10-local",
          LowRankFeedbackOptions, LowRankFeedback)

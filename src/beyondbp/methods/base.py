@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BeyondBPError
+from ..models.outputs import ensure_output
 from ..objectives import Objective
 
 if TYPE_CHECKING:
@@ -80,14 +81,16 @@ class Method:
         num_samples: int | None = None,
         task: str = "classification",
     ) -> None:
-        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples.
+        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples. A model whose
+        output is an object (a Hugging Face ``ModelOutput``, a dict, a tuple) is trained on the tensor that
+        :mod:`beyondbp.models.outputs` chooses (``logits``, else the first).
 
         Attaching again starts from fresh state (new feedback matrices, an empty buffer).
         """
         if num_outputs < 1:
             raise BeyondBPError(f"{self.name}: num_outputs must be at least 1, got {num_outputs}")
         self.num_outputs, self.num_samples, self.task = num_outputs, num_samples, task
-        self.prepare(model)
+        self.prepare(ensure_output(model))
 
     def prepare(self, model: nn.Module) -> None:
         """Create the method's state for ``model`` (after :attr:`num_outputs` and the rest are set)."""

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import BeyondBPError
+from ..errors import BeyondBPError, UnsupportedModelError
 from ..objectives import Objective
 from .base import Method, StepResult, model_device
 from .direct_options import DirectOptions, F3Options
@@ -185,6 +185,10 @@ class DirectFeedback(Method):
 
     def prepare(self, model: nn.Module) -> None:
         self.points = FeedbackPoints(model, self.options.points, self.label)
+        if self.unlocked and self.points.shared:
+            names = next(iter(self.points.shared.values()))
+            raise UnsupportedModelError(f"unlocked {self.label}: parameter {' = '.join(names)} is shared by several "
+                                        f"modules, and each segment would step it on its own part of its gradient")
         self.excluded = excluded_parameters(model, self.options.feedback_exclude)
         self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None

@@ -19,6 +19,7 @@ computed once, the k tangents in one batched pass. They are combined by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from ..objectives import Objective
 from ..options import option, setting
 from .aggregation import AGGREGATIONS, aggregate
 from .base import Method, StepResult
+from .forward_ready import forward_ready, record_batch_statistics
 from .points import FeedbackPoints, PointOptions
 from .tangent_stream import (
     STREAMED_SAMPLERS,
@@ -124,8 +126,8 @@ class ForwardGradientOptions(PointOptions):
         if self.sampler == "angle" and self.angle is None:
             raise BeyondBPError(f"the angle sampler needs an angle: {setting('angle', 'DEGREES')}")
         if self.feedback_points and self.perturb != "activities":
-            raise BeyondBPError(f"feedback points apply to fg with activity perturbation only "
-                                f"({setting('perturb', 'activities')})")
+            warnings.warn(f"fg perturbs the weights and ignores the feedback points (they apply to "
+                          f"{setting('perturb', 'activities')})", UserWarning, stacklevel=2)
 
 
 class ForwardGradient(Method):
@@ -166,9 +168,11 @@ class ForwardGradient(Method):
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
                 objective: Objective) -> StepResult:
-        if self.perturb == "weights":
-            return self._weight_step(model, x, t, objective)
-        return self._activity_step(model, x, t, objective)
+        with forward_ready(model, self.label):
+            step = self._weight_step if self.perturb == "weights" else self._activity_step
+            result = step(model, x, t, objective)
+        record_batch_statistics(model, x)
+        return result
 
     def _weight_step(self, model: nn.Module, x: Tensor, t: Tensor, objective: Objective) -> StepResult:
         blocks = dense_blocks(model) if self.sampler in STREAMED_SAMPLERS else None

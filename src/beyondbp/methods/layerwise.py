@@ -5,7 +5,16 @@ For ``y = x Wᵀ + b`` backprop sends ``δ_x = δ_y W`` to the layer below; thes
 weight gradient ``δ_yᵀ x`` and everything else (activations, the loss) stay exact.
 ``Conv2d`` layers work the same way with W as the ``out × in·k·k`` matrix: the input
 gradient is the transposed convolution with ``F`` in place of ``W``. The query, key, value
-and output projections of ``nn.MultiheadAttention`` are layers too (:mod:`.attention`).
+and output projections of ``nn.MultiheadAttention`` are layers too (:mod:`.attention`), and
+so is Hugging Face's ``Conv1D`` (GPT-2's ``y = x W + b``, a Linear with its weight stored
+transposed).
+
+Modules with their own parameters that no rule covers keep their exact backward where no
+weight transport is involved: normalisation and lookups (:data:`PASS_THROUGH`, and classes
+named ``*Norm*`` or ``*Embedding*``, such as ViT's and BERT's embeddings with their class
+token and positions, which are added or looked up). Any other such module is refused by name
+unless the user declares it exact (``exact_modules``, ``--exact-modules NAME,...``): inside a
+declared module, every layer keeps its true backward.
 
 - ``fa``: ``F = B`` fixed and random (Lillicrap et al. 2016, Eq. 1).
 - ``usf``, ``frsf``, ``brsf``: sign-concordant feedback ``F = sign(W) ⊙ M`` (Liao, Leibo &
@@ -20,6 +29,7 @@ and output projections of ``nn.MultiheadAttention`` are layers too (:mod:`.atten
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,11 +47,54 @@ from ..options import Section, option
 from .attention import Projection, attention_forward, projections
 from .base import Method, StepResult
 from .feedback_init import FeedbackMatrixOptions, feedback_matrix
+from .points import check_point_names
 
 #: Modules with parameters that need no weight transport (elementwise, normalising or additive, or
 #: a lookup whose input takes no gradient): they keep their exact backward.
 PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, PositionEmbedding, nn.Embedding)
+#: Class names of other libraries' normalisation and embedding modules, which keep their exact backward.
+EXACT_BY_NAME = re.compile(r"Norm|Embedding")
 SUPPORTED = (nn.Linear, nn.Conv2d)
+EXACT_GROUP = "layer-wise feedback (fa, usf, frsf, brsf, ldfa)"
+
+
+@dataclass
+class ExactModulesOptions(Section):
+    """Modules in which a layer-wise method keeps the true backward (declared by the user)."""
+
+    exact_modules: tuple[str, ...] = option((), EXACT_GROUP, "modules that keep their exact backward, e.g. "
+                                                             "embeddings,encoder.norm", metavar="NAMES")
+
+
+@dataclass
+class LayerwiseOptions(FeedbackMatrixOptions, ExactModulesOptions):
+    """fa's and sign symmetry's options: their feedback matrices, and the modules kept exact."""
+
+
+class TransposedLinear:
+    """A layer computing ``x W + b`` with ``W`` stored ``in × out`` (Hugging Face's ``Conv1D``), seen as a
+    ``Linear`` whose weight is ``Wᵀ``."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight.T
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.module.bias
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (``transformers.pytorch_utils``), recognised without importing it."""
+    return (type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
+            and getattr(module, "weight", None) is not None and module.weight.dim() == 2)
+
+
+def keeps_exact_backward(module: nn.Module) -> bool:
+    return isinstance(module, PASS_THROUGH) or EXACT_BY_NAME.search(type(module).__name__) is not None
 
 
 class _LinearWithFeedback(torch.autograd.Function):
@@ -97,7 +150,7 @@ class _Conv2dWithFeedback(torch.autograd.Function):
 
 def _layer_forward(module: nn.Module | Projection, factors: tuple[Tensor, ...], record: dict | None,
                    x: Tensor) -> Tensor:
-    if isinstance(module, (nn.Linear, Projection)):
+    if isinstance(module, (nn.Linear, Projection, TransposedLinear)):
         return _LinearWithFeedback.apply(x, module.weight, module.bias, record, *factors)
     feedback = (factors[0] if len(factors) == 1 else torch.linalg.multi_dot(factors)).view_as(module.weight)
     geometry = (module.stride, module.padding, module.dilation, module.groups)
@@ -116,9 +169,10 @@ class LayerwiseFeedback(Method):
     :meth:`factors`) and may learn it after the backward pass (:meth:`after_backward`).
     """
 
-    def __init__(self, options: FeedbackMatrixOptions | None = None):
+    def __init__(self, options: FeedbackMatrixOptions | None = None, exact_modules: tuple[str, ...] = ()):
         self.options = options if options is not None else FeedbackMatrixOptions()
-        self.layers: dict[str, nn.Module | Projection] = {}
+        self.exact_modules = tuple(getattr(self.options, "exact_modules", exact_modules))
+        self.layers: dict[str, nn.Module | Projection | TransposedLinear] = {}
         self.attentions: list[nn.MultiheadAttention] = []
 
     def prepare(self, model: nn.Module) -> None:
@@ -127,19 +181,25 @@ class LayerwiseFeedback(Method):
         for key in self.state_dict():
             setattr(self, key, {})
         self.layers, self.attentions = {}, []
+        exact = check_point_names(model, self.exact_modules, self.name, "exact module")
         for name, module in model.named_modules():
+            if any(name == e or name.startswith(e + ".") for e in exact):
+                continue
             if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
                 raise UnsupportedModelError(f"{self.name} cannot handle layer '{name}': padding '{module.padding}' "
                                             f"given as a string; give it in pixels")
             if isinstance(module, SUPPORTED):
                 self.layers[name] = module
+            elif is_transposed_linear(module):
+                self.layers[name] = TransposedLinear(module)
             elif isinstance(module, nn.MultiheadAttention):
                 self.layers.update(projections(name, module))
                 self.attentions.append(module)
-            elif list(module.parameters(recurse=False)) and not isinstance(module, PASS_THROUGH):
+            elif list(module.parameters(recurse=False)) and not keeps_exact_backward(module):
                 raise UnsupportedModelError(
-                    f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); "
-                    f"it supports Linear, Conv2d and MultiheadAttention layers"
+                    f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); it supports Linear, "
+                    f"Conv2d, MultiheadAttention and Conv1D layers; to keep its exact backward: "
+                    f"--exact-modules {name} (Python: exact_modules=['{name}'])"
                 )
         for name, layer in self.layers.items():
             self.init_layer(name, layer)
@@ -168,10 +228,11 @@ class LayerwiseFeedback(Method):
         paths = {name: partial(_layer_forward, layer, self.factors(name, layer),
                                records[name] if records is not None else None)
                  for name, layer in self.layers.items()}
-        patched = [layer for layer in self.layers.values() if isinstance(layer, nn.Module)] + self.attentions
-        for name, layer in self.layers.items():
-            if isinstance(layer, nn.Module):
-                layer.forward = paths[name]
+        modules = {name: layer.module if isinstance(layer, TransposedLinear) else layer
+                   for name, layer in self.layers.items() if not isinstance(layer, Projection)}
+        patched = list(modules.values()) + self.attentions
+        for name, module in modules.items():
+            module.forward = paths[name]
         for attention in self.attentions:
             project = {p.which: paths[name] for name, p in self.layers.items()
                        if isinstance(p, Projection) and p.attention is attention}
@@ -198,8 +259,8 @@ class FeedbackAlignment(LayerwiseFeedback):
 
     name = "fa"
 
-    def __init__(self, options: FeedbackMatrixOptions | None = None):
-        super().__init__(options)
+    def __init__(self, options: LayerwiseOptions | None = None):
+        super().__init__(options if options is not None else LayerwiseOptions())
         self.feedback: dict[str, Tensor] = {}
 
     def init_layer(self, name: str, layer: nn.Module) -> None:
@@ -223,10 +284,10 @@ SIGN_SYMMETRY = {"usf": "uniform", "frsf": "fixed random", "brsf": "batchwise ra
 class SignSymmetry(LayerwiseFeedback):
     """Sign-concordant feedback ``sign(W) ⊙ M``; ``variant`` is ``usf``, ``frsf`` or ``brsf``."""
 
-    def __init__(self, variant: str, options: FeedbackMatrixOptions | None = None):
+    def __init__(self, variant: str, options: LayerwiseOptions | None = None):
         if variant not in SIGN_SYMMETRY:
             raise BeyondBPError(f"unknown sign-symmetry variant '{variant}'; known: {', '.join(SIGN_SYMMETRY)}")
-        super().__init__(options)
+        super().__init__(options if options is not None else LayerwiseOptions())
         self.name = variant
         self.magnitudes: dict[str, Tensor] = {}
 
@@ -253,7 +314,7 @@ LDFA_GROUP = "low-dimensional feedback (ldfa)"
 
 
 @dataclass
-class LowRankFeedbackOptions(Section):
+class LowRankFeedbackOptions(ExactModulesOptions):
     """LDFA's options (Hanut & Kadmon 2025): the rank of ``P Q`` and how it learns."""
 
     rank: int = option(10, LDFA_GROUP, "rank r of the feedback P Q")
@@ -276,7 +337,7 @@ class LowRankFeedback(LayerwiseFeedback):
 
     def __init__(self, options: LowRankFeedbackOptions | None = None, **settings: Any):
         options = options if options is not None else LowRankFeedbackOptions(**settings)
-        super().__init__()
+        super().__init__(exact_modules=options.exact_modules)
         self.rank, self.rule, self.feedback_lr = options.rank, options.feedback_rule, options.feedback_lr
         self.p: dict[str, Tensor] = {}
         self.q: dict[str, Tensor] = {}

@@ -22,12 +22,24 @@ the stem's parameters get ``(∂x/∂θ)ᵀ s B_1``; conv1 and conv2 get ``(∂r
 output); fc gets ``∂L/∂θ``. With the points ``["block"]`` alone, the stem belongs to the
 block's segment and gets ``(∂r/∂θ)ᵀ s B_1`` through both the convolutions and the skip.
 
-Default points: a sequence of blocks' children in order (an ``nn.Sequential``), or any
-other module's children in the order they run; a point closes every child that is
-followed by one with weights to train, so parameter-free children (activations, pooling,
-flattening) and normalisation layers join the block before them. For the library's models
-this is every block but the last. A module that runs more than once in a forward pass, or
-whose parameters are shared with another segment, is refused by name.
+Default points, by rule, not by model name: (1) an ``nn.Sequential`` model: its children in
+order, a point closing every child that is followed by one with weights to train, so
+parameter-free children (activations, pooling, flattening) and normalisation layers join the
+block before them (for the library's models, every block but the last); (2) any other model
+that holds stacks of blocks (a ``ModuleList`` or ``Sequential`` inside it of at least two
+blocks of one class, each a module with parts and weights: ``encoder.layer.N`` of BERT and
+ViT, ``h.N`` of GPT-2, ``layers.N``, a ResNet's ``layerK.N``): every block, in running
+order; (3) otherwise the model's children in the order they run, as in (1).
+
+A point's module may return an object (an attention block's tuple, ``nn.LSTM``'s ``(output,
+(h, c))``, a ``ModelOutput``): the signal enters the tensor :mod:`beyondbp.models.outputs`
+chooses (the first) and the rest passes through untouched.
+
+A parameter owned by two modules (tied input embedding and output head) receives the sum of
+what each of its owners' segments gives it: the feedback of the segment of the embedding
+plus the head's true gradient. A module that runs more than once in a forward pass is
+refused by name, and so are shared parameters where each segment steps on its own
+(unlocked updates).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
+from ..models.outputs import replace_output_tensor
 from ..options import Section, option
 
 #: Layers with parameters that do not start a new block in the default points (they normalise
@@ -66,6 +79,31 @@ def default_points(children: Sequence[tuple[str, nn.Module]]) -> list[str]:
     return points
 
 
+def block_lists(model: nn.Module) -> list[str]:
+    """The blocks of the model's stacks (rule 2 of the module docstring), by name, outermost stacks only."""
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        if any(name.startswith(block + ".") for block in found):
+            continue
+        children = list(module.named_children())
+        kinds = {type(child) for _, child in children}
+        if len(children) >= 2 and len(kinds) == 1 and all(
+                next(child.children(), None) is not None and trains(child) for _, child in children):
+            found += [f"{name}.{child}" for child, _ in children]
+    return found
+
+
+def shared_parameters(model: nn.Module) -> dict[int, list[str]]:
+    """Parameters owned by more than one module: ``{id: [their names]}``."""
+    owners: dict[int, list[str]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{module_name}.{name}" if module_name else name)
+    return {key: names for key, names in owners.items() if len(names) > 1}
+
+
 def module_names(model: nn.Module, limit: int = 40) -> str:
     """The model's module names, for error messages (the first ``limit``)."""
     names = [name for name, _ in model.named_modules() if name]
@@ -73,16 +111,16 @@ def module_names(model: nn.Module, limit: int = 40) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def check_point_names(model: nn.Module, names: Sequence[str], method: str) -> list[str]:
+def check_point_names(model: nn.Module, names: Sequence[str], method: str, what: str = "feedback point") -> list[str]:
     """``names`` as a list, after checking that each names a module of ``model`` exactly once."""
     modules = dict(model.named_modules())
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise UnsupportedModelError(f"{method}: feedback point '{name}' is given twice")
+            raise UnsupportedModelError(f"{method}: {what} '{name}' is given twice")
         seen.add(name)
         if not name or name not in modules:
-            raise UnsupportedModelError(f"{method}: feedback point '{name}' is not a module of the model; "
+            raise UnsupportedModelError(f"{method}: {what} '{name}' is not a module of the model; "
                                         f"its modules are: {module_names(model)}")
     return list(names)
 
@@ -120,6 +158,8 @@ class FeedbackPoints:
         self.names: list[str] | None = None if names is None else check_point_names(model, names, method)
         if self.names is None and isinstance(model, nn.Sequential):
             self.names = default_points(list(model.named_children()))
+        #: Parameters owned by several modules (``{id: names}``): every segment that reaches one trains it.
+        self.shared = shared_parameters(model)
         #: Per point, then for the part after the last point: the parameters it trains (found at the
         #: first pass; the graph is assumed to keep its structure from batch to batch).
         self.segments: list[list[nn.Parameter]] | None = None
@@ -130,9 +170,12 @@ class FeedbackPoints:
         """The point names, running the model once without gradients on ``x`` when the defaults depend
         on the order in which its children run."""
         if self.names is None:
+            modules = dict(self.model.named_modules())
+            blocks = block_lists(self.model)
+            candidates = [(name, modules[name]) for name in blocks] or list(self.model.named_children())
             order: list[tuple[str, nn.Module]] = []
             handles = [child.register_forward_pre_hook(lambda m, args, name=name: order.append((name, m)))
-                       for name, child in self.model.named_children()]
+                       for name, child in candidates]
             try:
                 with torch.no_grad():
                     self.model(x)
@@ -141,27 +184,25 @@ class FeedbackPoints:
                     handle.remove()
             counts = {name: sum(n == name for n, _ in order) for name, _ in order}
             once = [(name, m) for name, m in order if counts[name] == 1]
-            self.names = default_points(once)
+            self.names = [name for name, _ in once] if blocks else default_points(once)
         if not self.names:
+            example = next((name for name, m in self.model.named_modules() if name and trains(m)), "layer1")
             raise UnsupportedModelError(f"{self.method}: the model has no feedback point (no child with weights "
-                                        f"follows another); name the points, e.g. feedback_points=['layer1']")
+                                        f"follows another); name the modules where the signal enters, e.g. "
+                                        f"--feedback-points {example} (Python: feedback_points=['{example}'])")
         return self.names
 
     @contextmanager
     def hooked(self, at_point: Callable[[int, Tensor], Tensor]) -> Iterator[None]:
         """Within the block, point ``i``'s output ``h`` is replaced by ``at_point(i, h)`` in the forward pass.
 
-        Refuses a point that runs twice or whose output is not a tensor, naming it.
+        Refuses a point that runs twice or whose output holds no tensor, naming it.
         """
         modules = dict(self.model.named_modules())
         self.fired = 0
 
         def hook(i: int, module: nn.Module, inputs, output):
             name = self.names[i]
-            if not isinstance(output, Tensor):
-                raise UnsupportedModelError(f"{self.method}: feedback point '{name}' ({type(module).__name__}) "
-                                            f"returns {type(output).__name__}, not a tensor; choose a module "
-                                            f"whose output is one tensor")
             if i < self.fired:
                 raise UnsupportedModelError(f"{self.method}: feedback point '{name}' runs more than once in a "
                                             f"forward pass (shared weights); choose modules that run once")
@@ -169,7 +210,8 @@ class FeedbackPoints:
                 raise UnsupportedModelError(f"{self.method}: feedback point '{name}' ran before "
                                             f"'{self.names[self.fired]}'; list the points in the order they run")
             self.fired += 1
-            return at_point(i, output)
+            where = f"{self.method}: feedback point '{name}' ({type(module).__name__})"
+            return replace_output_tensor(output, lambda h: at_point(i, h), where)
 
         handles = [modules[name].register_forward_hook(lambda m, a, o, i=i: hook(i, m, a, o))
                    for i, name in enumerate(self.names)]
@@ -203,7 +245,7 @@ class FeedbackPoints:
         if self.segments is None:
             self.segments = []
         if i == len(self.segments):
-            taken = {id(p) for part in self.segments for p in part}
+            taken = {id(p) for part in self.segments for p in part} - set(self.shared)
             reached = reachable_parameters(root) if root.requires_grad else set()
             part = [p for p in self.model.parameters() if p.requires_grad and id(p) in reached and id(p) not in taken]
             if i < len(self.names) and not part:

@@ -4,7 +4,8 @@ The factory is called as ``FUNCTION(input_shape, num_outputs)``: ``input_shape``
 sample's shape without the batch dimension (``(1, 28, 28)`` for Fashion-MNIST, ``(10,)``
 for a table of 10 features) and ``num_outputs`` the number of classes or regression
 targets. It returns an ``nn.Module`` whose output is ``[batch, num_outputs]`` scores
-(logits); the loss's output activation (the sigmoid of ``bce``) is appended by beyondbp:
+(logits), or an object holding them (a dict, tuple or Hugging Face ``ModelOutput``: see
+:mod:`.outputs`); the loss's output activation (the sigmoid of ``bce``) is appended by beyondbp:
 as a last child of an ``nn.Sequential``, else by a forward hook on the model, so module
 names (and feedback points) stay the user's.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import BeyondBPError
+from .outputs import select_output
 
 
 def is_factory(spec: str) -> bool:
@@ -61,8 +63,9 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def build_user_model(spec: str, input_shape: Sequence[int], num_outputs: int,
-                     output_activation: nn.Module) -> nn.Module:
-    """Call the factory and append ``output_activation`` (see the module docstring)."""
+                     output_activation: nn.Module, output_key: str | None = None) -> nn.Module:
+    """Call the factory, choose the tensor of its output (:mod:`.outputs`) and append ``output_activation``
+    (see the module docstring)."""
     factory = load_factory(spec)
     try:
         model = factory(tuple(input_shape), num_outputs)
@@ -71,7 +74,7 @@ def build_user_model(spec: str, input_shape: Sequence[int], num_outputs: int,
                             f"{num_outputs} outputs: {type(error).__name__}: {error}") from None
     if not isinstance(model, nn.Module):
         raise BeyondBPError(f"model factory '{spec}' returned a {type(model).__name__}, not a torch.nn.Module")
-    return with_output_activation(model, output_activation)
+    return with_output_activation(select_output(model, output_key), output_activation)
 
 
 def with_output_activation(model: nn.Module, activation: nn.Module) -> nn.Module:

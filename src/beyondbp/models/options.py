@@ -9,10 +9,14 @@ from torch import nn
 
 from ..errors import BeyondBPError
 from ..options import Section, option
-from .factory import build_user_model, is_factory, load_factory
+from .factory import build_user_model, is_factory, load_factory, with_output_activation
+from .hf import build_hf_model, check_settings, hf_class, is_hf, parse_settings
+from .outputs import select_output
 from .registry import ACTIVATIONS, MODELS, build_model
 
 GROUP = "model"
+#: Settings of models from elsewhere, not of the registered models.
+OWN_MODELS_ONLY = ("model", "output_key", "hf_config", "hf_pretrained")
 
 
 @dataclass
@@ -20,7 +24,7 @@ class ModelOptions(Section):
     """The model of a run; each model constructor takes the sizes it knows."""
 
     model: str = option("mlp", GROUP, "model, or your own: FILE.py:FUNCTION or package.module:FUNCTION, called as "
-                                      "FUNCTION(input_shape, num_outputs)")
+                                      "FUNCTION(input_shape, num_outputs), or hf:CLASS (a transformers model class)")
     hidden: tuple[int, ...] = option((500,), GROUP, "hidden widths, e.g. 500,500")
     activation: str = option("tanh", GROUP, "hidden activation")
     channels: tuple[int, ...] = option((32, 64), GROUP, "cnn: conv channels")
@@ -30,11 +34,22 @@ class ModelOptions(Section):
     head_dim: int | None = option(None, GROUP, "vit, f3vit: dimension per head (default token width / heads)")
     mlp: int = option(256, GROUP, "vit, f3vit: MLP width")
     patch: int | None = option(None, GROUP, "vit, f3vit: patch size (default a quarter of the image side)")
+    output_key: str | None = option(None, GROUP, "your own or hf: model returning a dict, tuple or ModelOutput: the "
+                                                 "element to train on (default logits, else the first tensor)",
+                                    metavar="KEY")
+    hf_config: str = option("", GROUP, "hf:CLASS: its configuration, e.g. hidden_size=64,num_hidden_layers=2",
+                            metavar="KEY=VALUE,...")
+    hf_pretrained: str | None = option(None, GROUP, "hf:CLASS: load weights from a hub name or a local folder",
+                                       metavar="NAME")
 
     def check(self) -> None:
         super().check()
         ACTIVATIONS.get(self.activation)
-        if is_factory(self.model):
+        if is_hf(self.model):
+            check_settings(hf_class(self.model), parse_settings(self.hf_config))
+        elif self.hf_config or self.hf_pretrained:
+            raise BeyondBPError(f"--hf-config and --hf-pretrained apply to hf:CLASS models, not '{self.model}'")
+        elif is_factory(self.model):
             load_factory(self.model)
         else:
             MODELS.get(self.model)
@@ -43,7 +58,11 @@ class ModelOptions(Section):
 
     def build(self, input_shape: Sequence[int], num_outputs: int, output_activation: nn.Module) -> nn.Module:
         """The model (seed the generator first: its initialisation draws from it)."""
+        if is_hf(self.model):
+            model = build_hf_model(self.model, parse_settings(self.hf_config), self.hf_pretrained, input_shape,
+                                   num_outputs)
+            return with_output_activation(select_output(model, self.output_key), output_activation)
         if is_factory(self.model):
-            return build_user_model(self.model, input_shape, num_outputs, output_activation)
-        sizes = {name: getattr(self, name) for name in self.names() if name != "model"}
+            return build_user_model(self.model, input_shape, num_outputs, output_activation, self.output_key)
+        sizes = {name: getattr(self, name) for name in self.names() if name not in OWN_MODELS_ONLY}
         return build_model(self.model, input_shape, num_outputs, output_activation, **sizes)
