@@ -13,7 +13,7 @@ from torch import nn
 from beyondbp import Trainer
 from beyondbp.cli import main
 from beyondbp.data import Dataset
-from beyondbp.errors import UnsupportedModelError
+from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods import make_method
 from beyondbp.methods.points import FeedbackPoints
 from beyondbp.models.outputs import select_output
@@ -335,3 +335,11 @@ def test_gpt2_conv1d_gets_the_linear_rule_with_its_weight_transposed(transformer
     a, b = gradients(conv, "fa"), gradients(linear, "fa")
     assert torch.allclose(a["0.weight"].T, b["0.weight"]) and torch.allclose(a["0.bias"], b["0.bias"])
     assert torch.allclose(a["2.weight"], b["2.weight"])
+
+
+def test_a_sample_index_outside_the_training_set_is_named():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    method = make_method("f3")
+    method.attach(model, num_outputs=3, num_samples=10)
+    with pytest.raises(BeyondBPError, match="sample index 12 is outside the training set of 10 samples"):
+        method.step(model, torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.tensor([1, 12, 3]), CE)

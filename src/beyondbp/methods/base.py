@@ -108,6 +108,11 @@ class Method:
         if index is None and self.needs_index:
             raise BeyondBPError(f"{self.label} needs each sample's index in the training set: give batches "
                                 f"(x, t, index), e.g. from a dataset wrapped in beyondbp.data.WithIndex(dataset)")
+        if self.needs_index and self.num_samples is not None:
+            outside = index[(index < 0) | (index >= self.num_samples)]
+            if len(outside):
+                raise BeyondBPError(f"{self.label}: sample index {int(outside[0])} is outside the training set of "
+                                    f"{self.num_samples} samples given to attach()")
         return self.compute(model, x, objective.targets(t, self.num_outputs), index, objective)
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
