@@ -107,6 +107,20 @@ def test_cifar10_pickle_batches(tmp_path):
     assert data.test.t.argmax(1).tolist() == [0, 1, 2]
 
 
+def test_cifar100_pickle_files_with_fine_labels(tmp_path):
+    directory = tmp_path / "cifar-100-python"
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 6), ("test", 2)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": [99 - i for i in range(n)],
+                 b"coarse_labels": [0] * n}
+        with open(directory / name, "wb") as f:
+            pickle.dump(batch, f)
+    data = load_dataset("cifar100", data_dir=tmp_path)
+    assert data.train.x.shape == (6, 3, 32, 32) and data.train.t.shape == (6, 100)
+    assert data.test.t.argmax(1).tolist() == [99, 98]
+
+
 def original_targets_up_to_shift(data) -> np.ndarray:
     """All targets in original units, sorted and shifted to start at 0 (the training mean is unknown here)."""
     values = (torch.cat([data.train.t, data.test.t]) * data.target_scale).flatten().sort().values.numpy()

@@ -24,6 +24,7 @@ from .distributed import launched_world
 from .errors import BeyondBPError
 from .execution import ExecutionOptions
 from .lowrank_options import LowRankOptions
+from .lr_schedule import ScheduleOptions
 from .methods import METHOD_SECTIONS, Method, build_method, method_options, method_section
 from .models.options import ModelOptions
 from .optim import TrainingOptions
@@ -44,8 +45,8 @@ class MethodChoice(Section):
     method: str = option("bp", "method", "method or method:variant", flag=False)
 
 
-SECTIONS = (MethodChoice, DataOptions, ModelOptions, *METHOD_SECTIONS, TrainingOptions, ExecutionOptions,
-            LowRankOptions, TrackingOptions)
+SECTIONS = (MethodChoice, DataOptions, ModelOptions, *METHOD_SECTIONS, TrainingOptions, ScheduleOptions,
+            ExecutionOptions, LowRankOptions, TrackingOptions)
 
 _RunFields = compose("_RunFields", SECTIONS, "Every field of every section.")
 
@@ -72,6 +73,9 @@ class RunConfig(_RunFields):
 
     def training_options(self) -> TrainingOptions:
         return TrainingOptions.of(self)
+
+    def schedule_options(self) -> ScheduleOptions:
+        return ScheduleOptions.of(self)
 
     def execution_options(self) -> ExecutionOptions:
         return ExecutionOptions.of(self)
@@ -108,7 +112,8 @@ class RunConfig(_RunFields):
         """Check every name and number before any data is loaded; returns the run's method, built once.
         Every setting with choices is checked, as argparse does, whatever the method."""
         check_choices(self)
-        for section in (DataOptions, ModelOptions, TrainingOptions, ExecutionOptions, TrackingOptions):
+        for section in (DataOptions, ModelOptions, TrainingOptions, ScheduleOptions, ExecutionOptions,
+                        TrackingOptions):
             section.of(self)
         lowrank = self.lowrank_options()
         method = self.build_method()

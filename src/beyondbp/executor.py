@@ -14,7 +14,7 @@ for the parts of a checkpoint that depend on the execution (the model and the op
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,10 +81,13 @@ class Executor:
         return self.parallel.world if self.parallel is not None else 1
 
     def batches(self, train: Dataset | Iterable, batch_size: int, generator: torch.Generator,
-                device: torch.device) -> Iterator[Batch]:
+                device: torch.device, augment: Callable[[Tensor], Tensor] | None = None) -> Iterator[Batch]:
         """The epoch's batches for this process: a rank's slice of each global batch of ``batch_size`` per rank
-        (a last global batch too small to give every rank a sample is left out)."""
+        (a last global batch too small to give every rank a sample is left out), augmented (the whole global
+        batch, so that every rank's slice is what one process would see) when ``augment`` is given."""
         for x, t, index in loaders.iterate(train, batch_size * self.world, generator, device):
+            if augment is not None:
+                x = augment(x)
             if self.parallel is None:
                 yield x, t, index
             elif len(x) >= self.world:

@@ -94,7 +94,8 @@ def train_here(config: RunConfig, method: Method, device: torch.device, parallel
                       target_scale=data.target_scale, device=device, out_dir=out_dir,
                       progress=progress and (parallel is None or parallel.is_main), run_info=config.run_info(),
                       lowrank=config.lowrank_options().schedule(parallel), parallel=parallel,
-                      watts_per_core=config.watts_per_core, logger=logger, upgrade_settings=upgrade_settings)
+                      watts_per_core=config.watts_per_core, logger=logger, upgrade_settings=upgrade_settings,
+                      **recipe(config, data))
     history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                           seed=config.seed, resume=resume, align_every=align_every)
     summary = summarize(config, method, objective.name, data, history)
@@ -105,6 +106,12 @@ def train_here(config: RunConfig, method: Method, device: torch.device, parallel
     if out_dir is not None:
         write_outputs(config, method, data, history, summary, Path(out_dir))
     return summary
+
+
+def recipe(config: RunConfig, data: DataSplit) -> dict[str, Any]:
+    """The Trainer's recipe arguments: the learning-rate schedule, gradient clipping, augmentation."""
+    return {"schedule": config.schedule_options(), "clip_grad_norm": config.clip_grad_norm,
+            "augmentation": config.data_options().augmentation(data)}
 
 
 def write_outputs(config: RunConfig, method: Method, data: DataSplit, history: list[dict[str, Any]],
@@ -150,7 +157,7 @@ def train_stage(config: RunConfig, method: Method, device: torch.device, out_dir
         trainer = Trainer(model, method, None, objective, task=data.task, target_scale=data.target_scale,
                           device=device, out_dir=out_dir, progress=progress and stage.writes,
                           run_info=config.run_info(), watts_per_core=config.watts_per_core,
-                          upgrade_settings=upgrade_settings, executor=stage)
+                          upgrade_settings=upgrade_settings, executor=stage, **recipe(config, data))
         history = trainer.fit(data.train, config.epochs, eval_set=data.test, batch_size=config.batch_size,
                               seed=config.seed, resume=resume)
         summary = {}

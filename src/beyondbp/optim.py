@@ -49,6 +49,8 @@ class TrainingOptions(Section):
     momentum: float = option(0.9, GROUP, "momentum, for sgd")
     weight_decay: float = option(0.0, GROUP, "weight decay: L2 added to the gradient (adam, sgd) or decoupled "
                                              "(adamw)")
+    clip_grad_norm: float | None = option(None, GROUP, "scale each step's gradient down to this global norm at most",
+                                          metavar="NORM")
 
     def check(self) -> None:
         super().check()
@@ -62,6 +64,8 @@ class TrainingOptions(Section):
             raise BeyondBPError(f"{setting('hidden_lr_scale')} must be positive, got {self.hidden_lr_scale}")
         if self.weight_decay < 0:
             raise BeyondBPError(f"{setting('weight_decay')} must be at least 0, got {self.weight_decay}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise BeyondBPError(f"{setting('clip_grad_norm')} must be positive, got {self.clip_grad_norm}")
 
     def optimizer_for(self, model: nn.Module, params: list[nn.Parameter] | None = None) -> torch.optim.Optimizer:
         """The optimizer of ``params`` (default: all of ``model``'s), grouped by :meth:`parameter_groups`."""

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
+from .data.augment import CropFlip, augment_generator
 from .distributed import DataParallel
 from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
 from .executor import Executor
+from .lr_schedule import ScheduleOptions
 from .methods import Method
 from .models.outputs import ensure_output
 from .objectives import Objective
@@ -92,6 +94,11 @@ class Trainer:
         executor: how steps run and state is gathered (:mod:`beyondbp.executor`); by default in this process,
             as a rank of ``parallel`` if given. ``optimizer`` may be None when the executor makes it (a
             pipeline stage optimizes only its own blocks).
+        schedule: the learning rate's schedule (:class:`~beyondbp.lr_schedule.ScheduleOptions`), stepped after
+            every optimizer step and kept in the checkpoint.
+        clip_grad_norm: the most each step's gradient's global norm may be (scaled down above it).
+        augmentation: applied to each training batch with the epoch's generator
+            (:mod:`beyondbp.data.augment`).
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -102,7 +109,8 @@ class Trainer:
                  parallel: DataParallel | None = None, watts_per_core: float = DEFAULT_WATTS_PER_CORE,
                  logger: RunLogger | None = None,
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, schedule: ScheduleOptions | None = None,
+                 clip_grad_norm: float | None = None, augmentation: CropFlip | None = None):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -122,6 +130,8 @@ class Trainer:
         self.parallel = parallel
         self.executor = executor if executor is not None else Executor(parallel)
         self.writes = self.executor.writes
+        self.schedule, self.scheduler = schedule, None
+        self.clip_grad_norm, self.augmentation = clip_grad_norm, augmentation
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -146,22 +156,7 @@ class Trainer:
         :func:`~beyondbp.diagnostics.alignment`) to every N-th epoch's record, measured on a fixed
         batch: the first ``ALIGN_BATCH`` training samples (the first batch of an iterable).
         """
-        if epochs < 1 or batch_size < 1:
-            raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
-        num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
-        num_samples = num_samples or loaders.num_samples(train)
-        self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
-        self.executor.prepare(self, train)
-        if self.out_dir and self.writes:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.history = self._restore() if resume else []
-        if len(self.history) > epochs:
-            raise BeyondBPError(f"cannot resume: {self.checkpoint_path} already holds {len(self.history)} epochs, "
-                                f"more than the {epochs} asked for")
-        self.executor.begin(self)
-        if self.out_dir and self.writes:
-            self._rewrite_metrics()
-        steps = self.executor.num_batches(train, batch_size)
+        steps = self._start(train, epochs, batch_size, resume, num_outputs, num_samples)
         bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
                    desc=self.executor.describe(self.method.label), disable=None if self.progress else True,
                    dynamic_ncols=True, leave=False)
@@ -179,6 +174,8 @@ class Trainer:
                 train_joules += cost.pop("joules")
                 record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds,
                           "train_joules": train_joules, **cost}
+                if self.scheduler is not None:
+                    record["lr"] = self.optimizer.param_groups[0]["lr"]
                 self._end_epoch(record, lowrank_events, train, eval_set, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
         if self.logger is not None and self.history:
@@ -186,6 +183,34 @@ class Trainer:
             self.logger.hyperparameters(self.run_info, final)
             self.logger.close()
         return self.history
+
+    def _start(self, train: Dataset | Iterable, epochs: int, batch_size: int, resume: bool,
+               num_outputs: int | None, num_samples: int | None) -> int | None:
+        """Attach the method, prepare the execution and the schedule, restore a checkpoint; the number of
+        batches per epoch (None for data without a length)."""
+        if epochs < 1 or batch_size < 1:
+            raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
+        num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
+        num_samples = num_samples or loaders.num_samples(train)
+        self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
+        self.executor.prepare(self, train)
+        if self.clip_grad_norm is not None and getattr(self.method, "after_block", None) is not None:
+            raise BeyondBPError("gradient clipping scales the whole step's gradient, but here each block steps as "
+                                "soon as its own exists (unlocked updates, stages): leave clip_grad_norm unset")
+        steps = self.executor.num_batches(train, batch_size)
+        if self.schedule is not None:
+            self.scheduler = self.schedule.scheduler(self.optimizer, epochs, steps)
+            self._planned_epochs = epochs
+        if self.out_dir and self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.history = self._restore() if resume else []
+        if len(self.history) > epochs:
+            raise BeyondBPError(f"cannot resume: {self.checkpoint_path} already holds {len(self.history)} epochs, "
+                                f"more than the {epochs} asked for")
+        self.executor.begin(self)
+        if self.out_dir and self.writes:
+            self._rewrite_metrics()
+        return steps
 
     def _end_epoch(self, record: dict[str, Any], lowrank_events: list, train: Dataset | Iterable,
                    eval_set: Dataset | Iterable | None, align_every: int) -> None:
@@ -219,34 +244,48 @@ class Trainer:
         stage before the last) and the low-rank schedule's events."""
         self.model.train()
         total, count, lowrank_events = 0.0, 0, []
-        batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device)
+        augment = None
+        if self.augmentation is not None:
+            generator = augment_generator(seed, epoch)
+            augment = lambda x: self.augmentation(x, generator)
+        batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device, augment)
         for number, (x, t, index) in enumerate(batches, start=1):
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.executor.gradients(self, x, t, index)
-            if loss is None:
-                continue
-            if epoch == 1 and number == 1:
-                self._first_step_loss = loss
-            loss = self.executor.combine(self, loss, len(x))
-            if not math.isfinite(loss):
-                raise DivergenceError(self._divergence_message(loss, epoch, number))
-            self.optimizer.step()
-            if self.lowrank is not None:
-                event = self.lowrank.after_step(self.model, self.optimizer)
-                if event is not None:
-                    lowrank_events.append(event)
-            total += loss * len(x)
-            count += len(x)
-            bar.update()
-            self._logged_steps += 1
-            if self.logger is not None:
-                self.logger.scalars({"step/train_loss": loss}, self._logged_steps)
+            if loss is not None:
+                if epoch == 1 and number == 1:
+                    self._first_step_loss = loss
+                loss = self._update(loss, len(x), epoch, number, lowrank_events)
+                total += loss * len(x)
+                count += len(x)
+                bar.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
         self.executor.end_steps(self)
         if self.lowrank is not None:
             event = self.lowrank.end_epoch(self.model, self.optimizer)
             if event is not None:
                 lowrank_events.append(event)
         return (total / count if count else None), lowrank_events
+
+    def _update(self, loss: float, local_count: int, epoch: int, number: int, lowrank_events: list) -> float:
+        """The step once this process's gradients exist: combined over processes, checked, clipped, taken;
+        returns the loss averaged over processes."""
+        loss = self.executor.combine(self, loss, local_count)
+        if not math.isfinite(loss):
+            raise DivergenceError(self._divergence_message(loss, epoch, number))
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
+                                           self.clip_grad_norm)
+        self.optimizer.step()
+        if self.lowrank is not None:
+            event = self.lowrank.after_step(self.model, self.optimizer)
+            if event is not None:
+                lowrank_events.append(event)
+        self._logged_steps += 1
+        if self.logger is not None:
+            self.logger.scalars({"step/train_loss": loss}, self._logged_steps)
+        return loss
 
     def _alignment(self, train: Dataset | Iterable) -> dict[str, Any]:
         from .diagnostics import alignment
@@ -295,6 +334,8 @@ class Trainer:
             **parts,
             "method": self.method.state_dict(),
             "lowrank": self.lowrank.state_dict(self.model) if self.lowrank is not None else None,
+            "lr_schedule": ({**self.scheduler.state_dict(), "planned_epochs": self._planned_epochs}
+                            if self.scheduler is not None else None),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }, self.checkpoint_path)
@@ -306,6 +347,12 @@ class Trainer:
         if self.lowrank is not None:
             self.lowrank.prepare_to_load(self.model, state["lowrank"])
         self.executor.restore(self, state, self.checkpoint_path)
+        if self.scheduler is not None:
+            schedule = dict(state.get("lr_schedule") or {})
+            if schedule.pop("planned_epochs", None) != self._planned_epochs:
+                raise BeyondBPError(f"cannot resume from {self.checkpoint_path}: its learning-rate schedule was "
+                                    f"planned for another number of epochs (or none); resume with the same epochs")
+            self.scheduler.load_state_dict(schedule)
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":

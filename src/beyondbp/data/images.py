@@ -19,6 +19,7 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 
 def _idx_split(name: str, base_url: str, hint: str, data_dir, download_files: bool) -> DataSplit:
@@ -44,22 +45,25 @@ def fashion_mnist(data_dir=None, download: bool = False, split_seed: int = 0) ->
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(path: Path, labels: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         batch = pickle.load(f, encoding="bytes")
     images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return images, np.asarray(batch[b"labels"], dtype=np.int64)
+    return images, np.asarray(batch[labels], dtype=np.int64)
+
+
+def _fetch_and_unpack(url: str):
+    def fetch_and_unpack(folder: Path) -> None:
+        fetch([url], folder)
+        with tarfile.open(folder / url.rsplit("/", 1)[-1]) as archive:
+            archive.extractall(folder, filter="data")
+    return fetch_and_unpack
 
 
 @DATASETS.register("cifar10", "CIFAR-10, 50k/10k 32x32x3 (the python pickle batches)")
 def cifar10(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSplit:
     name, hint = "cifar10", "pass --download to fetch them, or --data-dir DIR holding cifar-10-batches-py/"
-    def fetch_and_unpack(folder: Path) -> None:
-        fetch([CIFAR10_URL], folder)
-        with tarfile.open(folder / CIFAR10_URL.rsplit("/", 1)[-1]) as archive:
-            archive.extractall(folder, filter="data")
-
-    files = locate_or_fetch(name, CIFAR_FILES, data_dir, hint, download, fetch_and_unpack,
+    files = locate_or_fetch(name, CIFAR_FILES, data_dir, hint, download, _fetch_and_unpack(CIFAR10_URL),
                             subdirs=("cifar-10-batches-py",))
     parts = [_read_cifar_batch(files[f]) for f in CIFAR_FILES]
     x_train = np.concatenate([x for x, _ in parts[:-1]])
@@ -67,3 +71,12 @@ def cifar10(data_dir=None, download: bool = False, split_seed: int = 0) -> DataS
     x_test, y_test = parts[-1]
     # per-channel mean and std over the training images
     return classification_split(name, x_train, y_train, x_test, y_test, 10, axes=(0, 2, 3))
+
+
+@DATASETS.register("cifar100", "CIFAR-100 (its 100 fine classes), 50k/10k 32x32x3 (the python pickle files)")
+def cifar100(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSplit:
+    name, hint = "cifar100", "pass --download to fetch them, or --data-dir DIR holding cifar-100-python/"
+    files = locate_or_fetch(name, ("train", "test"), data_dir, hint, download, _fetch_and_unpack(CIFAR100_URL),
+                            subdirs=("cifar-100-python",))
+    (x_train, y_train), (x_test, y_test) = (_read_cifar_batch(files[f], b"fine_labels") for f in ("train", "test"))
+    return classification_split(name, x_train, y_train, x_test, y_test, 100, axes=(0, 2, 3))

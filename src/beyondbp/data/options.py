@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..errors import BeyondBPError
 from ..options import Section, option, setting
 from . import load_dataset
+from .augment import AUGMENTATIONS, CropFlip, make_augmentation
 from .dataset import DataSplit
 from .registry import DATASETS
 from .user_files import TASKS, load_user_file
@@ -26,6 +27,9 @@ class DataOptions(Section):
                                            "targets)", choices=TASKS)
     data_dir: str | None = option(None, GROUP, "where data files are (also $BEYONDBP_DATA)")
     download: bool = option(False, GROUP, "download missing data files")
+    augment: str | None = option(None, GROUP, "training images augmented each step: crop-flip (random crop after "
+                                              "padding, horizontal flip; seeded)", choices=AUGMENTATIONS)
+    crop_padding: int = option(4, GROUP, "crop-flip: pixels of zero padding before the crop")
 
     def check(self) -> None:
         super().check()
@@ -33,6 +37,15 @@ class DataOptions(Section):
             DATASETS.get(self.dataset)
             if self.target is not None or self.task is not None:
                 raise BeyondBPError(f"a target column and a task apply to a data file ({setting('data', 'PATH')}) only")
+        if self.crop_padding < 0:
+            raise BeyondBPError(f"{setting('crop_padding')} must be at least 0, got {self.crop_padding}")
+
+    def augmentation(self, data: DataSplit) -> CropFlip | None:
+        """The training set's augmentation (None without one), checked against the data's samples."""
+        augmentation = make_augmentation(self.augment, self.crop_padding)
+        if augmentation is not None:
+            augmentation.check(data.train.input_shape)
+        return augmentation
 
     def load(self) -> DataSplit:
         """The data: the user's file (``data``) or the named data set."""

@@ -13,6 +13,7 @@ from .factory import build_user_model, is_factory, load_factory, with_output_act
 from .hf import build_hf_model, check_settings, hf_class, is_hf, parse_settings
 from .outputs import select_output
 from .registry import ACTIVATIONS, MODELS, build_model
+from .resnet import SHORTCUTS
 
 GROUP = "model"
 #: Settings of models from elsewhere, not of the registered models.
@@ -34,6 +35,8 @@ class ModelOptions(Section):
     head_dim: int | None = option(None, GROUP, "vit, f3vit: dimension per head (default token width / heads)")
     mlp: int = option(256, GROUP, "vit, f3vit: MLP width")
     patch: int | None = option(None, GROUP, "vit, f3vit: patch size (default a quarter of the image side)")
+    shortcut: str = option("A", GROUP, "resnet20/32/56: shortcuts where the shape changes: A (zero-padded "
+                                       "identity) or B (1x1 conv)", choices=SHORTCUTS)
     output_key: str | None = option(None, GROUP, "your own or hf: model returning a dict, tuple or ModelOutput: the "
                                                  "element to train on (default logits, else the first tensor)",
                                     metavar="KEY")

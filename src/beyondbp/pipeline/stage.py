@@ -221,10 +221,12 @@ class StageExecutor(Executor):
 
     # -- steps -----------------------------------------------------------------------------------------
 
-    def batches(self, train: Dataset, batch_size: int, generator: torch.Generator,
-                device: torch.device) -> Iterator[Batch]:
+    def batches(self, train: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
+                augment: Callable[[Tensor], Tensor] | None = None) -> Iterator[Batch]:
+        """The epoch's batches (the first stage's inputs augmented; later stages receive theirs)."""
         self._idle, self._sent = self.link.idle_seconds, self.link.bytes_sent
-        yield from loaders.iterate(self._here(train), batch_size, generator, device)
+        for x, t, index in loaders.iterate(self._here(train), batch_size, generator, device):
+            yield (augment(x) if augment is not None and self.rank == 0 else x), t, index
 
     def gradients(self, trainer: Trainer, x: Tensor, t: Tensor, index: Tensor) -> float | None:
         """This stage's blocks on the batch; the last stage adds the head and returns the loss."""
