@@ -300,3 +300,17 @@ def test_a_nan_cell_says_what_it_means():
     assert mean_std([0.5, 0.7]) == "0.6000 ± 0.1414"
     assert mean_std([0.5, math.nan]) == "diverged in 1 of 2 runs"
     assert mean_std([math.nan] * 3, nan="zero update or gradient") == "zero update or gradient in 3 of 3 runs"
+
+
+def test_bench_loop_compares_the_trainer_with_a_plain_loop(tmp_path, capsys):
+    from beyondbp.cli import main
+
+    assert main(["bench", "loop", "--models", "mlp", "--samples", "256", "--rounds", "1", "--batch-size", "64",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "loop.csv")))
+    assert [r["model"] for r in rows] == ["mlp"]
+    ratio = float(rows[0]["ratio"])
+    assert ratio == pytest.approx(float(rows[0]["beyondbp_samples_per_second"])
+                                  / float(rows[0]["plain_samples_per_second"]))
+    assert "| mlp |" in capsys.readouterr().out
+    assert main(["bench", "loop", "--models", "vgg99", "--out", str(tmp_path)]) == 2

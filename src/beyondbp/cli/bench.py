@@ -9,6 +9,7 @@ from pathlib import Path
 from ..autopq.advanced_bench import run_advanced_suite
 from ..autopq.bench import run_autopq_suite
 from ..bench import load_suite, run_suite, write_results_md
+from ..bench.loop import LOOP_MODELS, loop_markdown, run_loop_bench
 from ..bench.pipeline import PIPELINE_DEFAULTS, SCHEDULES, run_pipeline_bench
 from ..bench.runner import RESULTS_DIR
 from ..bench.speed import run_speed, speed_markdown
@@ -16,7 +17,7 @@ from ..errors import BeyondBPError
 from ..options import int_list, name_list
 
 #: Commands of two words: ``beyondbp bench speed`` is parsed by the parser named "bench speed".
-SUBCOMMANDS = ("bench speed", "bench pipeline")
+SUBCOMMANDS = ("bench speed", "bench pipeline", "bench loop")
 
 
 def add(commands) -> None:
@@ -49,6 +50,15 @@ def add(commands) -> None:
     pipeline.add_argument("--rounds", type=int, default=defaults["rounds"],
                           help="times every configuration runs, in turn; the median round is reported (default 3)")
     pipeline.set_defaults(handler=cmd_pipeline)
+
+    loop = commands.add_parser("bench loop", help="backprop through beyondbp's Trainer against a plain PyTorch loop")
+    loop.add_argument("--models", type=name_list, default=list(LOOP_MODELS), help=f"of {','.join(LOOP_MODELS)}")
+    loop.add_argument("--samples", type=int, default=4096, help="generated images per epoch (default 4096)")
+    loop.add_argument("--batch-size", type=int, default=128, help="default 128")
+    loop.add_argument("--rounds", type=int, default=3, help="interleaved epochs of each loop (default 3)")
+    loop.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    loop.add_argument("--out", type=Path, help="default benchmarks/results/loop")
+    loop.set_defaults(handler=cmd_loop)
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
     results.set_defaults(handler=cmd_results)
@@ -97,6 +107,17 @@ def cmd_speed(args: argparse.Namespace) -> int:
                      model=args.model, device=args.device)
     print(speed_markdown(rows, json.loads((out / "meta.json").read_text())), end="")
     print(f"results: {out / 'speed.csv'}")
+    return 0
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    unknown = [m for m in args.models if m not in LOOP_MODELS]
+    if unknown:
+        raise BeyondBPError(f"bench loop: unknown model '{unknown[0]}'; known: {', '.join(LOOP_MODELS)}")
+    out = args.out or RESULTS_DIR / "loop"
+    rows = run_loop_bench(args.models, args.samples, args.batch_size, args.rounds, out, device=args.device)
+    print(loop_markdown(rows, json.loads((out / "meta.json").read_text())), end="")
+    print(f"results: {out / 'loop.csv'}")
     return 0
 
 
