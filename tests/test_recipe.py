@@ -107,3 +107,20 @@ def test_schedule_augmentation_and_weight_decay_resume_bit_exactly(tmp_path, met
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     assert method != "bp" or whole["test_accuracy"] > 0.6  # and the recipe trains: bp reaches 0.71
     assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa", "f3", "usf"])
+def test_bf16_trains_close_to_fp32(tmp_path, method):
+    """Under bfloat16 autocast (8 bits of mantissa in the products) the same run ends within a few points of
+    float32's, and its parameters stay float32."""
+    common = dict(method=method, dataset="digits", hidden=(64,), loss="ce", epochs=3, seed=1)
+    full = run(RunConfig(**common), tmp_path / "fp32", progress=False)
+    half = run(RunConfig(**common, precision="bf16"), tmp_path / "bf16", progress=False)
+    assert abs(half["test_accuracy"] - full["test_accuracy"]) < 0.06 and half["test_accuracy"] > 0.7
+    state = load_checkpoint(tmp_path / "bf16" / "checkpoint.pt", "cpu")["model"]
+    assert all(v.dtype == torch.float32 for v in state.values())
+
+
+def test_bf16_is_refused_by_methods_that_cannot_run_under_autocast(tmp_path):
+    with pytest.raises(BeyondBPError, match="fg:k1-mean-weights does not run under bf16 autocast"):
+        run(RunConfig(method="fg", dataset="digits", epochs=1, precision="bf16"), tmp_path, progress=False)

@@ -124,3 +124,40 @@ def test_bad_user_input_is_one_line_with_exit_code_2(files, write, args, message
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("1,2,x\n3,4,y\n5,6,\n7,8,x\n", "line 4, column 'label': the target is missing ('')"),
+    ("1,2,0\n3,4,nan\n5,6,1\n7,8,1\n", "line 3, column 'label': the target is missing ('nan')"),
+    ("1,2,2.5\n3,4,abc\n5,6,6.1\n7,8,8\n", "line 3, column 'label': 'abc' is not a number, while 3 of the 4"),
+    ("1,2,2.5\n3,4,inf\n5,6,6.1\n7,8,8\n", "line 3, column 'label': the target 'inf' is not finite"),
+])
+def test_a_table_with_a_missing_or_stray_target_is_refused_not_guessed(tmp_path, capsys, rows, message):
+    """Never a class of its own for an empty cell, never strings from one stray word in a numeric column."""
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n" + rows)
+    assert main(["train", "--data", str(path), "--target", "label", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_an_npz_with_nan_targets_is_refused(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    y = np.arange(10, dtype=np.float64)
+    y[3] = np.nan
+    np.savez(path, x=np.random.default_rng(0).normal(size=(10, 3)), y=y)
+    assert main(["train", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    assert "y holds NaN or infinite values" in capsys.readouterr().err
+
+
+def test_a_dataset_takes_float64_inputs_and_names_the_form_of_its_targets():
+    import torch
+
+    from beyondbp.data import Dataset
+    from beyondbp.errors import BeyondBPError
+
+    data = Dataset(torch.zeros(4, 3, dtype=torch.float64), torch.eye(4, 2, dtype=torch.float64))
+    assert data.x.dtype == data.t.dtype == torch.float32
+    with pytest.raises(BeyondBPError, match="targets must be float \\[N, C\\].*one_hot"):
+        Dataset(torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]))

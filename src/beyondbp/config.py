@@ -117,6 +117,9 @@ class RunConfig(_RunFields):
             section.of(self)
         lowrank = self.lowrank_options()
         method = self.build_method()
+        if self.stages > 1 and self.precision != "fp32":
+            raise BeyondBPError(f"stages send float32 activations between processes: {setting('precision', 'bf16')} "
+                                f"is not supported with stages yet")
         if self.stages > 1 and self.lowrank is not None:
             raise BeyondBPError(f"stages cannot be combined with low-rank training ({self.lowrank})")
         if self.stages > 1:

@@ -99,6 +99,8 @@ class Trainer:
         clip_grad_norm: the most each step's gradient's global norm may be (scaled down above it).
         augmentation: applied to each training batch with the epoch's generator
             (:mod:`beyondbp.data.augment`).
+        precision: ``"bf16"`` runs each step's gradient estimate under bfloat16 autocast (``torch.autocast``);
+            parameters, their gradients, the optimizer and the evaluation stay float32.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -110,7 +112,8 @@ class Trainer:
                  logger: RunLogger | None = None,
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  executor: Executor | None = None, schedule: ScheduleOptions | None = None,
-                 clip_grad_norm: float | None = None, augmentation: CropFlip | None = None):
+                 clip_grad_norm: float | None = None, augmentation: CropFlip | None = None,
+                 precision: str = "fp32"):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -132,6 +135,11 @@ class Trainer:
         self.writes = self.executor.writes
         self.schedule, self.scheduler = schedule, None
         self.clip_grad_norm, self.augmentation = clip_grad_norm, augmentation
+        if precision not in ("fp32", "bf16"):
+            raise BeyondBPError(f"unknown precision '{precision}'; known: fp32, bf16")
+        if precision == "bf16" and not method.supports_autocast:
+            raise BeyondBPError(f"{method.label} does not run under bf16 autocast yet; use precision fp32")
+        self.precision = precision
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -251,7 +259,8 @@ class Trainer:
         batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device, augment)
         for number, (x, t, index) in enumerate(batches, start=1):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.executor.gradients(self, x, t, index)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                loss = self.executor.gradients(self, x, t, index)
             if loss is not None:
                 if epoch == 1 and number == 1:
                     self._first_step_loss = loss

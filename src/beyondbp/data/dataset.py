@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import BeyondBPError
+
 
 @dataclass
 class Dataset:
@@ -24,6 +26,14 @@ class Dataset:
     def __post_init__(self):
         if len(self.x) != len(self.t):
             raise ValueError(f"{len(self.x)} inputs but {len(self.t)} targets")
+        if self.t.dim() != 2 or not self.t.is_floating_point():
+            raise BeyondBPError(f"Dataset targets must be float [N, C] (one-hot rows for classes, values for "
+                                f"regression), got {self.t.dtype} of shape {tuple(self.t.shape)}; for class indices "
+                                f"use torch.nn.functional.one_hot(labels, C).float()")
+        if self.x.is_floating_point() and self.x.dtype != torch.float32:
+            self.x = self.x.float()  # the models' precision: float64 inputs would meet float32 weights
+        if self.t.dtype != torch.float32:
+            self.t = self.t.float()
 
     def __len__(self) -> int:
         return len(self.x)

@@ -87,20 +87,51 @@ def read_csv(path: Path, target: str) -> dict[str, np.ndarray]:
             except ValueError:
                 raise DataFormatError(f"{path}, line {number}, column '{header[i]}': '{row[i]}' is not a number; "
                                       f"features must be numeric") from None
-    labels = np.array([row[column].strip() for row in body])
+    return {"x": x, "y": parse_targets(path, target, [row[column].strip() for row in body])}
+
+
+#: Cells that mean "no value": a target must never be one.
+MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
+
+
+def parse_targets(path: Path, column: str, cells: list[str]) -> np.ndarray:
+    """The target column: integers or numbers where every cell is one, strings (class names) where most cells
+    are not numbers. A missing cell, or a non-number among numbers, is an error naming its line, never a
+    class or a NaN of its own."""
+    for number, cell in enumerate(cells, start=2):
+        if cell.lower() in MISSING:
+            raise DataFormatError(f"{path}, line {number}, column '{column}': the target is missing ('{cell}'); "
+                                  f"fill it in or remove the row")
+    numeric = [is_number(cell) for cell in cells]
+    if not any(numeric) or sum(numeric) < len(cells) / 2:
+        return np.array(cells)  # class names
+    if not all(numeric):
+        number = numeric.index(False) + 2
+        raise DataFormatError(f"{path}, line {number}, column '{column}': '{cells[number - 2]}' is not a number, "
+                              f"while {sum(numeric)} of the {len(cells)} targets are")
+    y = np.array(cells).astype(np.float64)
+    if not np.all(np.isfinite(y)):
+        number = int(np.flatnonzero(~np.isfinite(y))[0]) + 2
+        raise DataFormatError(f"{path}, line {number}, column '{column}': the target '{cells[number - 2]}' is not "
+                              f"finite")
+    if np.all(y == np.round(y)) and not any("." in v or "e" in v.lower() for v in cells):
+        return y.astype(np.int64)
+    return y
+
+
+def is_number(cell: str) -> bool:
     try:
-        y = labels.astype(np.float64)
-        if np.all(y == np.round(y)) and not any("." in v or "e" in v.lower() for v in labels):
-            y = y.astype(np.int64)
+        float(cell)
     except ValueError:
-        y = labels  # strings: classes
-    return {"x": x, "y": y}
+        return False
+    return True
 
 
 def make_split(name: str, arrays: dict[str, np.ndarray], task: str | None, split_seed: int) -> DataSplit:
     x, y = arrays["x"], arrays["y"]
     for key, values in arrays.items():
-        if key.startswith("x") and not np.all(np.isfinite(values)):
+        numeric = np.issubdtype(values.dtype, np.number)
+        if (key.startswith("x") or (key.startswith("y") and numeric)) and not np.all(np.isfinite(values)):
             raise DataFormatError(f"data '{name}': {key} holds NaN or infinite values")
     if len(x) < 2:
         raise DataFormatError(f"data '{name}' holds {len(x)} samples; at least 2 are needed")

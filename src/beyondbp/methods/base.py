@@ -56,6 +56,9 @@ class Method:
     num_samples: int | None = None
     task: str = "classification"
 
+    #: Whether :meth:`step` may run under ``torch.autocast`` (bf16 precision).
+    supports_autocast = True
+
     @property
     def exchanges_own_estimates(self) -> bool:
         """Whether, in data-parallel training, :meth:`step` combines the ranks' estimates (and the mean

@@ -135,6 +135,7 @@ class ForwardGradient(Method):
     (:class:`ForwardGradientOptions`, or its fields as keywords)."""
 
     name = "fg"
+    supports_autocast = False  # its tangents and directional derivatives would meet in two precisions
 
     def __init__(self, options: ForwardGradientOptions | None = None, **settings: Any):
         options = options if options is not None else ForwardGradientOptions(**settings)

@@ -79,9 +79,11 @@ def local_gradient(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor, y: Tenso
             g_rows.mul_(_derivative(activation, y_rows))
         weight = linear.weight
         if weight.grad is None:
-            weight.grad = g.T @ x
-        else:
+            weight.grad = (g.T @ x).to(weight.dtype)  # under bf16 autocast the product is bf16
+        elif g.dtype == weight.dtype:
             weight.grad.addmm_(g.T, x)
+        else:
+            weight.grad.add_((g.T @ x).to(weight.dtype))
         bias = linear.bias
         if bias is not None:
-            bias.grad = g.sum(0) if bias.grad is None else bias.grad.add_(g.sum(0))
+            bias.grad = g.sum(0).to(bias.dtype) if bias.grad is None else bias.grad.add_(g.sum(0))
