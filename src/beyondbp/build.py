@@ -48,6 +48,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
     summary = {
         "method": method.label,
         "dataset": data.name,
+        "data_source": data.source,
         "task": data.task,
         "model": config.model,
         **({} if is_factory(config.model) else {"hidden": list(config.hidden), "activation": config.activation}),

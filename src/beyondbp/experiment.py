@@ -9,6 +9,7 @@ stage of a layer-parallel run (:mod:`beyondbp.pipeline`). It writes ``summary.js
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ import torch.distributed as dist
 from .build import SUMMARY_NAME, build_run, summarize
 from .config import RunConfig, upgrade_settings
 from .data import DataSplit, validation_split
-from .distributed import TIMEOUT, DataParallel, from_environment, launched_device, launched_world, leave_process_group
+from .distributed import (
+    TIMEOUT,
+    DataParallel,
+    from_environment,
+    launched_device,
+    launched_rank,
+    launched_world,
+    leave_process_group,
+)
 from .errors import BeyondBPError
 from .execution import resolve_device
 from .launch import launch
@@ -59,7 +68,11 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
         if config.stages > 1:
             check_stages(config, method, with_validation(data or config.data_options().load(), validation))
         return launch(config, out_dir, resume, progress, align_every, validation)
-    data = with_validation(data or config.data_options().load(), validation)
+    if data is None:
+        data = config.data_options().load()
+        if launched_rank() == 0:  # where the data came from, whatever the progress display
+            print(f"beyondbp: {config.data_options().origin(data)}", file=sys.stderr)
+    data = with_validation(data, validation)
     device = launched_device(resolve_device(config.device))
     if config.stages > 1:
         return train_stage(config, method, device, out_dir, resume, progress, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,6 +64,11 @@ class DataSplit:
     train: Dataset
     test: Dataset
     target_scale: Tensor | None = None
+    #: Where the data came from: the folder or file read, or "bundled ..." / "generated ...".
+    source: str = ""
+
+    def from_source(self, source: str) -> DataSplit:
+        return dataclasses.replace(self, source=source)
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> Tensor:
@@ -138,4 +144,5 @@ def validation_split(data: DataSplit, fraction: float, seed: int) -> DataSplit:
     labels = data.train.t.argmax(dim=1).numpy() if data.task == "classification" else None
     train, validation = split_indices(len(data.train), fraction, seed, labels)
     part = lambda rows: Dataset(data.train.x[rows], data.train.t[rows])
-    return DataSplit(f"{data.name} (validation)", data.task, part(train), part(validation), data.target_scale)
+    return DataSplit(f"{data.name} (validation)", data.task, part(train), part(validation), data.target_scale,
+                     data.source)

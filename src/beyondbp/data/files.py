@@ -64,6 +64,11 @@ def locate(name: str, filenames: Sequence[str], data_dir: Path | str | None, hin
     )
 
 
+def folders(files: dict[str, Path]) -> str:
+    """The folder(s) that ``files`` were found in, for saying where a run's data came from."""
+    return ", ".join(sorted({str(path.parent) for path in files.values()}))
+
+
 def locate_or_fetch(name: str, filenames: Sequence[str], data_dir: Path | str | None, hint: str,
                     download_files: bool, fetch: Callable[[Path], None], gz_ok: bool = False,
                     subdirs: Sequence[str] = ("",)) -> dict[str, Path]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .dataset import DataSplit, classification_split
 from .files import download as fetch
-from .files import locate_or_fetch
+from .files import folders, locate_or_fetch
 from .idx import read_idx
 from .registry import DATASETS
 
@@ -27,7 +27,8 @@ def _idx_split(name: str, base_url: str, hint: str, data_dir, download_files: bo
                             lambda folder: fetch([f"{base_url}/{f}.gz" for f in IDX_FILES], folder), gz_ok=True)
     x_train, y_train, x_test, y_test = (read_idx(files[f]) for f in IDX_FILES)
     # [N, 28, 28] -> [N, 1, 28, 28]; one mean and std over all training pixels
-    return classification_split(name, x_train[:, None], y_train, x_test[:, None], y_test, 10, axes=(0, 1, 2, 3))
+    return classification_split(name, x_train[:, None], y_train, x_test[:, None], y_test, 10,
+                                axes=(0, 1, 2, 3)).from_source(folders(files))
 
 
 @DATASETS.register("mnist", "MNIST handwritten digits, 60k/10k 28x28 (IDX files)")
@@ -70,7 +71,7 @@ def cifar10(data_dir=None, download: bool = False, split_seed: int = 0) -> DataS
     y_train = np.concatenate([y for _, y in parts[:-1]])
     x_test, y_test = parts[-1]
     # per-channel mean and std over the training images
-    return classification_split(name, x_train, y_train, x_test, y_test, 10, axes=(0, 2, 3))
+    return classification_split(name, x_train, y_train, x_test, y_test, 10, axes=(0, 2, 3)).from_source(folders(files))
 
 
 @DATASETS.register("cifar100", "CIFAR-100 (its 100 fine classes), 50k/10k 32x32x3 (the python pickle files)")
@@ -79,4 +80,5 @@ def cifar100(data_dir=None, download: bool = False, split_seed: int = 0) -> Data
     files = locate_or_fetch(name, ("train", "test"), data_dir, hint, download, _fetch_and_unpack(CIFAR100_URL),
                             subdirs=("cifar-100-python",))
     (x_train, y_train), (x_test, y_test) = (_read_cifar_batch(files[f], b"fine_labels") for f in ("train", "test"))
-    return classification_split(name, x_train, y_train, x_test, y_test, 100, axes=(0, 2, 3))
+    return classification_split(name, x_train, y_train, x_test, y_test, 100,
+                                axes=(0, 2, 3)).from_source(folders(files))

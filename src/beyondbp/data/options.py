@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import BeyondBPError
 from ..options import Section, option, setting
@@ -46,6 +47,17 @@ class DataOptions(Section):
         if augmentation is not None:
             augmentation.check(data.train.input_shape)
         return augmentation
+
+    def origin(self, data: DataSplit) -> str:
+        """Where the data came from, in one line; says so when ``data_dir`` was given but the files were found
+        elsewhere (or the data set needs no files)."""
+        line = f"data {data.name}: {data.source or 'source not recorded'}"
+        if self.data_dir is not None and self.data is None:
+            given = Path(self.data_dir).expanduser().resolve()
+            found = [Path(part).resolve() for part in data.source.split(", ") if part.startswith(("/", "."))]
+            if not any(folder == given or given in folder.parents for folder in found):
+                line += f" (not from {setting('data_dir', self.data_dir)})"
+        return line
 
     def load(self) -> DataSplit:
         """The data: the user's file (``data``) or the named data set."""

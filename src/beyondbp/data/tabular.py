@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import DataFormatError
 from .dataset import DataSplit, classification_split, regression_split, split_indices
 from .files import download as fetch
-from .files import locate_or_fetch
+from .files import folders, locate_or_fetch
 from .registry import DATASETS
 
 TEST_FRACTION = 0.2
@@ -24,7 +24,8 @@ def digits(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSp
     x, y = bunch.images[:, None].astype(np.float64), bunch.target
     train, test = split_indices(len(x), TEST_FRACTION, split_seed, labels=y)
     # per-pixel standardisation (constant border pixels are only centred)
-    return classification_split("digits", x[train], y[train], x[test], y[test], 10, axes=(0,))
+    return classification_split("digits", x[train], y[train], x[test], y[test], 10,
+                                axes=(0,)).from_source("bundled with scikit-learn")
 
 
 @DATASETS.register("diabetes", "scikit-learn's diabetes regression, 442 samples, 10 features (bundled)")
@@ -32,7 +33,7 @@ def diabetes(data_dir=None, download: bool = False, split_seed: int = 0) -> Data
     from sklearn.datasets import load_diabetes
 
     x, y = load_diabetes(return_X_y=True)
-    return regression_split("diabetes", x, y, split_seed, TEST_FRACTION)
+    return regression_split("diabetes", x, y, split_seed, TEST_FRACTION).from_source("bundled with scikit-learn")
 
 
 FRIEDMAN_SAMPLES = 10_000
@@ -43,7 +44,8 @@ def friedman(data_dir=None, download: bool = False, split_seed: int = 0) -> Data
     from sklearn.datasets import make_friedman1
 
     x, y = make_friedman1(n_samples=FRIEDMAN_SAMPLES, n_features=10, noise=1.0, random_state=split_seed)
-    return regression_split("friedman", x, y, split_seed, TEST_FRACTION)
+    return regression_split("friedman", x, y, split_seed, TEST_FRACTION).from_source(
+        f"generated (scikit-learn's make_friedman1, seed {split_seed})")
 
 
 UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases"
@@ -61,7 +63,8 @@ def wine_quality(data_dir=None, download: bool = False, split_seed: int = 0) -> 
         table = np.loadtxt(files[name], delimiter=";", skiprows=1)
         parts.append(np.column_stack([table[:, :-1], np.full(len(table), is_red), table[:, -1]]))
     table = np.concatenate(parts)
-    return regression_split("wine-quality", table[:, :-1], table[:, -1], split_seed, TEST_FRACTION)
+    return regression_split("wine-quality", table[:, :-1], table[:, -1], split_seed,
+                            TEST_FRACTION).from_source(folders(files))
 
 
 SGEMM_CSV = "sgemm_product.csv"
@@ -81,4 +84,5 @@ def sgemm(data_dir=None, download: bool = False, split_seed: int = 0) -> DataSpl
     table = np.loadtxt(files[SGEMM_CSV], delimiter=",", skiprows=1)
     if table.ndim != 2 or table.shape[1] != 18:
         raise DataFormatError(f"{SGEMM_CSV} should have 18 columns (14 parameters, 4 runs), got {table.shape}")
-    return regression_split("sgemm", table[:, :14], table[:, 14:].mean(axis=1), split_seed, TEST_FRACTION)
+    return regression_split("sgemm", table[:, :14], table[:, 14:].mean(axis=1), split_seed,
+                            TEST_FRACTION).from_source(folders(files))

@@ -65,4 +65,4 @@ def python_modules(data_dir=None, download: bool = False, split_seed: int = 0) -
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise DataFormatError(f"python-modules: this Python's standard library lacks {', '.join(missing)}")
-    return split_snippets(files)
+    return split_snippets(files).from_source(str(root))

@@ -42,7 +42,7 @@ def load_user_file(path: Path | str, target: str | None = None, task: str | None
         arrays = read_csv(path, target)
     else:
         raise DataFormatError(f"{path}: unknown data file type '{path.suffix}'; use .npz (arrays x, y) or .csv")
-    return make_split(path.stem, arrays, task, split_seed)
+    return make_split(path.stem, arrays, task, split_seed).from_source(str(path))
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
