@@ -343,3 +343,15 @@ def test_a_sample_index_outside_the_training_set_is_named():
     method.attach(model, num_outputs=3, num_samples=10)
     with pytest.raises(BeyondBPError, match="sample index 12 is outside the training set of 10 samples"):
         method.step(model, torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.tensor([1, 12, 3]), CE)
+
+
+def test_a_model_whose_output_does_not_fit_the_data_is_one_line_before_anything_is_written(tmp_path, capsys):
+    factory = tmp_path / "wide.py"
+    factory.write_text("from torch import nn\n\n\ndef model(shape, n):\n"
+                       "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 13))\n")
+    out = tmp_path / "run"
+    assert main(["train", "--model", f"{factory}:model", "--dataset", "digits", "--epochs", "1",
+                 "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "returns outputs of shape (2, 13) for 2 samples; the data needs [batch, 10] (10 classes" in last
+    assert not out.exists()

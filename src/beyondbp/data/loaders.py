@@ -89,15 +89,17 @@ def first_batch(data: Dataset | Iterable, device: torch.device | str) -> Batch:
 
 
 def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device | str) -> int:
-    """The number of outputs: the Dataset's target width, else the model's output width on the first batch."""
-    if isinstance(data, Dataset):
-        return data.num_outputs
+    """The number of outputs, checked once against the model before training: the Dataset's target width must
+    be the model's output width on the first samples (for an iterable, that width is the number)."""
     x, _, _ = first_batch(data, device)
     was_training = model.training
     model.eval()  # no running statistics updated by this look
     with torch.no_grad():
-        y = model(x)
+        y = model(x[:2])
     model.train(was_training)
-    if y.dim() != 2:
-        raise BeyondBPError(f"the model's output has shape {tuple(y.shape)}; expected [batch, outputs]")
+    needed = data.num_outputs if isinstance(data, Dataset) else None
+    if y.dim() != 2 or (needed is not None and y.shape[1] != needed):
+        raise BeyondBPError(f"the model ({type(model).__name__}) returns outputs of shape {tuple(y.shape)} for "
+                            f"{len(x[:2])} samples; the data needs [batch, {needed or 'outputs'}]"
+                            + (f" ({needed} classes or targets)" if needed else ""))
     return y.shape[1]
