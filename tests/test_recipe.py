@@ -12,6 +12,7 @@ from torch import nn
 
 from beyondbp import RunConfig, Trainer, make_method, make_objective, run
 from beyondbp.checkpoint import load_checkpoint
+from beyondbp.data import Dataset
 from beyondbp.data.augment import CropFlip, augment_generator
 from beyondbp.errors import BeyondBPError
 from beyondbp.lr_schedule import ScheduleOptions
@@ -61,8 +62,6 @@ def test_gradient_clipping_bounds_the_step():
     before = [p.detach().clone() for p in model.parameters()]
     trainer = Trainer(model, make_method("bp"), torch.optim.SGD(model.parameters(), lr=1.0),
                       make_objective("ce", "classification"), progress=False, clip_grad_norm=0.01)
-    from beyondbp.data import Dataset
-
     data = Dataset(torch.randn(10, 4) * 5, F.one_hot(torch.arange(10) % 3, 3).float())
     trainer.fit(data, epochs=1, batch_size=10)
     moved = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before)))

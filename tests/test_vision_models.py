@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from beyondbp import make_objective
 from beyondbp.cli import main
 from beyondbp.methods import make_method
 from beyondbp.models.registry import build_model
@@ -48,7 +49,7 @@ def test_a_point_at_every_residual_block_by_default_or_per_stage():
     staged = make_method("dfa", feedback_points=["layer1", "layer2", "layer3"])
     staged.attach(model, num_outputs=10)
     staged.step(model, torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]), None,
-                __import__("beyondbp").make_objective("ce", "classification"))
+                make_objective("ce", "classification"))
     assert all(p.grad is not None for p in model.parameters())
 
 

@@ -33,6 +33,7 @@ from .lr_schedule import ScheduleOptions
 from .methods import Method
 from .models.outputs import ensure_output
 from .objectives import Objective
+from .optim import PRECISIONS
 from .schedule import ParametrizationSchedule
 from .tracking import RunLogger, epoch_scalars
 
@@ -130,13 +131,12 @@ class Trainer:
         self.lowrank = lowrank
         if executor is not None and parallel is not None:
             raise BeyondBPError("give the Trainer either parallel or an executor, not both")
-        self.parallel = parallel
         self.executor = executor if executor is not None else Executor(parallel)
         self.writes = self.executor.writes
         self.schedule, self.scheduler = schedule, None
         self.clip_grad_norm, self.augmentation = clip_grad_norm, augmentation
-        if precision not in ("fp32", "bf16"):
-            raise BeyondBPError(f"unknown precision '{precision}'; known: fp32, bf16")
+        if precision not in PRECISIONS:
+            raise BeyondBPError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
         if precision == "bf16" and not method.supports_autocast:
             raise BeyondBPError(f"{method.label} does not run under bf16 autocast yet; use precision fp32")
         self.precision = precision
