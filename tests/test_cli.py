@@ -57,7 +57,7 @@ def test_compare_writes_table_csv_and_plot(tmp_path):
     (["train", "--method", "nope"], "known methods: bp, brsf, dfa, drtp, f3, fa, fg, frsf, ldfa, shallow, usf"),
     (["train", "--method", "f3", "--signal", "nope"], "known signals: class_error_softmax, current_error"),
     (["train", "--dataset", "nope"], "known datasets: cifar10"),
-    (["train", "--model", "nope"], "known models: cnn, f3vit, mlp, resnet18, resnet20, resnet32, resnet56, vgg11"),
+    (["train", "--model", "nope"], "known models: cnn, f3vit, gpt, mlp, resnet18, resnet20, resnet32, resnet56, vgg11"),
     (["train", "--activation", "nope"], "known activations: gelu, leaky_relu"),
     (["train", "--method", "fa", "--feedback-init", "nope"], "known feedback inits: binomial"),
         (["compare", "--methods", "bp,nope"], "known methods"),

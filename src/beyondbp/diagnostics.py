@@ -92,7 +92,7 @@ def alignment(model: nn.Module, method: Method, x: Tensor, t: Tensor, index: Ten
         estimate = _gradients(model, method, x, t, index, objective)
         method.load_state_dict(copy.deepcopy(method_state))  # undo the step's buffer writes
         exact_method = Backprop()
-        exact_method.attach(model, method.num_outputs, method.num_samples, method.task)
+        exact_method.attach(model, method.num_outputs, method.num_samples, method.task, method.tokens)
         exact = _gradients(model, exact_method, x, t, index, objective)
         report: dict[str, Any] = {
             "parameters": {name: _compare(estimate[name], exact[name]) for name in exact},

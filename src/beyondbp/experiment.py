@@ -142,7 +142,8 @@ def write_outputs(config: RunConfig, method: Method, data: DataSplit, history: l
 def check_stages(config: RunConfig, method: Method, data: DataSplit) -> None:
     """Before any process starts: the model must be a sequence of at least ``config.stages`` blocks."""
     model, method, _, _ = build_run(config, data, torch.device("cpu"), method)
-    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task)
+    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task,
+                  tokens=data.train.tokens)
     count = len(check_sequence(method, model)[0]) + 1
     if config.stages > count:
         raise BeyondBPError(f"cannot cut {count} blocks into {config.stages} stages: every stage needs at least "

@@ -1,18 +1,22 @@
-"""Evaluation of a model on a data set: loss and accuracy, or MAE and RMSE in original units."""
+"""Evaluation of a model on a data set: loss and accuracy, MAE and RMSE in original units, or, for next-token
+prediction, the loss per token with its perplexity and bits."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Dataset, loaders
 from .models.outputs import ensure_output
-from .objectives import Objective
+from .objectives import Objective, token_classes
 
 #: The headline metric of each task and whether larger is better.
-HEADLINE = {"classification": ("test_accuracy", True), "regression": ("test_mae", False)}
+HEADLINE = {"classification": ("test_accuracy", True), "regression": ("test_mae", False), "lm": ("test_loss", False)}
 
 
 @torch.no_grad()
@@ -21,7 +25,10 @@ def evaluate(model: nn.Module, dataset: Dataset | Iterable, objective: Objective
              device: torch.device | str = "cpu", prefix: str = "test") -> dict[str, float]:
     """``{prefix}_loss`` and ``{prefix}_accuracy`` (classification) or ``{prefix}_mae`` and
     ``{prefix}_rmse`` (regression, multiplied back to the targets' original units). ``dataset`` is an
-    in-memory Dataset or any iterable of ``(x, t)`` / ``(x, t, index)`` batches."""
+    in-memory Dataset or any iterable of ``(x, t)`` / ``(x, t, index)`` batches. Task ``lm`` (outputs
+    ``[batch, T, C]``): see :func:`token_metrics`."""
+    if task == "lm":
+        return token_metrics(model, dataset, batch_size, device, prefix)
     was_training = model.training
     ensure_output(model).eval()
     total_loss, correct, abs_error, sq_error, n = 0.0, 0, 0.0, 0.0, 0
@@ -45,3 +52,25 @@ def evaluate(model: nn.Module, dataset: Dataset | Iterable, objective: Objective
         result[f"{prefix}_mae"] = abs_error / n
         result[f"{prefix}_rmse"] = (sq_error / n) ** 0.5
     return result
+
+
+def token_metrics(model: nn.Module, dataset: Dataset | Iterable, batch_size: int, device: torch.device | str,
+                  prefix: str) -> dict[str, float]:
+    """Next-token prediction, over every target token of the data (padding excluded): ``{prefix}_loss`` (the
+    cross-entropy in nats per token), ``{prefix}_perplexity`` (``exp`` of it), ``{prefix}_bits`` (bits per
+    token: bits per character on character- or byte-level data) and ``{prefix}_accuracy`` (the next token
+    predicted by the largest output)."""
+    was_training = model.training
+    ensure_output(model).eval()
+    total_loss, correct, n = 0.0, 0, 0
+    for x, t, _ in loaders.iterate(dataset, batch_size, None, device):
+        y = model(x).float()
+        classes, kept = token_classes(t)
+        losses = F.cross_entropy(y.transpose(1, 2), classes, reduction="none")
+        total_loss += losses[kept].sum().item()
+        correct += (y.argmax(dim=-1) == classes)[kept].sum().item()
+        n += int(kept.sum())
+    model.train(was_training)
+    loss = total_loss / max(n, 1)
+    return {f"{prefix}_loss": loss, f"{prefix}_perplexity": math.exp(min(loss, 700.0)),
+            f"{prefix}_bits": loss / math.log(2), f"{prefix}_accuracy": correct / max(n, 1)}

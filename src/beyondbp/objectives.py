@@ -4,7 +4,10 @@ The model's last block ends in the objective's output activation, so that the mo
 output ``y`` is what the loss and the F³ signals see (as in Flügel et al. 2023:
 sigmoid output + binary cross-entropy for classification, linear output + MSE for
 regression). Targets are float tensors of shape ``[batch, C]``: one-hot for
-classification, standardised values for regression.
+classification, standardised values for regression. Token tasks (``lm``: next-token
+prediction) have outputs ``[batch, T, C]`` and targets ``[batch, T, C]``, one-hot per token;
+a token whose class index is :data:`IGNORE_INDEX` (padding) becomes a row of zeros and
+counts in no loss. The class axis is always the last one.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ from torch import Tensor, nn
 from .errors import BeyondBPError
 from .registry import Registry
 
+#: The class index of a token that is no target (padding), PyTorch's convention.
+IGNORE_INDEX = -100
+#: Tasks whose targets are classes: per sample, or per token (``lm``).
+CLASS_TASKS = ("classification", "lm")
+
 
 class Objective:
     """A loss on the model output ``y`` with the output activation that produces ``y``.
 
-    ``per_sample(y, t)`` returns one loss per sample (averaged over outputs);
-    calling the objective returns the batch mean, the quantity that is minimised.
+    ``per_sample(y, t)`` returns one loss per sample (averaged over outputs; for token outputs,
+    averaged over the sample's tokens that are targets); calling the objective returns the batch
+    mean, the quantity that is minimised.
     """
 
     name: str
@@ -46,15 +55,13 @@ class Objective:
 
     def targets(self, t: Tensor, num_outputs: int) -> Tensor:
         """``t`` as float targets ``[batch, num_outputs]``: class indices (integers, ``[batch]``) become
-        one-hot rows; a ``[batch]`` float vector is one output; ``[batch, C]`` values pass as they are."""
+        one-hot rows; a ``[batch]`` float vector is one output; ``[batch, C]`` values pass as they are.
+        Class indices per token (integers ``[batch, T]``) become ``[batch, T, num_outputs]``, with a row of
+        zeros where the index is :data:`IGNORE_INDEX`."""
         if not t.is_floating_point():
-            if t.dim() != 1:
-                raise BeyondBPError(f"integer targets must be class indices of shape [batch], got shape "
-                                    f"{tuple(t.shape)}")
-            if len(t) and (t.min() < 0 or t.max() >= num_outputs):
-                raise BeyondBPError(f"class index {int(t.max() if t.max() >= num_outputs else t.min())} is out of "
-                                    f"range for {num_outputs} outputs (0 to {num_outputs - 1})")
-            return F.one_hot(t.long(), num_outputs).float()
+            return class_targets(t, num_outputs)
+        if t.dim() == 3 and t.shape[2] == num_outputs:
+            return t
         if t.dim() == 1:
             t = t[:, None]
         if t.dim() != 2 or t.shape[1] != num_outputs:
@@ -68,6 +75,40 @@ class Objective:
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(self.per_sample(y, t).sum(), y)
         return grad
+
+
+def class_targets(t: Tensor, num_outputs: int) -> Tensor:
+    """One-hot rows for class indices ``[batch]`` or ``[batch, T]`` (zeros where ``t`` is :data:`IGNORE_INDEX`)."""
+    if t.dim() not in (1, 2):
+        raise BeyondBPError(f"integer targets must be class indices of shape [batch] (or [batch, tokens]), got "
+                            f"shape {tuple(t.shape)}")
+    kept = t != IGNORE_INDEX if t.dim() == 2 else torch.ones_like(t, dtype=torch.bool)
+    classes = t[kept]
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_outputs):
+        bad = int(classes.max() if classes.max() >= num_outputs else classes.min())
+        raise BeyondBPError(f"class index {bad} is out of range for {num_outputs} outputs (0 to {num_outputs - 1}"
+                            + (f"; {IGNORE_INDEX} marks a token that is no target)" if t.dim() == 2 else ")"))
+    return F.one_hot(torch.where(kept, t, 0).long(), num_outputs).float() * kept[..., None]
+
+
+def token_losses(y: Tensor, t: Tensor) -> Tensor:
+    """Cross-entropy of each token, ``[batch, T]``, for logits and one-hot targets ``[batch, T, C]``; zero for
+    a token that is no target."""
+    return F.cross_entropy(y.transpose(1, 2), t.transpose(1, 2), reduction="none")
+
+
+def token_classes(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(class index, is a target)`` per token, ``[batch, T]`` each, from indices (:data:`IGNORE_INDEX` for
+    padding) or from one-hot rows ``[batch, T, C]`` (zeros for padding)."""
+    if t.is_floating_point():
+        return t.argmax(dim=-1), target_tokens(t)
+    kept = t != IGNORE_INDEX
+    return torch.where(kept, t, 0).long(), kept
+
+
+def target_tokens(t: Tensor) -> Tensor:
+    """Which tokens of one-hot targets ``[batch, T, C]`` are targets (not padding): ``[batch, T]`` booleans."""
+    return t.sum(dim=-1) > 0
 
 
 OBJECTIVES: Registry[type[Objective]] = Registry("loss")
@@ -91,16 +132,18 @@ class BinaryCrossEntropy(Objective):
         return F.binary_cross_entropy(y, t, reduction="none").mean(dim=1)
 
 
-@OBJECTIVES.register("ce", "linear output (logits), softmax cross-entropy")
+@OBJECTIVES.register("ce", "linear output (logits), softmax cross-entropy (per sample, or per token)")
 class CrossEntropy(Objective):
     name = "ce"
-    tasks = ("classification",)
+    tasks = CLASS_TASKS
 
     def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
+        if y.dim() == 3:  # a sample's mean over its target tokens
+            return token_losses(y, t).sum(dim=1) / target_tokens(t).sum(dim=1).clamp(min=1)
         return F.cross_entropy(y, t, reduction="none")
 
     def prediction(self, y: Tensor) -> Tensor:
-        return torch.softmax(y, dim=1)
+        return torch.softmax(y, dim=-1)
 
 
 @OBJECTIVES.register("mse", "linear output, mean squared error")
@@ -112,10 +155,14 @@ class MeanSquaredError(Objective):
         return (y - t).pow(2).mean(dim=1)
 
 
+#: Each task's loss when none is named: the F³ paper's for classification and regression.
+DEFAULT_LOSS = {"classification": "bce", "regression": "mse", "lm": "ce"}
+
+
 def make_objective(name: str | None, task: str) -> Objective:
-    """The objective called ``name``, or the task's default (bce / mse) when ``name`` is None."""
+    """The objective called ``name``, or the task's default when ``name`` is None (:data:`DEFAULT_LOSS`)."""
     if name is None:
-        name = "bce" if task == "classification" else "mse"
+        name = DEFAULT_LOSS[task]
     objective = OBJECTIVES.get(name)()
     if task not in objective.tasks:
         raise BeyondBPError(

@@ -41,8 +41,8 @@ class TrainingOptions(Section):
     epochs: int = option(10, GROUP, "epochs")
     batch_size: int = option(50, GROUP, "batch size (per process)")
     seed: int = option(0, GROUP, "seed", flag=False)
-    loss: str | None = option(None, GROUP, "bce (sigmoid output), ce or mse; default bce for classification, mse "
-                                           "for regression")
+    loss: str | None = option(None, GROUP, "bce (sigmoid output), ce or mse; default bce for classification, ce "
+                                           "for lm, mse for regression")
     optimizer: str = option("adam", GROUP, "adam, adamw or sgd")
     lr: float = option(1e-3, GROUP, "learning rate")
     hidden_lr_scale: float = option(1.0, GROUP, "learning rate of every block but the output block (the model's last "

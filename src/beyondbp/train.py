@@ -200,7 +200,8 @@ class Trainer:
             raise BeyondBPError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
         num_outputs = num_outputs or loaders.num_outputs(train, self.model, self.device)
         num_samples = num_samples or loaders.num_samples(train)
-        self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task)
+        self.method.attach(self.model, num_outputs=num_outputs, num_samples=num_samples, task=self.task,
+                           tokens=loaders.tokens(train, self.device) if self.task == "lm" else None)
         self.executor.prepare(self, train)
         if self.clip_grad_norm is not None and getattr(self.method, "after_block", None) is not None:
             raise BeyondBPError("gradient clipping scales the whole step's gradient, but here each block steps as "

@@ -78,7 +78,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
     data = config.load_data()
     model, method, _, objective = build_run(config, data, device)
-    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task)
+    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task,
+                  tokens=data.train.tokens)
     model.load_state_dict(state["model"])
     method.load_state_dict(state["method"])
     n = min(args.batch_size, len(data.train))

@@ -15,25 +15,34 @@ from ..errors import BeyondBPError
 
 @dataclass
 class Dataset:
-    """Inputs ``x`` (float32, ``[N, ...]``) and targets ``t`` (float32, ``[N, C]``).
+    """Inputs ``x`` (float32, ``[N, ...]``, or token ids) and targets ``t`` (float32, ``[N, C]``).
 
     Classification targets are one-hot; regression targets are standardised (see
-    :attr:`DataSplit.target_scale`).
+    :attr:`DataSplit.target_scale`). Token targets (next-token prediction, task ``lm``) are class
+    indices ``[N, T]`` (int64, :data:`~beyondbp.objectives.IGNORE_INDEX` for padding) with
+    ``num_classes`` the vocabulary's size: one-hot rows ``[N, T, C]`` would not fit in memory.
     """
 
     x: Tensor
     t: Tensor
+    num_classes: int | None = None
 
     def __post_init__(self):
         if len(self.x) != len(self.t):
             raise ValueError(f"{len(self.x)} inputs but {len(self.t)} targets")
-        if self.t.dim() != 2 or not self.t.is_floating_point():
+        if not self.t.is_floating_point() and self.t.dim() == 2:
+            if self.num_classes is None:
+                raise BeyondBPError(f"Dataset targets of integers [N, T] are classes per token: give num_classes (the "
+                                    f"vocabulary's size) too")
+            self.t = self.t.long()
+        elif not self.t.is_floating_point() or self.t.dim() != 2:
             raise BeyondBPError(f"Dataset targets must be float [N, C] (one-hot rows for classes, values for "
-                                f"regression), got {self.t.dtype} of shape {tuple(self.t.shape)}; for class indices "
-                                f"use torch.nn.functional.one_hot(labels, C).float()")
+                                f"regression) or class indices per token [N, T] with num_classes, got {self.t.dtype} "
+                                f"of shape {tuple(self.t.shape)}; for class indices per sample use "
+                                f"torch.nn.functional.one_hot(labels, C).float()")
         if self.x.is_floating_point() and self.x.dtype != torch.float32:
             self.x = self.x.float()  # the models' precision: float64 inputs would meet float32 weights
-        if self.t.dtype != torch.float32:
+        if self.t.is_floating_point() and self.t.dtype != torch.float32:
             self.t = self.t.float()
 
     def __len__(self) -> int:
@@ -44,11 +53,20 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     @property
+    def tokens(self) -> int | None:
+        """Tokens per sample when the targets are classes per token (``[N, T]`` indices), else None."""
+        return None if self.t.is_floating_point() else self.t.shape[1]
+
+    @property
     def num_outputs(self) -> int:
-        return self.t.shape[1]
+        return self.num_classes if self.tokens is not None else self.t.shape[1]
+
+    def rows(self, index) -> Dataset:
+        """The samples ``index`` (a slice, indices or a boolean mask) as a Dataset."""
+        return Dataset(self.x[index], self.t[index], self.num_classes)
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.x.to(device), self.t.to(device))
+        return Dataset(self.x.to(device), self.t.to(device), self.num_classes)
 
 
 @dataclass
@@ -60,7 +78,7 @@ class DataSplit:
     """
 
     name: str
-    task: str  # "classification" or "regression"
+    task: str  # "classification", "regression" or "lm" (next token)
     train: Dataset
     test: Dataset
     target_scale: Tensor | None = None
@@ -137,12 +155,16 @@ def batches(dataset: Dataset, batch_size: int, generator: torch.Generator | None
 
 
 def validation_split(data: DataSplit, fraction: float, seed: int) -> DataSplit:
-    """Carve a seeded validation part out of ``data.train``; it takes the place of the test part.
+    """Carve a validation part out of ``data.train``; it takes the place of the test part.
 
-    Used to choose hyperparameters without looking at the test set (stratified for classification).
+    Used to choose hyperparameters without looking at the test set: seeded (stratified for classification), or,
+    for a corpus (task ``lm``), its last ``fraction`` of chunks, just before the test part in the text.
     """
-    labels = data.train.t.argmax(dim=1).numpy() if data.task == "classification" else None
-    train, validation = split_indices(len(data.train), fraction, seed, labels)
-    part = lambda rows: Dataset(data.train.x[rows], data.train.t[rows])
-    return DataSplit(f"{data.name} (validation)", data.task, part(train), part(validation), data.target_scale,
-                     data.source)
+    if data.task == "lm":
+        cut = len(data.train) - max(1, round(len(data.train) * fraction))
+        train, validation = np.arange(cut), np.arange(cut, len(data.train))
+    else:
+        labels = data.train.t.argmax(dim=1).numpy() if data.task == "classification" else None
+        train, validation = split_indices(len(data.train), fraction, seed, labels)
+    return dataclasses.replace(data, name=f"{data.name} (validation)", train=data.train.rows(train),
+                               test=data.train.rows(validation))

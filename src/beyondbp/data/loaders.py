@@ -2,7 +2,7 @@
 
 The Trainer and the evaluation take either an in-memory :class:`~.dataset.Dataset` (shuffled
 by the run's seed and epoch) or such an iterable, iterated once per epoch in its own order.
-Targets may be class indices (``[batch]``, integers) or values ``[batch, C]``; the objective
+Targets may be class indices (``[batch]``, or ``[batch, T]`` per token, integers) or values ``[batch, C]``; the objective
 converts them (:meth:`~beyondbp.objectives.Objective.targets`). F³ needs every sample's index
 in the training set: :class:`WithIndex` makes any map-style dataset yield it.
 """
@@ -88,18 +88,37 @@ def first_batch(data: Dataset | Iterable, device: torch.device | str) -> Batch:
     raise BeyondBPError("the training data holds no batch")
 
 
+def tokens(data: Dataset | Iterable, device: torch.device | str) -> int | None:
+    """Tokens per sample where the targets are classes per token (``[batch, T]`` integers), else None."""
+    if isinstance(data, Dataset):
+        return data.tokens
+    _, t, _ = first_batch(data, device)
+    return t.shape[1] if not t.is_floating_point() and t.dim() == 2 else None
+
+
 def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device | str) -> int:
     """The number of outputs, checked once against the model before training: the Dataset's target width must
-    be the model's output width on the first samples (for an iterable, that width is the number)."""
-    x, _, _ = first_batch(data, device)
+    be the model's output width on the first samples (for an iterable, that width is the number); for targets
+    per token (``[batch, T]`` class indices) the output must be ``[batch, T, classes]``."""
+    x, t, _ = first_batch(data, device)
     was_training = model.training
     model.eval()  # no running statistics updated by this look
     with torch.no_grad():
         y = model(x[:2])
     model.train(was_training)
     needed = data.num_outputs if isinstance(data, Dataset) else None
+    name = type(model).__name__
+    if not t.is_floating_point() and t.dim() == 2:
+        expected = (len(x[:2]), t.shape[1], needed or "classes")
+        if y.dim() != 3 or y.shape[1] != t.shape[1] or (needed is not None and y.shape[2] != needed):
+            raise BeyondBPError(f"the model ({name}) returns outputs of shape {tuple(y.shape)} for {len(x[:2])} "
+                                f"samples; targets per token need [batch, tokens, classes] = "
+                                f"[{', '.join(map(str, expected))}]" + (" (the token axes differ)"
+                                                                        if y.dim() == 3 and y.shape[1] != t.shape[1]
+                                                                        else ""))
+        return y.shape[2]
     if y.dim() != 2 or (needed is not None and y.shape[1] != needed):
-        raise BeyondBPError(f"the model ({type(model).__name__}) returns outputs of shape {tuple(y.shape)} for "
+        raise BeyondBPError(f"the model ({name}) returns outputs of shape {tuple(y.shape)} for "
                             f"{len(x[:2])} samples; the data needs [batch, {needed or 'outputs'}]"
                             + (f" ({needed} classes or targets)" if needed else ""))
     return y.shape[1]

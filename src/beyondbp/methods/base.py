@@ -55,6 +55,8 @@ class Method:
     num_outputs: int | None = None
     num_samples: int | None = None
     task: str = "classification"
+    #: Tokens per sample for next-token prediction (task ``lm``: outputs ``[batch, tokens, C]``), else None.
+    tokens: int | None = None
 
     #: Whether :meth:`step` may run under ``torch.autocast`` (bf16 precision).
     supports_autocast = True
@@ -83,8 +85,10 @@ class Method:
         num_outputs: int,
         num_samples: int | None = None,
         task: str = "classification",
+        tokens: int | None = None,
     ) -> None:
-        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples. A model whose
+        """Prepare to train ``model`` with ``num_outputs`` outputs on ``num_samples`` samples (of ``tokens``
+        tokens each, with a class per token, for task ``lm``). A model whose
         output is an object (a Hugging Face ``ModelOutput``, a dict, a tuple) is trained on the tensor that
         :mod:`beyondbp.models.outputs` chooses (``logits``, else the first).
 
@@ -92,7 +96,10 @@ class Method:
         """
         if num_outputs < 1:
             raise BeyondBPError(f"{self.name}: num_outputs must be at least 1, got {num_outputs}")
-        self.num_outputs, self.num_samples, self.task = num_outputs, num_samples, task
+        if (task == "lm") != (tokens is not None):
+            raise BeyondBPError(f"{self.name}: give tokens (per sample) exactly for task 'lm', got task {task} and "
+                                f"tokens {tokens}")
+        self.num_outputs, self.num_samples, self.task, self.tokens = num_outputs, num_samples, task, tokens
         self.prepare(ensure_output(model))
 
     def prepare(self, model: nn.Module) -> None:
@@ -102,7 +109,8 @@ class Method:
              objective: Objective) -> StepResult:
         """Forward ``x``, compute the loss against targets ``t`` and fill ``p.grad``.
 
-        ``t`` holds class indices (``[batch]``, integers) or target values (``[batch, C]``).
+        ``t`` holds class indices (``[batch]``, integers; ``[batch, T]`` per token) or target values
+        (``[batch, C]``).
         ``index`` holds the batch's sample indices in the training set (F³ addresses its
         per-sample buffer with them; other methods accept None).
         """
@@ -120,7 +128,7 @@ class Method:
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
                 objective: Objective) -> StepResult:
-        """:meth:`step` after its checks; ``t`` is ``[batch, C]``."""
+        """:meth:`step` after its checks; ``t`` is ``[batch, C]`` (``[batch, T, C]`` per token)."""
         raise NotImplementedError
 
     @property

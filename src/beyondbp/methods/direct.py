@@ -22,6 +22,11 @@ feedback matrix for all positions. ``"per-token"`` draws
 C × (tokens · width), an independent matrix per position; only its mean over tokens
 reaches the output, so most of what it injects is noise to the output.
 
+Next-token prediction (task ``lm``: outputs and signals ``[batch, T, C]``): ``B_i`` is
+C × width and each token's signal enters that token's position, ``s_t @ B_i`` (Launay
+et al. 2020); a point must then output ``[batch, T, width]``. Feedback per block (the
+default points) or per sublayer (attention and MLP as points) is a choice of points.
+
 Any ``nn.Module`` works: the signal enters at its feedback points (module names, see
 :mod:`.points`; default: every block but the last of a sequence of blocks, or the
 top-level children of any other module in the order they run).
@@ -47,6 +52,7 @@ Two executions, with identical gradients:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,9 +60,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BeyondBPError, UnsupportedModelError
-from ..objectives import Objective
+from ..objectives import CLASS_TASKS, Objective
 from .base import Method, StepResult, model_device
-from .direct_options import DirectOptions, F3Options
+from .direct_options import BUFFER_DTYPES, DirectOptions, F3Options
 from .feedback_init import feedback_matrix
 from .local_update import linear_block, local_forward, local_gradient
 from .points import FeedbackPoints
@@ -86,8 +92,8 @@ NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 def centered(s: Tensor) -> Tensor:
-    """``s - mean_c(s)``: each sample's signal without its mean over the C classes."""
-    return s - s.mean(dim=1, keepdim=True)
+    """``s - mean_c(s)``: each sample's (or token's) signal without its mean over the C classes."""
+    return s - s.mean(dim=-1, keepdim=True)
 
 
 def excluded_parameters(model: nn.Module, kinds: Sequence[str]) -> set[int]:
@@ -141,9 +147,16 @@ class DirectFeedback(Method):
             options = F3Options(**vars(options))
         self.options = options
         self.signal: Signal | None = None if signal is None else SIGNALS.get(signal)
-        if options.signal_decay < 1 and (self.signal is None or not self.signal.delayed):
-            raise BeyondBPError(f"signal_decay needs a delayed signal (f3's); {name}'s "
-                                f"{'no signal' if self.signal is None else self.signal.name} has no age")
+        delayed = self.signal is not None and self.signal.delayed
+        for setting, value, default in (("signal_decay", options.signal_decay, 1.0),
+                                        ("buffer_rank", options.buffer_rank, 0),
+                                        ("buffer_dtype", options.buffer_dtype, "float32")):
+            if value != default and not delayed:
+                raise BeyondBPError(f"{setting} needs a delayed signal (f3's); {name}'s "
+                                    f"{'no signal' if self.signal is None else self.signal.name} keeps no buffer")
+        if options.buffer_rank and self.signal.one_hot:
+            raise BeyondBPError(f"buffer_rank: signal '{self.signal.name}' multiplies the stored error with the "
+                                f"target class by class, which needs the full error; use e.g. delayed_error_softmax")
         in_advance = self.signal is None or self.signal.known_in_advance
         if options.execution == "forward" and not in_advance:
             raise BeyondBPError(f"{name}'s signal '{self.signal.name}' is only known after the forward pass; "
@@ -195,25 +208,44 @@ class DirectFeedback(Method):
         self.buffer = None
         if self.signal is None:
             return
-        if self.signal.classification_only and self.task != "classification":
+        if self.signal.classification_only and self.task not in CLASS_TASKS:
             raise BeyondBPError(f"signal '{self.signal.name}' needs a classification data set, got {self.task}")
         if self.signal.delayed:
             if self.options.buffer_init == "class_mean" and self.task != "classification":
                 raise BeyondBPError(f"buffer_init class_mean needs a classification data set, got {self.task}")
             if self.num_samples is None:
                 raise BeyondBPError(f"signal '{self.signal.name}' needs num_samples (the training set size)")
+            rank = self.options.buffer_rank
+            projection = torch.randn(self.num_outputs, rank) / math.sqrt(rank) if rank else None
             self.buffer = DelayedBuffer(self.num_samples, self.num_outputs, model_device(model),
                                         self.options.buffer_init, self.options.signal_decay,
-                                        by_class=self.signal.per_class)
+                                        by_class=self.signal.per_class, tokens=self.tokens,
+                                        dtype=BUFFER_DTYPES[self.options.buffer_dtype], projection=projection)
+
+    @property
+    def signal_width(self) -> int:
+        """The rows of each ``B_i``: the number of outputs, or the delayed buffer's rank."""
+        return self.options.buffer_rank or self.num_outputs
+
+    def _feedback_width(self, i: int, h: Tensor) -> int:
+        """The columns of ``B_i`` for point ``i``'s output ``h`` (see the module docstring)."""
+        if self.tokens is not None:
+            if h.dim() != 3 or h.shape[1] != self.tokens:
+                name = self.points.names[i] if self.points is not None and i < len(self.points.names) else i
+                raise UnsupportedModelError(f"{self.label}: feedback point '{name}' outputs shape {tuple(h.shape)}; "
+                                            f"feedback per token needs [batch, {self.tokens}, width]: choose points "
+                                            f"whose outputs keep the token axis (--feedback-points)")
+            return h.shape[-1]
+        return h.shape[-1] if self.options.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
-            size = h.shape[-1] if self.options.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
+            size = self._feedback_width(i, h)
             self.feedback.append(
-                feedback_matrix(self.options.feedback_init, self.num_outputs, size, self.options.normalize).to(h.device)
+                feedback_matrix(self.options.feedback_init, self.signal_width, size, self.options.normalize).to(h.device)
             )
         return self.feedback[i]
 
@@ -231,14 +263,17 @@ class DirectFeedback(Method):
         return self.feedback or []
 
     def injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
-        """``s @ B`` shaped like ``h``: a C × width ``B`` on a token sequence gives every token the same
-        value divided by the number of tokens (divided by the batch size too with ``batch_mean``)."""
+        """``s @ B`` shaped like ``h``: a signal per token gives each token its own; a C × width ``B`` on a
+        token sequence gives every token the same value divided by the number of tokens. ``batch_mean``
+        divides by the batch size (by the tokens of the batch for a signal per token)."""
         grad = s @ b
-        if grad.shape[1] == h[0].numel():
+        if s.dim() == 3:
+            grad = grad.to(h.dtype)
+        elif grad.shape[1] == h[0].numel():
             grad = grad.view_as(h)
         else:
             grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
-        return grad / len(h) if self.options.batch_mean else grad
+        return grad / s.shape[:-1].numel() if self.options.batch_mean else grad
 
     def connect(self, parallel=None, step_segment=None) -> None:
         """Unlocked updates take ``step_segment``; data parallelism gathers the delayed buffer's writes."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..errors import BeyondBPError
 from ..options import option
 from .feedback_init import FeedbackMatrixOptions
@@ -13,6 +15,7 @@ from .points import PointOptions
 from .signals import BUFFER_INITS, SIGNALS, check_decay
 
 DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
+BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 EXECUTIONS = ("auto", "autograd", "forward")
 TOKEN_FEEDBACK = ("shared", "per-token")
 #: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
@@ -57,9 +60,15 @@ class F3Options(DirectOptions):
                                               "for its class)", choices=tuple(BUFFER_INITS))
     signal_decay: float = option(1.0, "f3", "read a delayed signal as decay ** age x value, its age in epochs, and "
                                             "weigh class means by it (1: the paper, no decay; not in the papers)")
+    buffer_dtype: str = option("float32", "f3", "the delayed buffer's number type: float16 or bfloat16 halve its "
+                                                "bytes", choices=tuple(BUFFER_DTYPES))
+    buffer_rank: int = option(0, "f3", "store each delayed error projected to this many dimensions by a fixed random "
+                                       "matrix, which the feedback matrices then act on (0: the full error)")
 
     def check(self) -> None:
         super().check()
         if self.signal is not None:
             SIGNALS.get(self.signal)
         check_decay(self.signal_decay)
+        if self.buffer_rank < 0:
+            raise BeyondBPError(f"buffer_rank must be at least 0 (0: the full error), got {self.buffer_rank}")

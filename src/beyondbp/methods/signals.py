@@ -1,8 +1,9 @@
 """Signals for direct feedback: what is projected through the fixed matrices ``B_i``.
 
-Direct-feedback methods differ only in the signal ``s`` (shape ``[batch, C]``) whose
-projection ``s @ B_i`` is handed to autograd as the gradient of the loss with respect
-to hidden block ``i``'s output. Sign convention (used for every signal): ``s`` points
+Direct-feedback methods differ only in the signal ``s`` (shape ``[batch, C]``; per token,
+``[batch, T, C]``, for next-token prediction) whose projection ``s @ B_i`` is handed to
+autograd as the gradient of the loss with respect to hidden block ``i``'s output (each
+token's signal to that token's position, as Launay et al. 2020 do for language models). Sign convention (used for every signal): ``s`` points
 from the output towards the target, e.g. ``s = t - y``; with ``s @ B_i`` as the gradient
 this is DFA (Nøkland 2016) with feedback ``-B_i``, which for the symmetric
 initialisations is the same distribution.
@@ -73,14 +74,14 @@ def loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
 
 def softmax_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
     """``t - softmax(y)``."""
-    return t - torch.softmax(y, dim=1)
+    return t - torch.softmax(y, dim=-1)
 
 
 def softmax_loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
     """``-∂ℓ_n(softmax(y_n))/∂y_n``."""
     y = y.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(objective.per_sample(torch.softmax(y, dim=1), t).sum(), y)
+        (grad,) = torch.autograd.grad(objective.per_sample(torch.softmax(y, dim=-1), t).sum(), y)
     return -grad
 
 
@@ -88,7 +89,7 @@ def softmax_loss_error(y: Tensor, t: Tensor, objective: Objective) -> Tensor:
 BUFFER_INITS = {
     "target": lambda t, buffer: t,  # the F³ paper: the buffer starts as the targets, so epoch 1 is DRTP
     "zeros": lambda t, buffer: torch.zeros_like(t),  # no signal before the first visit: hidden blocks wait an epoch
-    "centered_target": lambda t, buffer: t - t.mean(dim=1, keepdim=True),  # t - 1/C: nothing common to all classes
+    "centered_target": lambda t, buffer: t - t.mean(dim=-1, keepdim=True),  # t - 1/C: nothing common to classes
     "class_mean": lambda t, buffer: t @ buffer.class_means(),  # the mean error of the sample's class written so far
 }
 
@@ -113,19 +114,34 @@ class DelayedBuffer:
     cause of F³'s late-epoch decline); decay weighs fresher errors more. The class means weigh
     each row by the same ``decay ** age`` (a weighted mean: fresher rows count more, the scale
     stays): with a small ``decay`` they follow the last fraction of an epoch.
+
+    Next-token prediction stores a row per token (``tokens``: ``[N, T, C]``). Two bounded stores
+    (issue "language models"; measured in NOTES.md): ``dtype`` float16 or bfloat16 halves the bytes;
+    ``projection`` (a fixed ``C × r`` matrix) stores ``value @ projection``, ``r`` numbers per row
+    instead of ``C``, and the feedback matrices then act on those ``r`` dimensions: the
+    low-dimensional error feedback of Hanut & Kadmon (2025) with a fixed projection. With the
+    identity as projection the store is the full one.
     """
 
     def __init__(self, num_samples: int, num_outputs: int, device: torch.device, init: str = "target",
-                 decay: float = 1.0, by_class: bool = False):
+                 decay: float = 1.0, by_class: bool = False, tokens: int | None = None,
+                 dtype: torch.dtype = torch.float32, projection: Tensor | None = None):
         if init not in BUFFER_INITS:
             raise BeyondBPError(f"unknown buffer init '{init}'; known: {', '.join(BUFFER_INITS)}")
         check_decay(decay)
-        self.values = torch.zeros(num_samples, num_outputs, device=device)
+        #: Fixed ``C × r`` matrix: rows are stored (and read) as ``value @ projection`` (see :class:`StoreOptions`).
+        self.projection = None if projection is None else projection.to(device)
+        width = num_outputs if projection is None else projection.shape[1]
+        self.values = torch.zeros(num_samples, *(() if tokens is None else (tokens,)), width, device=device,
+                                  dtype=dtype)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
         self.init = BUFFER_INITS[init]
         self.decay = decay
         #: Whether each class's sum of written rows and their count are kept (soft targets: weights).
         self.by_class = by_class or init == "class_mean"
+        if self.by_class and (tokens is not None or projection is not None):
+            raise BeyondBPError("class means of the delayed signal (buffer_init class_mean, a per-class signal) need "
+                                "one full row per sample: not per token, not a low-dimensional store")
         if self.by_class:
             self.class_sum = torch.zeros(num_outputs, num_outputs, device=device)
             self.class_count = torch.zeros(num_outputs, device=device)
@@ -135,11 +151,23 @@ class DelayedBuffer:
         #: In data-parallel training: gathers every rank's ``(index, values)`` so all buffers stay equal.
         self.sync: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """The stored rows' size in bytes."""
+        return self.values.numel() * self.values.element_size()
+
+    def _per_sample(self, values: Tensor) -> Tensor:
+        """``[batch]`` values shaped to multiply rows of ``[batch, (T,) width]``."""
+        return values.view(-1, *(1,) * (self.values.dim() - 1))
+
     def read(self, index: Tensor, t: Tensor) -> Tensor:
-        values = self.values[index]
+        values = self.values[index].float()
         if self.decay < 1:  # the faithful method's step pays nothing for the option
-            values = values * self.weights(index)[:, None]
-        return torch.where(self.written[index, None], values, self.init(t, self))
+            values = values * self._per_sample(self.weights(index))
+        first = self.init(t, self)
+        if self.projection is not None:
+            first = first @ self.projection
+        return torch.where(self._per_sample(self.written[index]), values, first)
 
     def weights(self, index: Tensor) -> Tensor:
         """``decay ** age`` of rows ``index`` now (ones without decay)."""
@@ -156,6 +184,8 @@ class DelayedBuffer:
 
     def write(self, index: Tensor, values: Tensor, t: Tensor) -> None:
         values = values.detach()
+        if self.projection is not None:
+            values = values @ self.projection
         if self.sync is not None and self.by_class:  # the targets travel with the rows: every rank counts classes
             index, rows = self.sync(index, torch.cat([values, t], dim=1))
             values, t = rows.split(values.shape[1], dim=1)
@@ -166,7 +196,7 @@ class DelayedBuffer:
             weighted = t[old] * self.weights(index[old])[:, None]
             self.class_sum -= weighted.T @ self.values[index[old]]
             self.class_count -= weighted.sum(dim=0)
-        self.values[index] = values
+        self.values[index] = values.to(self.values.dtype)
         self.written[index] = True
         self.advance(len(index))
         if self.decay < 1:
@@ -187,6 +217,8 @@ class DelayedBuffer:
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {"values": self.values, "written": self.written}
+        if self.projection is not None:
+            state.update(projection=self.projection)
         if self.decay < 1:
             state.update(stamp=self.stamp, clock=self.clock)
         if self.by_class:
@@ -194,10 +226,13 @@ class DelayedBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["values"].shape != self.values.shape:
+        if state["values"].shape != self.values.shape or state["values"].dtype != self.values.dtype:
             raise ValueError(
-                f"delayed buffer has shape {tuple(state['values'].shape)}, expected {tuple(self.values.shape)}"
+                f"delayed buffer has {state['values'].dtype} values of shape {tuple(state['values'].shape)}, expected "
+                f"{self.values.dtype} of shape {tuple(self.values.shape)}"
             )
+        if ("projection" in state) != (self.projection is not None):
+            raise ValueError("the delayed buffer's checkpoint and this run disagree on a low-dimensional store")
         if ("stamp" in state) != (self.decay < 1):
             raise ValueError("the delayed buffer's checkpoint and this run disagree on signal_decay")
         if ("class_sum" in state) != self.by_class:

@@ -29,12 +29,14 @@ class ModelOptions(Section):
     hidden: tuple[int, ...] = option((500,), GROUP, "hidden widths, e.g. 500,500")
     activation: str = option("tanh", GROUP, "hidden activation")
     channels: tuple[int, ...] = option((32, 64), GROUP, "cnn: conv channels")
-    depth: int = option(4, GROUP, "vit: transformer blocks; f3vit: hidden blocks, the last the head's hidden layer")
-    width: int = option(128, GROUP, "vit: token width; f3vit: the whole sequence's width")
-    heads: int = option(4, GROUP, "vit, f3vit: attention heads")
-    head_dim: int | None = option(None, GROUP, "vit, f3vit: dimension per head (default token width / heads)")
-    mlp: int = option(256, GROUP, "vit, f3vit: MLP width")
+    depth: int = option(4, GROUP, "vit, gpt: transformer blocks; f3vit: hidden blocks, the last the head's hidden "
+                                  "layer")
+    width: int = option(128, GROUP, "vit, gpt: token width; f3vit: the whole sequence's width")
+    heads: int = option(4, GROUP, "vit, f3vit, gpt: attention heads")
+    head_dim: int | None = option(None, GROUP, "vit, f3vit, gpt: dimension per head (default token width / heads)")
+    mlp: int = option(256, GROUP, "vit, f3vit, gpt: MLP width")
     patch: int | None = option(None, GROUP, "vit, f3vit: patch size (default a quarter of the image side)")
+    tie_weights: bool = option(False, GROUP, "gpt: the output layer uses the token embedding's matrix")
     shortcut: str = option("A", GROUP, "resnet20/32/56: shortcuts where the shape changes: A (zero-padded "
                                        "identity) or B (1x1 conv)", choices=SHORTCUTS)
     output_key: str | None = option(None, GROUP, "your own or hf: model returning a dict, tuple or ModelOutput: the "

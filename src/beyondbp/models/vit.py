@@ -22,14 +22,15 @@ from .registry import activation as make_activation
 
 
 class PositionEmbedding(nn.Module):
-    """Learned additive position embeddings (no weight transport: the gradient passes unchanged)."""
+    """Learned additive position embeddings (no weight transport: the gradient passes unchanged); a shorter
+    sequence (a prompt) takes the first positions."""
 
     def __init__(self, tokens: int, width: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.weight
+        return x + self.weight[:, :x.shape[1]]
 
 
 class Patches(nn.Module):
@@ -43,12 +44,18 @@ class Patches(nn.Module):
         return nn.functional.unfold(x, self.patch, stride=self.patch).transpose(1, 2)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with separate ``Linear`` projections for queries, keys, values and output."""
+def causal_mask(tokens: int, device: torch.device) -> Tensor:
+    """``[T, T]`` additive mask: 0 where position ``t`` may attend to ``s ≤ t``, ``-inf`` above the diagonal."""
+    return torch.full((tokens, tokens), float("-inf"), device=device).triu(diagonal=1)
 
-    def __init__(self, width: int, heads: int, head_dim: int):
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate ``Linear`` projections for queries, keys, values and output;
+    ``causal``: each position attends to itself and the positions before it only."""
+
+    def __init__(self, width: int, heads: int, head_dim: int, causal: bool = False):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.causal = heads, head_dim, causal
         inner = heads * head_dim
         self.query, self.key, self.value = (nn.Linear(width, inner) for _ in range(3))
         self.out = nn.Linear(inner, width)
@@ -57,15 +64,18 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         split = lambda z: z.view(b, n, self.heads, self.head_dim).transpose(1, 2)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        if self.causal:
+            scores = scores + causal_mask(n, x.device)
+        weights = torch.softmax(scores, dim=-1)
         return self.out((weights @ v).transpose(1, 2).reshape(b, n, -1))
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, width: int, heads: int, head_dim: int, mlp: int, activation: str):
+    def __init__(self, width: int, heads: int, head_dim: int, mlp: int, activation: str, causal: bool = False):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = SelfAttention(width, heads, head_dim)
+        self.attention = SelfAttention(width, heads, head_dim, causal)
         self.mlp = nn.Sequential(nn.Linear(width, mlp), make_activation(activation), nn.Linear(mlp, width))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -214,7 +214,7 @@ class StageExecutor(Executor):
     def _here(self, data: Dataset) -> Dataset:
         """``data`` as this stage reads it: stages after the first take their inputs from the previous stage
         and iterate targets and indices only."""
-        return data if self.rank == 0 else Dataset(data.x.new_empty(len(data), 0), data.t)
+        return data if self.rank == 0 else Dataset(data.x.new_empty(len(data), 0), data.t, data.num_classes)
 
     def _receive(self, count: int) -> Tensor:
         return self.link.receive((count, *self.shapes[self.first_block - 1]))
