@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Each creates .venv if needed, installs the pinned packages and the project, and the
-# Debian package with Fashion-MNIST when running as root with apt available.
+# Debian packages with Fashion-MNIST and the fortunes corpus when running as root with apt available.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+FORTUNES := /usr/share/games/fortunes/literature
 
 .PHONY: demo test test-fast lint setup data clean
 
@@ -26,6 +27,14 @@ data:
 		|| echo "notice: could not install dataset-fashion-mnist; Fashion-MNIST runs will need --data-dir or --download"; \
 	else \
 		echo "notice: not root or no apt-get: skipping dataset-fashion-mnist (Fashion-MNIST needs --data-dir or --download)"; \
+	fi
+	@if [ -f $(FORTUNES) ]; then \
+		echo "fortunes corpus: found in $(dir $(FORTUNES))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq fortunes >/dev/null || (apt-get update -qq && apt-get install -y -qq fortunes >/dev/null)) \
+		|| echo "notice: could not install fortunes; the fortunes corpus will need --data-dir"; \
+	else \
+		echo "notice: not root or no apt-get: skipping fortunes (the fortunes corpus needs --data-dir)"; \
 	fi
 
 demo: setup data

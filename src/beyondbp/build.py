@@ -15,7 +15,6 @@ from .config import RunConfig, upgrade_settings
 from .data import DataSplit
 from .methods import Method
 from .metrics import HEADLINE
-from .models.factory import is_factory
 from .objectives import Objective, make_objective
 
 SUMMARY_NAME = "summary.json"
@@ -51,7 +50,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         "data_source": data.source,
         "task": data.task,
         "model": config.model,
-        **({} if is_factory(config.model) else {"hidden": list(config.hidden), "activation": config.activation}),
+        "model_description": config.model_options().describe(),
         "loss": loss,
         "optimizer": config.optimizer,
         "lr": config.lr,
@@ -71,6 +70,10 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
     }
     if data.task == "regression":
         summary["test_rmse"] = last["test_rmse"]
+    if data.task == "lm":
+        summary.update({k: last[k] for k in ("test_perplexity", "test_bits", "test_accuracy")})
+    if getattr(method, "buffer", None) is not None:
+        summary["buffer_bytes"] = method.buffer.nbytes
     if "trainable_fraction" in last:
         summary.update(trainable_fraction=last["trainable_fraction"], ranks=last["ranks"])
     return summary

@@ -23,7 +23,6 @@ from .config import RunConfig
 from .errors import BeyondBPError, UnsupportedModelError
 from .experiment import run
 from .metrics import HEADLINE
-from .models.factory import is_factory
 from .plots import plot_curves
 from .tables import mean_std, write_rows
 from .train import METRICS_NAME
@@ -91,9 +90,7 @@ def write_csv(summaries: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def settings_line(base: RunConfig, seeds: Sequence[int]) -> str:
-    hidden = ",".join(map(str, base.hidden)) or "none"
-    model = base.model if is_factory(base.model) else f"{base.model} hidden {hidden} {base.activation}"
-    return (f"{base.data or base.dataset}, {model}, loss {base.loss or 'default'}, "
+    return (f"{base.data or base.dataset}, {base.model_options().describe()}, loss {base.loss or 'default'}, "
             f"{base.optimizer} lr {base.lr:g}, batch {base.batch_size}, {base.epochs} epochs, "
             f"feedback {base.feedback_init}, seeds {','.join(map(str, seeds))}")
 

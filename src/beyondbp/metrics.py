@@ -3,9 +3,8 @@ prediction, the loss per token with its perplexity and bits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,6 @@
 """The ``beyondbp`` command, one module per family of commands: training (:mod:`.train`, :mod:`.compare`),
-benchmarks (:mod:`.bench`), the forward-gradient tools (:mod:`.forward`), AutoPQ
+benchmarks (:mod:`.bench`), the forward-gradient tools (:mod:`.forward`), text from a language model
+(:mod:`.generate`), AutoPQ
 (:mod:`beyondbp.autopq.cli`) and ``list``.
 
 User errors (unknown names, missing data, bad numbers) print one line and exit 2; a diverging run exits 1
@@ -27,7 +28,7 @@ from ..models import ACTIVATIONS, MODELS
 from ..objectives import OBJECTIVES
 from ..optim import OPTIMIZERS
 from ..options import FLAGS_ENVIRONMENT
-from . import bench, compare, forward, train
+from . import bench, compare, forward, generate, train
 from .common import Parser, output_folder
 
 
@@ -56,6 +57,7 @@ def build_parser() -> Parser:
     compare.add(commands)
     bench.add(commands)
     forward.add(commands)
+    generate.add(commands)
     autopq_cli.add(commands, output_folder)
     commands.add_parser("list", help="methods, signals, feedback inits, data sets, models").set_defaults(
         handler=cmd_list)

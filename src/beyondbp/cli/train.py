@@ -62,7 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{summary['method']} on {summary['dataset']}: {metric} {summary[metric]:.4f} "
           f"(best {summary['best_' + metric]:.4f}) after {summary['epochs']} epochs, "
           f"{summary['train_seconds']:.1f} s and {summary['train_joules']:.0f} J training "
-          f"({summary['energy_source']}); outputs in {out}")
+          f"({summary['energy_source']})"
+          + (f"; delayed buffer {summary['buffer_bytes'] / 2**20:.1f} MiB" if "buffer_bytes" in summary else "")
+          + f"; outputs in {out}")
     if "split" in summary:
         print(f"{config.stages} stages, {summary['samples_per_second']:.0f} samples/s in the last epoch: "
               f"{summary['split']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,8 @@ class Dataset:
             raise ValueError(f"{len(self.x)} inputs but {len(self.t)} targets")
         if not self.t.is_floating_point() and self.t.dim() == 2:
             if self.num_classes is None:
-                raise BeyondBPError(f"Dataset targets of integers [N, T] are classes per token: give num_classes (the "
-                                    f"vocabulary's size) too")
+                raise BeyondBPError("Dataset targets of integers [N, T] are classes per token: give num_classes (the "
+                                    "vocabulary's size) too")
             self.t = self.t.long()
         elif not self.t.is_floating_point() or self.t.dim() != 2:
             raise BeyondBPError(f"Dataset targets must be float [N, C] (one-hot rows for classes, values for "
@@ -84,6 +85,8 @@ class DataSplit:
     target_scale: Tensor | None = None
     #: Where the data came from: the folder or file read, or "bundled ..." / "generated ...".
     source: str = ""
+    #: A corpus's :class:`~.corpus.Vocabulary` (task ``lm``): token ids to text and back.
+    vocabulary: Any = None
 
     def from_source(self, source: str) -> DataSplit:
         return dataclasses.replace(self, source=source)

@@ -2,9 +2,9 @@
 
 The Trainer and the evaluation take either an in-memory :class:`~.dataset.Dataset` (shuffled
 by the run's seed and epoch) or such an iterable, iterated once per epoch in its own order.
-Targets may be class indices (``[batch]``, or ``[batch, T]`` per token, integers) or values ``[batch, C]``; the objective
-converts them (:meth:`~beyondbp.objectives.Objective.targets`). F³ needs every sample's index
-in the training set: :class:`WithIndex` makes any map-style dataset yield it.
+Targets may be class indices (``[batch]``, or ``[batch, T]`` per token, integers) or values
+``[batch, C]``; the objective converts them (:meth:`~beyondbp.objectives.Objective.targets`). F³
+needs every sample's index in the training set: :class:`WithIndex` makes any map-style dataset yield it.
 """
 
 from __future__ import annotations
@@ -102,12 +102,17 @@ def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device
     per token (``[batch, T]`` class indices) the output must be ``[batch, T, classes]``."""
     x, t, _ = first_batch(data, device)
     was_training = model.training
-    model.eval()  # no running statistics updated by this look
-    with torch.no_grad():
-        y = model(x[:2])
-    model.train(was_training)
-    needed = data.num_outputs if isinstance(data, Dataset) else None
     name = type(model).__name__
+    model.eval()  # no running statistics updated by this look
+    try:
+        with torch.no_grad():
+            y = model(x[:2])
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise BeyondBPError(f"the model ({name}) fails on the data's first samples ({x.dtype} of shape "
+                            f"{tuple(x[:2].shape)}): {str(error).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    needed = data.num_outputs if isinstance(data, Dataset) else None
     if not t.is_floating_point() and t.dim() == 2:
         expected = (len(x[:2]), t.shape[1], needed or "classes")
         if y.dim() != 3 or y.shape[1] != t.shape[1] or (needed is not None and y.shape[2] != needed):

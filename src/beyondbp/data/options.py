@@ -9,6 +9,7 @@ from ..errors import BeyondBPError
 from ..options import Section, option, setting
 from . import load_dataset
 from .augment import AUGMENTATIONS, CropFlip, make_augmentation
+from .corpus import CORPORA, TOKENIZERS, load_text_file
 from .dataset import DataSplit
 from .registry import DATASETS
 from .user_files import TASKS, load_user_file
@@ -21,23 +22,44 @@ class DataOptions(Section):
     """Where a run's data comes from."""
 
     dataset: str = option("digits", GROUP, "data set; see 'beyondbp list'")
-    data: str | None = option(None, GROUP, "your own data file instead: .npz (arrays x, y; optional x_test, y_test) "
-                                           "or .csv (with --target)", metavar="PATH")
+    data: str | None = option(None, GROUP, "your own data file instead: .npz (arrays x, y; optional x_test, y_test), "
+                                           ".csv (with --target) or .txt (a corpus: --task lm)", metavar="PATH")
     target: str | None = option(None, GROUP, "--data FILE.csv: the target column", metavar="COLUMN")
     task: str | None = option(None, GROUP, "--data: force the task (default: classification for integer or string "
-                                           "targets)", choices=TASKS)
+                                           "targets; lm, next-token prediction, for .txt)", choices=(*TASKS, "lm"))
+    context: int | None = option(None, GROUP, "task lm: tokens per sample (the chunks the text is cut into; "
+                                              "default 128 for a named corpus)", metavar="TOKENS")
+    tokenizer: str = option("char", GROUP, "task lm: token ids of the text: char (its characters) or byte (UTF-8 "
+                                           "bytes)", choices=TOKENIZERS)
     data_dir: str | None = option(None, GROUP, "where data files are (also $BEYONDBP_DATA)")
     download: bool = option(False, GROUP, "download missing data files")
     augment: str | None = option(None, GROUP, "training images augmented each step: crop-flip (random crop after "
                                               "padding, horizontal flip; seeded)", choices=AUGMENTATIONS)
     crop_padding: int = option(4, GROUP, "crop-flip: pixels of zero padding before the crop")
 
+    @property
+    def corpus(self) -> bool:
+        """Whether the data is a text for next-token prediction (a named corpus or a .txt file)."""
+        return self.dataset in CORPORA if self.data is None else Path(self.data).suffix == ".txt"
+
     def check(self) -> None:
         super().check()
         if self.data is None:
             DATASETS.get(self.dataset)
-            if self.target is not None or self.task is not None:
+            if self.target is not None or (self.task is not None and not (self.corpus and self.task == "lm")):
                 raise BeyondBPError(f"a target column and a task apply to a data file ({setting('data', 'PATH')}) only")
+        elif self.corpus and self.task not in (None, "lm"):
+            raise BeyondBPError(f"{self.data} is a text: its task is lm (next-token prediction), not {self.task}")
+        elif self.corpus and self.context is None:
+            raise BeyondBPError(f"{self.data} is a text corpus for task lm: give {setting('context', 'TOKENS')} (the "
+                                f"tokens per sample, e.g. 128)")
+        elif self.task == "lm":
+            raise BeyondBPError(f"task lm reads a text corpus (.txt), not {self.data}")
+        if self.context is not None and not self.corpus:
+            raise BeyondBPError(f"{setting('context', 'TOKENS')} applies to a text corpus (task lm: "
+                                f"{', '.join(CORPORA)} or --data FILE.txt)")
+        if self.context is not None and self.context < 1:
+            raise BeyondBPError(f"{setting('context', 'TOKENS')} must be at least 1, got {self.context}")
         if self.crop_padding < 0:
             raise BeyondBPError(f"{setting('crop_padding')} must be at least 0, got {self.crop_padding}")
 
@@ -61,6 +83,8 @@ class DataOptions(Section):
 
     def load(self) -> DataSplit:
         """The data: the user's file (``data``) or the named data set."""
+        if self.data is not None and self.corpus:
+            return load_text_file(self.data, self.context, self.tokenizer)
         if self.data is not None:
             return load_user_file(self.data, self.target, self.task, split_seed=0)
-        return load_dataset(self.dataset, self.data_dir, self.download)
+        return load_dataset(self.dataset, self.data_dir, self.download, context=self.context, tokenizer=self.tokenizer)

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BeyondBPError, UnsupportedModelError
-from ..objectives import CLASS_TASKS, Objective
+from ..objectives import CLASS_TASKS, Objective, target_tokens
 from .base import Method, StepResult, model_device
 from .direct_options import BUFFER_DTYPES, DirectOptions, F3Options
 from .feedback_init import feedback_matrix
@@ -94,6 +94,12 @@ NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 def centered(s: Tensor) -> Tensor:
     """``s - mean_c(s)``: each sample's (or token's) signal without its mean over the C classes."""
     return s - s.mean(dim=-1, keepdim=True)
+
+
+def signal_of(s: Tensor, t: Tensor, center: bool) -> Tensor:
+    """The signal as projected: centred with ``center``; per token, zero for a token that is no target (padding)."""
+    s = centered(s) if center else s
+    return s * target_tokens(t)[..., None] if s.dim() == 3 else s
 
 
 def excluded_parameters(model: nn.Module, kinds: Sequence[str]) -> set[int]:
@@ -243,10 +249,10 @@ class DirectFeedback(Method):
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
-            size = self._feedback_width(i, h)
-            self.feedback.append(
-                feedback_matrix(self.options.feedback_init, self.signal_width, size, self.options.normalize).to(h.device)
-            )
+            options = self.options
+            matrix = feedback_matrix(options.feedback_init, self.signal_width, self._feedback_width(i, h),
+                                     options.normalize)
+            self.feedback.append(matrix.to(h.device))
         return self.feedback[i]
 
     @torch.no_grad()
@@ -315,7 +321,7 @@ class DirectFeedback(Method):
         """The signal that hidden blocks receive, if it exists before the forward pass (centred with
         ``center_signal``); None for DFA's current error and for shallow learning."""
         s = self.signal.before_pass(t, index, self.buffer) if self.signal else None
-        return centered(s) if s is not None and self.options.center_signal else s
+        return signal_of(s, t, self.options.center_signal) if s is not None else None
 
     def forward_blocks(self, blocks: Sequence[nn.Module], h: Tensor, s: Tensor | None, first: int = 0,
                        deliver: Callable[[Tensor], None] | None = None) -> Tensor:
@@ -413,7 +419,7 @@ class DirectFeedback(Method):
         if self.signal is not None and self.execution != "forward":
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
             if s is None and current is not None:  # DFA's error exists only now
-                s = centered(current) if self.options.center_signal else current
+                s = signal_of(current, t, self.options.center_signal)
         segments = [points.segment(i, h) for i, h in enumerate(outputs)]
         torch.autograd.backward(loss, inputs=points.segment(len(points.names), loss))
         if s is not None:  # the matrices are drawn in point order, then the injections run last first

@@ -1,7 +1,8 @@
 """The local update of a ``Linear`` + activation block, computed in place (forward execution).
 
 For a block ``h = φ(W x + b)`` that receives ``g = ∂L/∂h`` (direct feedback), the weight
-gradients are ``δ = g ⊙ φ'(h)``, ``∂L/∂W = δᵀ x`` and ``∂L/∂b = Σ_samples δ`` (Nøkland 2016,
+gradients are ``δ = g ⊙ φ'(h)``, ``∂L/∂W = δᵀ x`` and ``∂L/∂b = Σ_samples δ`` (sums over samples and
+tokens; Nøkland 2016,
 Eq. 3; F³ paper, Sec. 3.3). For tanh, sigmoid, ReLU and leaky ReLU, ``φ'`` is a function of the
 output ``h``, so nothing but the input and the output needs to be kept. Here ``δ`` overwrites
 ``g`` a few rows at a time and ``δᵀ x`` is added straight into ``W.grad`` (``addmm_``): at most
@@ -77,6 +78,7 @@ def local_gradient(parts: tuple[bool, nn.Linear, nn.Module], x: Tensor, y: Tenso
         g = g.reshape(y.shape)
         for g_rows, y_rows in zip(g.split(ROWS), y.split(ROWS)):
             g_rows.mul_(_derivative(activation, y_rows))
+        g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # tokens count as samples
         weight = linear.weight
         if weight.grad is None:
             weight.grad = (g.T @ x).to(weight.dtype)  # under bf16 autocast the product is bf16

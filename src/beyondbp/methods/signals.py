@@ -3,7 +3,8 @@
 Direct-feedback methods differ only in the signal ``s`` (shape ``[batch, C]``; per token,
 ``[batch, T, C]``, for next-token prediction) whose projection ``s @ B_i`` is handed to
 autograd as the gradient of the loss with respect to hidden block ``i``'s output (each
-token's signal to that token's position, as Launay et al. 2020 do for language models). Sign convention (used for every signal): ``s`` points
+token's signal to that token's position, as Launay et al. 2020 do for language models).
+Sign convention (used for every signal): ``s`` points
 from the output towards the target, e.g. ``s = t - y``; with ``s @ B_i`` as the gradient
 this is DFA (Nøkland 2016) with feedback ``-B_i``, which for the symmetric
 initialisations is the same distribution.

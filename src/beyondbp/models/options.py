@@ -12,7 +12,7 @@ from ..options import Section, option
 from .factory import build_user_model, is_factory, load_factory, with_output_activation
 from .hf import build_hf_model, check_settings, hf_class, is_hf, parse_settings
 from .outputs import select_output
-from .registry import ACTIVATIONS, MODELS, build_model
+from .registry import ACTIVATIONS, MODELS, build_model, model_settings
 from .resnet import SHORTCUTS
 
 GROUP = "model"
@@ -60,6 +60,17 @@ class ModelOptions(Section):
             MODELS.get(self.model)
         if any(h < 1 for h in self.hidden):
             raise BeyondBPError(f"hidden widths must be positive, got {','.join(map(str, self.hidden))}")
+
+    def describe(self) -> str:
+        """The model and the sizes it reads, for reports: ``gpt depth 4, width 128, ...``."""
+        if is_hf(self.model):
+            return f"{self.model} {self.hf_config}".strip()
+        if is_factory(self.model):
+            return self.model
+        value = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        sizes = [f"{name} {value(getattr(self, name))}" for name in model_settings(self.model)
+                 if name in self.names() and getattr(self, name) is not None]
+        return f"{self.model} {', '.join(sizes)}".strip()
 
     def build(self, input_shape: Sequence[int], num_outputs: int, output_activation: nn.Module) -> nn.Module:
         """The model (seed the generator first: its initialisation draws from it)."""

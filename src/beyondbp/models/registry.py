@@ -26,6 +26,18 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS.get(name)()
 
 
+def _parameters(constructor: Callable) -> list[tuple[str, type]]:
+    return [(k, v) for k, v in typing.get_type_hints(constructor).items() if k not in ("return", "output_activation")]
+
+
+def model_settings(name: str) -> list[str]:
+    """The settings the model called ``name`` reads (its keywords and the fields of its groups of options)."""
+    names = []
+    for parameter, hint in _parameters(MODELS.get(name))[2:]:  # after input_shape and num_outputs
+        names += [f.name for f in dataclasses.fields(hint)] if dataclasses.is_dataclass(hint) else [parameter]
+    return names
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],
@@ -42,7 +54,7 @@ def build_model(
     constructor = MODELS.get(name)
     given = {k: v for k, v in options.items() if v is not None}
     arguments = {}
-    for parameter, hint in typing.get_type_hints(constructor).items():
+    for parameter, hint in _parameters(constructor):
         if dataclasses.is_dataclass(hint):  # a group of options (e.g. TransformerShape), built from its fields
             arguments[parameter] = hint(**{f.name: given[f.name] for f in dataclasses.fields(hint) if f.name in given})
         elif parameter in given:
