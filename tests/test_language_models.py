@@ -241,3 +241,16 @@ def test_train_then_generate_from_the_command_line(tmp_path, capsys):
     assert first.startswith("def ") and len(first.rstrip("\n")) >= 4 + 30 - first.count("\n")
     assert main(["generate", "--run", str(out), "--prompt", "def ", "--tokens", "30", "--seed", "1"]) == 0
     assert capsys.readouterr().out == first  # seeded
+
+
+def test_the_ngram_floors_are_counted_on_the_training_part():
+    from beyondbp.data import DataSplit
+    from beyondbp.ngram import ngram_losses
+
+    train = Dataset(torch.tensor([[0, 1, 0, 1]]), torch.tensor([[1, 0, 1, 0]]), num_classes=2)
+    test = Dataset(torch.tensor([[0, 0]]), torch.tensor([[1, 1]]), num_classes=2)
+    floors = ngram_losses(DataSplit("toy", "lm", train, test))
+    # unigram: (2 + 1) / (4 + 2) for token 1; bigram: after 0, token 1 followed 2 times: (2 + 1) / (2 + 2)
+    assert floors["unigram"] == pytest.approx(-math.log(3 / 6))
+    assert floors["bigram"] == pytest.approx(-math.log(3 / 4))
+    assert floors["train_tokens"] == 4

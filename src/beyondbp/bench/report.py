@@ -146,7 +146,8 @@ def selection_text(suite: Suite) -> str:
 
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
                    meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
-                   cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#") -> str:
+                   cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#",
+                   floor_rows: list[dict[str, Any]] | None = None) -> str:
     epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
     lines = [
         f"{heading} Suite `{suite.name}`", "",
@@ -174,6 +175,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
         spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
                    for m, runs in by_method.items()}
+        lines += corpus_lines(dataset, model, by_method, cost_rows or [], floor_rows or [])
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger, spreads)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
         lines += alignment_lines(alignment_rows or [], dataset, model, heading)
@@ -218,6 +220,28 @@ def table_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, An
                      f"{cost('trainable_fraction', '{:.0%}')} |"
                      + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else "")
                      + (f" {energy} |" if energy_sources else ""))
+    return lines
+
+
+def corpus_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, Any]]],
+                 cost_rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]) -> list[str]:
+    """For a corpus (task lm): the n-gram floors, and each method's bits per token, tokens per second and
+    joules per thousand tokens."""
+    floors = next((r for r in floor_rows if r["dataset"] == dataset), None)
+    if floors is None:
+        return []
+    tokens = float(floors["train_tokens"])
+    lines = ["", f"Floors on the test part, counted on the training part ({tokens:,.0f} tokens; add-one smoothing): "
+                 f"unigram {float(floors['unigram']):.4f}, bigram {float(floors['bigram']):.4f} nats per token.", "",
+             "| method | final bits / token | below bigram | tokens / s | J / 1k tokens |", "|---|---|---|---|---|"]
+    for method, runs in by_method.items():
+        costs = [r for r in cost_rows if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+        seconds = mean([float(r["seconds_per_epoch"]) for r in costs]) if costs else math.nan
+        joules = [float(r["joules_per_epoch"]) for r in costs if r.get("joules_per_epoch")]
+        final = mean([r["final"] for r in runs])
+        lines.append(f"| {method} | {final / math.log(2):.3f} | {'yes' if final < float(floors['bigram']) else 'no'} "
+                     f"| {tokens / seconds:,.0f} | " + (f"{mean(joules) / tokens * 1000:.3g}" if joules else "–")
+                     + " |")
     return lines
 
 
@@ -269,9 +293,11 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         alignment_rows = read_rows(alignment_path) if alignment_path.is_file() else None
         cost_path = results_dir / f"{suite.name}-cost.csv"
         cost_rows = read_rows(cost_path) if cost_path.is_file() else None
+        floor_path = results_dir / f"{suite.name}-floors.csv"
+        floor_rows = read_rows(floor_path) if floor_path.is_file() else None
         prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
         sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, cost_rows, image_prefix=prefix,
-                                       heading="##"))
+                                       heading="##", floor_rows=floor_rows))
     if (results_dir / "autopq" / "autopq.csv").is_file():
         from ..autopq.bench import autopq_section
 

@@ -28,10 +28,12 @@ from tqdm.auto import tqdm
 
 from ..build import SUMMARY_NAME
 from ..config import RunConfig, upgrade_settings
-from ..data import DataSplit, load_dataset
+from ..data import DataSplit
+from ..data.options import DataOptions
 from ..errors import BeyondBPError, DivergenceError
 from ..experiment import run
 from ..metrics import HEADLINE
+from ..ngram import ngram_losses
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
 from .machine import machine_description
@@ -71,13 +73,24 @@ class Job:
         return None
 
 
+def cached_data(config: RunConfig) -> DataSplit:
+    """The run's data as its data options read it (a corpus's context and tokens too), loaded once per process."""
+    return _load_data(tuple(vars(config.data_options()).items()))
+
+
 @lru_cache(maxsize=4)
-def cached_dataset(name: str) -> DataSplit:
-    return load_dataset(name)
+def _load_data(settings: tuple) -> DataSplit:
+    return DataOptions(**dict(settings)).load()
+
+
+def dataset_task(suite: Suite, dataset: str) -> str:
+    """The task of one of the suite's data sets."""
+    model, method = next(iter(suite.models)), suite.methods[0]
+    return cached_data(suite.config(dataset, model, method, 0, suite.tuning.first_lr(), 1)).task
 
 
 def execute_job(job: Job) -> dict[str, Any]:
-    data = cached_dataset(job.config.dataset) if job.config.nproc == 1 else None  # launched runs load their own
+    data = cached_data(job.config) if job.config.nproc == 1 else None  # launched runs load their own
     try:
         return run(job.config, job.out_dir, resume=True, progress=False, data=data, align_every=job.align_every,
                    validation=job.validation)
@@ -134,7 +147,7 @@ def choose_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
     outcomes = iter(outcomes)
     rows = []
     for dataset, model, method in cells:
-        larger_is_better = HEADLINE[cached_dataset(dataset).task][1]
+        larger_is_better = HEADLINE[dataset_task(suite, dataset)][1]
         scored = [(lr, headline_value(next(outcomes))) for lr in suite.tuning.lrs]
         valid = [(lr, v) for lr, v in scored if not math.isnan(v)]
         best = (max if larger_is_better else min)(valid, key=lambda lv: lv[1])[0] if valid else suite.tuning.lrs[0]
@@ -181,6 +194,17 @@ def search_learning_rates(suite: Suite, runs_dir: Path, n_jobs: int) -> tuple[li
     return rows, ran
 
 
+def corpus_floors(suite: Suite, jobs: list[Job]) -> list[dict[str, Any]]:
+    """For each corpus (task lm) of the suite: the unigram and bigram models' test loss and the training tokens
+    (:mod:`beyondbp.ngram`), on the data as the suite's first run of that corpus reads it."""
+    rows = []
+    for dataset in suite.datasets:
+        config = next(job.config for job in jobs if job.config.dataset == dataset)
+        if cached_data(config).task == "lm":
+            rows.append({"dataset": dataset, **ngram_losses(cached_data(config))})
+    return rows
+
+
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
     """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
     per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and
@@ -204,7 +228,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
     rows, curves, alignment_rows, cost_rows = [], {}, [], []
     for job, outcome in zip(jobs, outcomes):
         c = job.config
-        metric = HEADLINE[cached_dataset(c.dataset).task][0]
+        metric = HEADLINE[cached_data(c).task][0]
         key = {"dataset": c.dataset, "model": job.model, "method": job.method, "seed": c.seed}
         if "diverged" in outcome:
             final = best = math.nan
@@ -224,6 +248,9 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
         rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
     write_rows(cost_rows, results_dir / f"{suite.name}-cost.csv")
+    floor_rows = corpus_floors(suite, jobs)
+    if floor_rows:
+        write_rows(floor_rows, results_dir / f"{suite.name}-floors.csv")
     if suite.align:
         write_rows(alignment_rows, results_dir / f"{suite.name}-alignment.csv")
     plot_suite(suite.name, curves, results_dir)
@@ -236,6 +263,6 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
                 "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows,
-                                                                        cost_rows))
+                                                                        cost_rows, floor_rows=floor_rows))
     return results_dir / f"{suite.name}.csv"
 
