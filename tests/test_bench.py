@@ -314,3 +314,45 @@ def test_bench_loop_compares_the_trainer_with_a_plain_loop(tmp_path, capsys):
                                   / float(rows[0]["plain_samples_per_second"]))
     assert "| mlp |" in capsys.readouterr().out
     assert main(["bench", "loop", "--models", "vgg99", "--out", str(tmp_path)]) == 2
+
+
+CORPUS_SUITE = """
+description = "a corpus"
+data = "{corpus}"
+context = 16
+model = "gpt"
+depth = 1
+width = 16
+heads = 2
+mlp = 32
+seeds = [1]
+methods = ["bp", "dfa"]
+
+[models.gpt-tiny]
+model = "gpt"
+
+[datasets.argparse]
+epochs = 1
+
+[tuning]
+lrs = [1e-3]
+"""
+
+
+def test_a_corpus_suite_reports_the_ngram_floors_and_a_sample_per_method(tmp_path):
+    import sysconfig
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()[:20000])
+    suites, runs, results = tmp_path / "suites", tmp_path / "runs", tmp_path / "results"
+    suites.mkdir()
+    (suites / "corpus.toml").write_text(CORPUS_SUITE.format(corpus=corpus))
+    suite = load_suite("corpus", suites_dir=suites)
+    assert suite.config("argparse", "gpt-tiny", "bp", 1, 1e-3, 1).width == 16  # a shared width beside model tables
+    run_suite(suite, n_jobs=1, runs_dir=runs, results_dir=results)
+    floors = list(csv.DictReader(open(results / "corpus-floors.csv")))
+    assert len(floors) == 1 and float(floors[0]["bigram"]) < float(floors[0]["unigram"])
+    rows = {r["method"]: float(r["final"]) for r in csv.DictReader(open(results / "corpus.csv"))}
+    assert rows["bp"] < float(floors[0]["unigram"]) + 0.5  # one epoch of a tiny model: near the unigram model
+    md = (results / "corpus.md").read_text()
+    assert "unigram" in md and "bits / token" in md and "**dfa**" in md and "```text" in md

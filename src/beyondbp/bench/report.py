@@ -9,13 +9,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..metrics import HEADLINE
 from ..plots import plot_curves, plot_sweep
 from ..tables import mean_std, read_rows, write_rows
 from .speed import speed_markdown
 from .suite import SUITES_DIR, Suite, load_suite
 
 CSV_COLUMNS = ("dataset", "model", "method", "seed", "epochs", "metric", "final", "best")
-LARGER_IS_BETTER = {"test_accuracy": True, "test_mae": False}
+LARGER_IS_BETTER = dict(HEADLINE.values())
 NOTES_NAME = "NOTES.md"  # hand-written analysis next to RESULTS.md, linked from it
 
 
@@ -147,7 +148,8 @@ def selection_text(suite: Suite) -> str:
 def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[str, Any]],
                    meta: dict[str, Any], alignment_rows: list[dict[str, Any]] | None = None,
                    cost_rows: list[dict[str, Any]] | None = None, image_prefix: str = "", heading: str = "#",
-                   floor_rows: list[dict[str, Any]] | None = None) -> str:
+                   floor_rows: list[dict[str, Any]] | None = None,
+                   sample_rows: list[dict[str, Any]] | None = None) -> str:
     epochs = ", ".join(f"{d} {o['epochs']}" for d, o in suite.datasets.items())
     lines = [
         f"{heading} Suite `{suite.name}`", "",
@@ -176,6 +178,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
                    for m, runs in by_method.items()}
         lines += corpus_lines(dataset, model, by_method, cost_rows or [], floor_rows or [])
+        lines += sample_lines([r for r in sample_rows or [] if (r["dataset"], r["model"]) == (dataset, model)])
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger, spreads)
         lines += ["", f"![{dataset} {model}]({image_prefix}{suite.name}-{dataset}-{model}.png)", ""]
         lines += alignment_lines(alignment_rows or [], dataset, model, heading)
@@ -245,6 +248,22 @@ def corpus_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, A
     return lines
 
 
+#: How a suite's samples of text are drawn (``beyondbp generate``'s settings).
+SAMPLE = {"prompt": "\n", "tokens": 200, "temperature": 0.8, "seed": 0}
+
+
+def sample_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each method's sampled text (the suite's first seed; :data:`SAMPLE`), in a code block."""
+    if not rows:
+        return []
+    lines = ["", f"Samples: {SAMPLE['tokens']} tokens after a new line from each method's run of the first seed "
+                 f"(`beyondbp generate --run DIR --temperature {SAMPLE['temperature']} --seed {SAMPLE['seed']}`).",
+             ""]
+    for row in rows:
+        lines += [f"**{row['method']}**", "", "```text", str(row["text"]).strip("\n"), "```", ""]
+    return lines
+
+
 def gap_lines(means: dict[str, float], goal: float | None, larger_is_better: bool = True,
               spreads: dict[str, float] | None = None) -> list[str]:
     """The gap-closed table for every F³ variant against DRTP and against DFA, and the goal's verdict;
@@ -295,9 +314,11 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         cost_rows = read_rows(cost_path) if cost_path.is_file() else None
         floor_path = results_dir / f"{suite.name}-floors.csv"
         floor_rows = read_rows(floor_path) if floor_path.is_file() else None
+        samples_path = results_dir / f"{suite.name}-samples.csv"
+        sample_rows = read_rows(samples_path) if samples_path.is_file() else None
         prefix = f"{results_dir.relative_to(out_path.parent)}/" if results_dir.is_relative_to(out_path.parent) else ""
         sections.append(suite_markdown(suite, rows, lr_rows, meta, alignment_rows, cost_rows, image_prefix=prefix,
-                                       heading="##", floor_rows=floor_rows))
+                                       heading="##", floor_rows=floor_rows, sample_rows=sample_rows))
     if (results_dir / "autopq" / "autopq.csv").is_file():
         from ..autopq.bench import autopq_section
 

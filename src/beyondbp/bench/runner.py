@@ -37,7 +37,7 @@ from ..ngram import ngram_losses
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
 from .machine import machine_description
-from .report import plot_suite, plot_sweeps, suite_markdown, write_suite_csv
+from .report import SAMPLE, plot_suite, plot_sweeps, suite_markdown, write_suite_csv
 from .suite import Suite
 
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -205,6 +205,30 @@ def corpus_floors(suite: Suite, jobs: list[Job]) -> list[dict[str, Any]]:
     return rows
 
 
+def corpus_samples(suite: Suite, jobs: list[Job]) -> list[dict[str, Any]]:
+    """One text per (corpus, model, method), from the run of the suite's first seed (:data:`.report.SAMPLE`)."""
+    from ..generate import sample_run
+
+    rows = []
+    for job in jobs:
+        if job.config.seed == suite.seeds[0] and cached_data(job.config).task == "lm":
+            text = sample_run(job.out_dir, SAMPLE["prompt"], SAMPLE["tokens"], SAMPLE["temperature"],
+                              seed=SAMPLE["seed"], data_dir=job.config.data_dir, device="cpu")
+            rows.append({"dataset": job.config.dataset, "model": job.model, "method": job.method, "text": text})
+    return rows
+
+
+def corpus_extras(suite: Suite, jobs: list[Job], results_dir: Path) -> tuple[list[dict[str, Any]] | None, ...]:
+    """For a suite with corpora: ``-floors.csv`` and ``-samples.csv``, written and returned (None, None without)."""
+    floor_rows = corpus_floors(suite, jobs)
+    if not floor_rows:
+        return None, None
+    sample_rows = corpus_samples(suite, jobs)
+    write_rows(floor_rows, results_dir / f"{suite.name}-floors.csv")
+    write_rows(sample_rows, results_dir / f"{suite.name}-samples.csv")
+    return floor_rows, sample_rows
+
+
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
     """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
     per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and
@@ -248,9 +272,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
         rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
     write_rows(cost_rows, results_dir / f"{suite.name}-cost.csv")
-    floor_rows = corpus_floors(suite, jobs)
-    if floor_rows:
-        write_rows(floor_rows, results_dir / f"{suite.name}-floors.csv")
+    floor_rows, sample_rows = corpus_extras(suite, jobs, results_dir)
     if suite.align:
         write_rows(alignment_rows, results_dir / f"{suite.name}-alignment.csv")
     plot_suite(suite.name, curves, results_dir)
@@ -263,6 +285,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
                 "machine": machine_description(), "jobs": n_jobs, "wall_seconds": round(time.time() - started)}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     (results_dir / f"{suite.name}.md").write_text(suite_markdown(suite, rows, lr_rows, meta, alignment_rows,
-                                                                        cost_rows, floor_rows=floor_rows))
+                                                                        cost_rows, floor_rows=floor_rows,
+                                                                        sample_rows=sample_rows))
     return results_dir / f"{suite.name}.csv"
 

@@ -1,7 +1,8 @@
 """Suite definitions (TOML) and the runs they expand to.
 
 A suite file names the data sets (with their epochs), the models, the methods, the seeds
-and a learning-rate grid. Every other top-level key is a run setting shared by all runs
+and a learning-rate grid (a suite on a user's file, ``data = PATH``, labels that one data set as it
+likes). Every other top-level key is a run setting shared by all runs
 (any field of :class:`~beyondbp.experiment.RunConfig`: ``activation``, ``loss``,
 ``optimizer``, ``batch_size``, ``model``, ...). Models are either MLPs given by ``depths``
 and ``width`` (labelled ``mlp-DxW``) or named tables ``[models.LABEL]`` of run settings
@@ -98,7 +99,8 @@ def _settings(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _models(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
-    depths, width = raw.pop("depths", None), raw.pop("width", None)
+    depths = raw.pop("depths", None)
+    width = raw.pop("width", None) if depths is not None else None  # else a run setting (a transformer's width)
     tables = raw.pop("models", None)
     if (tables is None) == (depths is None):
         raise BeyondBPError(f"suite {path}: give either 'depths' and 'width' (MLPs) or [models.LABEL] tables")
@@ -138,7 +140,8 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
         if "method" not in options:
             raise BeyondBPError(f"suite {path}: [variants.{label}] needs a 'method'")
     for dataset, options in suite.datasets.items():
-        DATASETS.get(dataset)
+        if "data" not in suite.run:  # with a user's file (data = PATH) the label is the suite's choice
+            DATASETS.get(dataset)
         if set(options) != {"epochs"}:
             raise BeyondBPError(f"suite {path}: [datasets.{dataset}] takes only 'epochs', got {sorted(options)}")
     for dataset, model, method in suite.cells():

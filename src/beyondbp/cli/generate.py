@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..build import build_run, config_from_checkpoint
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ..errors import BeyondBPError
-from ..execution import resolve_device
-from ..generate import sample
+from ..generate import sample_run
 
 
 def add(commands) -> None:
@@ -26,20 +22,6 @@ def add(commands) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    path = args.run / CHECKPOINT_NAME
-    if not path.is_file():
-        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
-    device = resolve_device(args.device)
-    state = load_checkpoint(path, device)
-    config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
-    data = config.load_data()
-    if data.task != "lm" or data.vocabulary is None:
-        raise BeyondBPError(f"{args.run} trained on {data.name} (task {data.task}); generate needs a run on a text "
-                            f"corpus (task lm)")
-    model, _, _, _ = build_run(config, data, device)
-    model.load_state_dict(state["model"])
-    vocabulary = data.vocabulary
-    ids = sample(model, vocabulary.encode(args.prompt).tolist(), args.tokens, data.train.tokens, args.temperature,
-                 args.top_k, args.seed, device)
-    print(args.prompt + vocabulary.decode(ids))
+    print(sample_run(args.run, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, args.data_dir,
+                     args.device))
     return 0

@@ -3,8 +3,9 @@
 ``CLASS`` is any model class of ``transformers`` (``ViTForImageClassification``, ``BertForSequenceClassification``,
 ``GPT2LMHeadModel``, ...), built from its configuration class with random initialisation, or loaded with
 ``hf_pretrained`` (a hub name, where there is a network, or a local folder). What the data already says is
-filled in unless given: ``num_labels`` (the number of outputs), and for images ``[C, H, W]`` the
-``num_channels`` and ``image_size`` of vision configurations. A key the configuration class does not know is
+filled in unless given: ``num_labels`` (the number of outputs), for images ``[C, H, W]`` the
+``num_channels`` and ``image_size`` of vision configurations, and for a causal language model on token ids
+(task ``lm``) the ``vocab_size`` and enough positions for the context. A key the configuration class does not know is
 refused (a configuration would otherwise keep it silently). The model's output object is reduced to its
 ``logits`` by :mod:`.outputs`. Needs the ``hf`` extra (``pip install 'beyondbp[hf]'``; ``make test`` has it).
 """
@@ -83,10 +84,24 @@ def check_settings(cls: type, settings: dict[str, Any]) -> None:
                             f"{', '.join(map(repr, unknown))}; {hint}")
 
 
-def derived_settings(config_class: type, input_shape: Sequence[int], num_outputs: int) -> dict[str, Any]:
-    """What the data says about the configuration: outputs, and an image's channels and side."""
-    defaults = config_class().to_dict()
+def causal_lm(cls: type) -> bool:
+    """Whether ``cls`` predicts the next token at every position (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...)."""
+    return cls.__name__.endswith(("LMHeadModel", "ForCausalLM"))
+
+
+def derived_settings(cls: type, input_shape: Sequence[int], num_outputs: int) -> dict[str, Any]:
+    """What the data says about the configuration: outputs (for a causal language model: the vocabulary, and
+    positions for at least the context), and an image's channels and side."""
+    defaults = cls.config_class().to_dict()
     derived: dict[str, Any] = {"num_labels": num_outputs}
+    if causal_lm(cls) and len(input_shape) == 1:
+        derived["vocab_size"] = num_outputs
+        for key in ("n_positions", "max_position_embeddings"):
+            if key in defaults and defaults[key] < input_shape[0]:
+                derived[key] = input_shape[0]
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # ids of the model's own vocabulary
+            if isinstance(defaults.get(key), int) and defaults[key] >= num_outputs:
+                derived[key] = None
     if len(input_shape) == 3:
         channels, height, width = input_shape
         if "num_channels" in defaults:
@@ -101,7 +116,7 @@ def build_hf_model(spec: str, settings: dict[str, Any], pretrained: str | None, 
     """The model class ``spec`` names, configured by ``settings`` and the data (see the module docstring)."""
     cls = hf_class(spec)
     check_settings(cls, settings)
-    config = {**derived_settings(cls.config_class, input_shape, num_outputs), **settings}
+    config = {**derived_settings(cls, input_shape, num_outputs), **settings}
     try:
         if pretrained:
             return cls.from_pretrained(pretrained, ignore_mismatched_sizes=True, **config)
