@@ -254,3 +254,16 @@ def test_the_ngram_floors_are_counted_on_the_training_part():
     assert floors["unigram"] == pytest.approx(-math.log(3 / 6))
     assert floors["bigram"] == pytest.approx(-math.log(3 / 4))
     assert floors["train_tokens"] == 4
+
+
+def test_a_bpe_vocabulary_is_trained_on_the_training_part_and_round_trips():
+    pytest.importorskip("tokenizers")
+    data = text_split("argparse", text(), 32, "bpe", bpe_size=300)
+    vocabulary = data.vocabulary
+    assert data.train.num_outputs == len(vocabulary) == 300
+    tail = text()[-500:]
+    assert vocabulary.decode(vocabulary.encode(tail).tolist()) == tail
+    assert len(vocabulary.encode(text()[:54000])) < 0.8 * 54000  # merges shorten the text
+    assert text_split("argparse", text(), 32, "bpe", bpe_size=300).vocabulary == vocabulary  # the same merges
+    with pytest.raises(BeyondBPError, match="at least 257 tokens"):
+        text_split("argparse", text(), 32, "bpe", bpe_size=100)

@@ -1,7 +1,9 @@
 """Text corpora for next-token prediction (task ``lm``): a user's ``.txt`` file or a named corpus.
 
 The text becomes token ids with a :class:`Vocabulary` (``char``: the distinct characters of the training
-part, plus one id for characters it lacks; ``byte``: the 256 byte values of its UTF-8 encoding), is split
+part, plus one id for characters it lacks; ``byte``: the 256 byte values of its UTF-8 encoding; ``bpe``: a
+byte-level BPE of ``bpe_size`` tokens trained on the training part with the ``tokenizers`` package, Sennrich
+et al. 2016, which the ``hf`` extra installs), is split
 in the order of the text (the last :data:`TEST_FRACTION` is the test part; a validation part, where a
 search needs one, is the end of the training part: :func:`~.dataset.validation_split`), and each part is
 cut into non-overlapping chunks of ``context`` tokens: sample ``i`` is ``ids[iT : (i+1)T]`` with targets
@@ -20,6 +22,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from .files import folders, locate_or_fetch
 from .registry import DATASETS
 
 TEST_FRACTION = 0.1
-TOKENIZERS = ("char", "byte")
+TOKENIZERS = ("char", "byte", "bpe")
 #: The fewest training chunks a corpus must give.
 MIN_CHUNKS = 4
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -43,32 +46,65 @@ UNKNOWN = "\ufffd"
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token ids of text: ``byte`` level (ids are the UTF-8 bytes) or ``char`` level (``symbols[i]`` is token
-    ``i``; id 0 is :data:`UNKNOWN`, which every character outside ``symbols`` becomes)."""
+    """Token ids of text: ``byte`` level (ids are the UTF-8 bytes), ``char`` level (``symbols[i]`` is token ``i``;
+    id 0 is :data:`UNKNOWN`, which every character outside ``symbols`` becomes) or ``bpe`` (``bpe`` holds the
+    trained tokenizer as JSON)."""
 
     level: str
     symbols: tuple[str, ...] = ()
+    bpe: str = ""
 
     @classmethod
-    def of(cls, text: str, level: str) -> Vocabulary:
+    def of(cls, text: str, level: str, bpe_size: int = 1024) -> Vocabulary:
         """The vocabulary of ``level`` for a training text."""
         if level not in TOKENIZERS:
             raise BeyondBPError(f"unknown tokenizer '{level}'; known: {', '.join(TOKENIZERS)}")
+        if level == "bpe":
+            return cls(level, bpe=train_bpe(text, bpe_size).to_str())
         return cls(level, (UNKNOWN, *sorted(set(text) - {UNKNOWN})) if level == "char" else ())
 
+    @cached_property
+    def tokenizer(self):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_str(self.bpe)
+
     def __len__(self) -> int:
+        if self.level == "bpe":
+            return self.tokenizer.get_vocab_size()
         return 256 if self.level == "byte" else len(self.symbols)
 
     def encode(self, text: str) -> np.ndarray:
+        if self.level == "bpe":
+            return np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
         if self.level == "byte":
             return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         index = {symbol: i for i, symbol in enumerate(self.symbols)}
         return np.fromiter((index.get(c, 0) for c in text), dtype=np.int64, count=len(text))
 
     def decode(self, ids: Sequence[int]) -> str:
+        if self.level == "bpe":
+            return self.tokenizer.decode([int(i) for i in ids])
         if self.level == "byte":
             return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
         return "".join(self.symbols[int(i)] for i in ids)
+
+
+def train_bpe(text: str, size: int):
+    """A byte-level BPE tokenizer of ``size`` tokens trained on ``text`` (every byte stays a token: no unknowns)."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        raise BeyondBPError("tokenizer bpe needs the tokenizers package: pip install 'beyondbp[hf]'") from None
+    if size < 257:
+        raise BeyondBPError(f"a byte-level BPE needs at least 257 tokens (the 256 bytes and one merge), got {size}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator([text], trainer)
+    return tokenizer
 
 
 def chunks(ids: np.ndarray, context: int, num_classes: int) -> Dataset:
@@ -79,11 +115,12 @@ def chunks(ids: np.ndarray, context: int, num_classes: int) -> Dataset:
     return Dataset(x, t, num_classes)
 
 
-def corpus_split(name: str, train_text: str, test_text: str, context: int, tokenizer: str) -> DataSplit:
+def corpus_split(name: str, train_text: str, test_text: str, context: int, tokenizer: str,
+                 bpe_size: int = 1024) -> DataSplit:
     """The ``lm`` split of a training and a test text (vocabulary from the training text)."""
     if context < 1:
         raise BeyondBPError(f"context must be at least 1 token, got {context}")
-    vocabulary = Vocabulary.of(train_text, tokenizer)
+    vocabulary = Vocabulary.of(train_text, tokenizer, bpe_size)
     train, test = (chunks(vocabulary.encode(text), context, len(vocabulary)) for text in (train_text, test_text))
     if len(train) < MIN_CHUNKS or len(test) < 1:
         raise DataFormatError(f"corpus {name} is too short for samples of {context} tokens: its training part gives "
@@ -92,10 +129,10 @@ def corpus_split(name: str, train_text: str, test_text: str, context: int, token
     return DataSplit(name, "lm", train, test, vocabulary=vocabulary)
 
 
-def text_split(name: str, text: str, context: int, tokenizer: str) -> DataSplit:
+def text_split(name: str, text: str, context: int, tokenizer: str, bpe_size: int = 1024) -> DataSplit:
     """One text split in its order: the last :data:`TEST_FRACTION` is the test part."""
     cut = int(len(text) * (1 - TEST_FRACTION))
-    return corpus_split(name, text[:cut], text[cut:], context, tokenizer)
+    return corpus_split(name, text[:cut], text[cut:], context, tokenizer, bpe_size)
 
 
 def read_text(path: Path) -> str:
@@ -105,7 +142,7 @@ def read_text(path: Path) -> str:
         raise DataNotFoundError(f"cannot read {path}: {error}") from None
 
 
-def load_text_file(path: Path | str, context: int | None, tokenizer: str = "char") -> DataSplit:
+def load_text_file(path: Path | str, context: int | None, tokenizer: str = "char", bpe_size: int = 1024) -> DataSplit:
     """A user's ``.txt`` corpus (``--data FILE.txt --task lm --context T``)."""
     path = Path(path)
     if context is None:
@@ -113,7 +150,7 @@ def load_text_file(path: Path | str, context: int | None, tokenizer: str = "char
                             f"per sample, e.g. 128)")
     if not path.is_file():
         raise DataNotFoundError(f"data file {path} does not exist")
-    return text_split(path.stem, read_text(path), context, tokenizer).from_source(str(path))
+    return text_split(path.stem, read_text(path), context, tokenizer, bpe_size).from_source(str(path))
 
 
 def fortune_files(folder: Path) -> list[Path]:
@@ -124,13 +161,13 @@ def fortune_files(folder: Path) -> list[Path]:
 @DATASETS.register("fortunes", "English fortune cookies of Debian's 'fortunes' package, 2.5 MB of text for next-token "
                                "prediction (task lm; make data installs it)")
 def fortunes(data_dir=None, download: bool = False, split_seed: int = 0, context: int | None = None,
-             tokenizer: str = "char") -> DataSplit:
+             tokenizer: str = "char", bpe_size: int = 1024) -> DataSplit:
     folders_tried = [Path(data_dir) / "fortunes", Path(data_dir)] if data_dir else []
     for folder in [*folders_tried, FORTUNES_DIR]:
         files = fortune_files(folder) if folder.is_dir() else []
         if any(p.name == "literature" for p in files):
             text = "".join(read_text(p) for p in files)
-            return text_split("fortunes", text, context or 128, tokenizer).from_source(str(folder))
+            return text_split("fortunes", text, context or 128, tokenizer, bpe_size).from_source(str(folder))
     raise DataNotFoundError(f"data set 'fortunes': no fortune files (e.g. 'literature') in "
                             f"{', '.join(map(str, [*folders_tried, FORTUNES_DIR]))}; install the Debian package "
                             f"'fortunes' (make data does, as root) or pass --data-dir DIR")
@@ -139,11 +176,11 @@ def fortunes(data_dir=None, download: bool = False, split_seed: int = 0, context
 @DATASETS.register("tiny-shakespeare", "Shakespeare's plays, 1.1 MB of text (Karpathy's char-rnn) for next-token "
                                        "prediction (task lm; --download)")
 def tiny_shakespeare(data_dir=None, download: bool = False, split_seed: int = 0, context: int | None = None,
-                     tokenizer: str = "char") -> DataSplit:
+                     tokenizer: str = "char", bpe_size: int = 1024) -> DataSplit:
     files = locate_or_fetch("tiny-shakespeare", ("input.txt",), data_dir, "pass --download to fetch it, or --data-dir "
                             "DIR holding input.txt", download, lambda folder: fetch([SHAKESPEARE_URL], folder))
-    return text_split("tiny-shakespeare", read_text(files["input.txt"]), context or 128,
-                      tokenizer).from_source(folders(files))
+    return text_split("tiny-shakespeare", read_text(files["input.txt"]), context or 128, tokenizer,
+                      bpe_size).from_source(folders(files))
 
 
 WIKITEXT_FILES = ("wiki.train.raw", "wiki.test.raw")
@@ -158,12 +195,12 @@ def _fetch_wikitext(folder: Path) -> None:
 @DATASETS.register("wikitext-103", "WikiText-103 (Merity et al. 2016), raw text, its own train and test articles, "
                                    "for next-token prediction (task lm; --download, 190 MB zip)")
 def wikitext_103(data_dir=None, download: bool = False, split_seed: int = 0, context: int | None = None,
-                 tokenizer: str = "char") -> DataSplit:
+                 tokenizer: str = "char", bpe_size: int = 1024) -> DataSplit:
     files = locate_or_fetch("wikitext-103", WIKITEXT_FILES, data_dir, "pass --download to fetch it, or --data-dir DIR "
                             "holding wikitext-103-raw/", download, _fetch_wikitext, subdirs=("", "wikitext-103-raw"))
     train, test = (read_text(files[f]) for f in WIKITEXT_FILES)
-    return corpus_split("wikitext-103", train, test, context or 128, tokenizer).from_source(folders(files))
+    return corpus_split("wikitext-103", train, test, context or 128, tokenizer, bpe_size).from_source(folders(files))
 
 
-#: The named corpora: data sets of task ``lm`` that take ``context`` and ``tokenizer``.
+#: The named corpora: data sets of task ``lm`` that take ``context``, ``tokenizer`` and ``bpe_size``.
 CORPORA = ("fortunes", "tiny-shakespeare", "wikitext-103")

@@ -29,8 +29,10 @@ class DataOptions(Section):
                                            "targets; lm, next-token prediction, for .txt)", choices=(*TASKS, "lm"))
     context: int | None = option(None, GROUP, "task lm: tokens per sample (the chunks the text is cut into; "
                                               "default 128 for a named corpus)", metavar="TOKENS")
-    tokenizer: str = option("char", GROUP, "task lm: token ids of the text: char (its characters) or byte (UTF-8 "
-                                           "bytes)", choices=TOKENIZERS)
+    tokenizer: str = option("char", GROUP, "task lm: token ids of the text: char (its characters), byte (UTF-8 "
+                                           "bytes) or bpe (byte-level BPE trained on the training part)",
+                            choices=TOKENIZERS)
+    bpe_size: int = option(1024, GROUP, "tokenizer bpe: tokens in its vocabulary")
     data_dir: str | None = option(None, GROUP, "where data files are (also $BEYONDBP_DATA)")
     download: bool = option(False, GROUP, "download missing data files")
     augment: str | None = option(None, GROUP, "training images augmented each step: crop-flip (random crop after "
@@ -84,7 +86,8 @@ class DataOptions(Section):
     def load(self) -> DataSplit:
         """The data: the user's file (``data``) or the named data set."""
         if self.data is not None and self.corpus:
-            return load_text_file(self.data, self.context, self.tokenizer)
+            return load_text_file(self.data, self.context, self.tokenizer, self.bpe_size)
         if self.data is not None:
             return load_user_file(self.data, self.target, self.task, split_seed=0)
-        return load_dataset(self.dataset, self.data_dir, self.download, context=self.context, tokenizer=self.tokenizer)
+        return load_dataset(self.dataset, self.data_dir, self.download, context=self.context, tokenizer=self.tokenizer,
+                            bpe_size=self.bpe_size)
