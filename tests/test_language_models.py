@@ -267,3 +267,16 @@ def test_a_bpe_vocabulary_is_trained_on_the_training_part_and_round_trips():
     assert text_split("argparse", text(), 32, "bpe", bpe_size=300).vocabulary == vocabulary  # the same merges
     with pytest.raises(BeyondBPError, match="at least 257 tokens"):
         text_split("argparse", text(), 32, "bpe", bpe_size=100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("execution", [["--stages", "2", "--balance", "time"], ["--nproc", "2"]])
+def test_f3_on_a_corpus_runs_on_stages_and_data_parallel_ranks(tmp_path, execution):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text()[:8000])
+    assert main(["train", "--data", str(corpus), "--context", "16", "--model", "gpt", "--depth", "2", "--width", "16",
+                 "--heads", "2", "--mlp", "32", "--method", "f3", *execution, "--epochs", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    import json
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["task"] == "lm" and summary["test_loss"] < 4.5 and summary["buffer_bytes"] > 0

@@ -198,7 +198,8 @@ class StageExecutor(Executor):
             h = x
             for block in blocks[:i]:
                 h = block(h)
-        s = torch.zeros(len(x), method.num_outputs, device=x.device)
+        tokens = () if method.tokens is None else (method.tokens,)
+        s = torch.zeros(len(x), *tokens, method.signal_width, device=x.device)
         if i == len(blocks) - 1:
             trainer.objective(blocks[i](h), s).backward()
         else:
