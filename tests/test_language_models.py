@@ -18,7 +18,7 @@ from beyondbp.data.corpus import Vocabulary, chunks, text_split
 from beyondbp.errors import BeyondBPError
 from beyondbp.metrics import evaluate
 from beyondbp.models import gpt
-from beyondbp.models.vit import TransformerShape
+from beyondbp.models.vit import TransformerBlock, TransformerShape
 from beyondbp.objectives import IGNORE_INDEX, make_objective
 
 CE = make_objective("ce", "lm")
@@ -174,21 +174,34 @@ def test_a_corpus_is_cut_in_its_order_into_chunks_with_the_next_token_as_target(
 
 
 def test_methods_learn_the_text_beyond_the_head_alone():
-    """Two epochs on 54 kB of Python source, character level: backprop and DFA below the unigram model's loss,
-    DFA below training the output block alone."""
+    """Four epochs on 54 kB of Python source, character level: backprop and DFA below the unigram model's loss,
+    DFA below training the output block alone, and far below it with the norms after the residual sums."""
     data = text_split("argparse", text(), 32, "char")
     counts = torch.bincount(data.train.t.flatten(), minlength=data.train.num_outputs).float() + 1
     unigram = -(counts / counts.sum()).log()[data.test.t.flatten()].mean().item()
     losses = {}
-    for method, lr in (("bp", 3e-3), ("shallow", 3e-3), ("dfa", 1e-3)):
+    for method, lr, norm in (("bp", 3e-3, "pre"), ("shallow", 3e-3, "pre"), ("dfa", 1e-3, "pre"),
+                             ("dfa", 1e-3, "post")):
         torch.manual_seed(0)
-        model = gpt((32,), data.train.num_outputs, TransformerShape(depth=2, width=32, heads=2, mlp=64))
+        shape = TransformerShape(depth=2, width=32, heads=2, mlp=64, norm=norm)
+        model = gpt((32,), data.train.num_outputs, shape)
         trainer = Trainer(model, make_method(method), torch.optim.Adam(model.parameters(), lr), CE, task="lm",
                           progress=False)
-        losses[method] = trainer.fit(data.train, 4, data.test, batch_size=16)[-1]["test_loss"]
-    assert losses["bp"] < unigram - 0.8
-    assert losses["dfa"] < unigram - 0.15
-    assert losses["dfa"] < losses["shallow"] - 0.04
+        losses[method, norm] = trainer.fit(data.train, 4, data.test, batch_size=16)[-1]["test_loss"]
+    assert losses["bp", "pre"] < unigram - 0.8
+    assert losses["dfa", "pre"] < unigram - 0.15
+    assert losses["dfa", "pre"] < losses["shallow", "pre"] - 0.04
+    assert losses["dfa", "post"] < losses["shallow", "pre"] - 0.25
+
+
+def test_a_post_norm_block_normalises_each_residual_sum():
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2, 4, 16, "gelu", causal=True, norm="post")
+    x = torch.randn(2, 5, 8)
+    middle = block.norm1(x + block.attention(x))
+    torch.testing.assert_close(block(x), block.norm2(middle + block.mlp(middle)))
+    with pytest.raises(ValueError, match="unknown norm place 'middle'; known: pre, post"):
+        TransformerBlock(8, 2, 4, 16, "gelu", norm="middle")
 
 
 def test_a_point_that_loses_the_token_axis_is_named():

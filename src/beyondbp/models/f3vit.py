@@ -28,10 +28,11 @@ from .registry import activation as make_activation
 from .vit import TransformerBlock, TransformerShape, patch_grid
 
 
-def token_block(tokens: int, width: int, heads: int, head_dim: int, mlp: int, activation: str) -> list[nn.Module]:
+def token_block(tokens: int, width: int, heads: int, head_dim: int, mlp: int, activation: str,
+                norm: str = "pre") -> list[nn.Module]:
     """A transformer block on ``[B, width]`` seen as ``tokens`` tokens, flattened again at its output."""
     return [nn.Unflatten(1, (tokens, width // tokens)),
-            TransformerBlock(width // tokens, heads, head_dim, mlp, activation), nn.Flatten()]
+            TransformerBlock(width // tokens, heads, head_dim, mlp, activation, norm=norm), nn.Flatten()]
 
 
 @MODELS.register("f3vit", "the F³ paper's transformer: dense embedding cut into tokens, transformer blocks, "
@@ -49,8 +50,9 @@ def f3vit(input_shape: Sequence[int], num_outputs: int, shape: TransformerShape 
                          f"got {depth}")
     head_dim = head_dim or max(1, width // tokens // heads)
     first = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width),
-                          *token_block(tokens, width, heads, head_dim, mlp, activation))
-    middle = [nn.Sequential(*token_block(tokens, width, heads, head_dim, mlp, activation)) for _ in range(depth - 2)]
+                          *token_block(tokens, width, heads, head_dim, mlp, activation, shape.norm))
+    middle = [nn.Sequential(*token_block(tokens, width, heads, head_dim, mlp, activation, shape.norm))
+              for _ in range(depth - 2)]
     head_hidden = nn.Sequential(nn.Linear(width, width), make_activation(activation))
     output = nn.Sequential(nn.Linear(width, num_outputs), output_activation or nn.Identity())
     return nn.Sequential(first, *middle, head_hidden, output)

@@ -1,8 +1,9 @@
 """A causal transformer language model (GPT: Radford et al. 2018, 2019) as a sequence of blocks.
 
-Blocks: the embedding (token embedding plus learned position embedding), ``depth`` pre-norm transformer
-blocks with *causal* self-attention (``x + MHA(LN(x))`` where position ``t`` attends to positions ``≤ t``,
-then ``x + MLP(LN(x))``), and the output block (LayerNorm, Linear to the vocabulary): inputs are token ids
+Blocks: the embedding (token embedding plus learned position embedding), ``depth`` transformer blocks
+with *causal* self-attention (position ``t`` attends to positions ``≤ t``) and an MLP, pre-norm by default
+(``x + MHA(LN(x))``, then ``x + MLP(LN(x))``) or post-norm with ``norm="post"`` (:class:`~.vit.TransformerBlock`),
+and the output block (LayerNorm, Linear to the vocabulary): inputs are token ids
 ``[batch, T]``, outputs next-token logits ``[batch, T, vocabulary]``. The blocks are those of :mod:`.vit`,
 so direct feedback enters at every block's output by default (Launay et al. 2020's feedback per block)
 and layer-wise feedback replaces every projection, each a ``Linear``. ``tie_weights`` makes the output
@@ -43,7 +44,7 @@ def gpt(input_shape: Sequence[int], num_outputs: int, shape: TransformerShape = 
     tokens = TokenEmbedding(num_outputs, width)
     embed = nn.Sequential(tokens, PositionEmbedding(input_shape[0], width))
     head_dim = shape.head_dim or max(1, width // shape.heads)
-    blocks = [TransformerBlock(width, shape.heads, head_dim, shape.mlp, activation, causal=True)
+    blocks = [TransformerBlock(width, shape.heads, head_dim, shape.mlp, activation, causal=True, norm=shape.norm)
               for _ in range(shape.depth)]
     output = nn.Linear(width, num_outputs)
     if tie_weights:

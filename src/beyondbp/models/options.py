@@ -14,6 +14,7 @@ from .hf import build_hf_model, check_settings, hf_class, is_hf, parse_settings
 from .outputs import select_output
 from .registry import ACTIVATIONS, MODELS, build_model, model_settings
 from .resnet import SHORTCUTS
+from .vit import NORM_PLACES
 
 GROUP = "model"
 #: Settings of models from elsewhere, not of the registered models.
@@ -36,6 +37,9 @@ class ModelOptions(Section):
     head_dim: int | None = option(None, GROUP, "vit, f3vit, gpt: dimension per head (default token width / heads)")
     mlp: int = option(256, GROUP, "vit, f3vit, gpt: MLP width")
     patch: int | None = option(None, GROUP, "vit, f3vit: patch size (default a quarter of the image side)")
+    norm: str = option("pre", GROUP, "vit, gpt: layer norm before each sublayer (pre: GPT-2, ViT) or after each "
+                                     "residual sum (post: the original transformer; DFA trains it far better)",
+                       choices=NORM_PLACES)
     tie_weights: bool = option(False, GROUP, "gpt: the output layer uses the token embedding's matrix")
     shortcut: str = option("A", GROUP, "resnet20/32/56: shortcuts where the shape changes: A (zero-padded "
                                        "identity) or B (1x1 conv)", choices=SHORTCUTS)

@@ -72,13 +72,24 @@ class SelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, width: int, heads: int, head_dim: int, mlp: int, activation: str, causal: bool = False):
+    """Self-attention then an MLP, each in a residual branch. ``norm="pre"`` (GPT-2, ViT): ``x + f(LN(x))``;
+    ``norm="post"`` (Vaswani et al. 2017, and the transformers Launay et al. 2020 trained with DFA):
+    ``LN(x + f(x))``, so the block's output, where direct feedback enters, is normalised."""
+
+    def __init__(self, width: int, heads: int, head_dim: int, mlp: int, activation: str, causal: bool = False,
+                 norm: str = "pre"):
         super().__init__()
+        if norm not in NORM_PLACES:
+            raise ValueError(f"unknown norm place '{norm}'; known: {', '.join(NORM_PLACES)}")
+        self.post = norm == "post"
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attention = SelfAttention(width, heads, head_dim, causal)
         self.mlp = nn.Sequential(nn.Linear(width, mlp), make_activation(activation), nn.Linear(mlp, width))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.post:
+            x = self.norm1(x + self.attention(x))
+            return self.norm2(x + self.mlp(x))
         x = x + self.attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -95,9 +106,13 @@ def patch_grid(model: str, input_shape: Sequence[int], patch: int | None) -> tup
     return patch, (height // patch) * (width // patch)
 
 
+#: Where a transformer block's layer norms sit (see :class:`TransformerBlock`).
+NORM_PLACES = ("pre", "post")
+
+
 @dataclass(frozen=True)
 class TransformerShape:
-    """The sizes that ``vit`` and ``f3vit`` share (each model's docstring says how it reads them)."""
+    """The sizes that ``vit``, ``f3vit`` and ``gpt`` share (each model's docstring says how it reads them)."""
 
     depth: int = 4
     width: int = 128
@@ -105,6 +120,7 @@ class TransformerShape:
     head_dim: int | None = None
     mlp: int = 256
     patch: int | None = None
+    norm: str = "pre"
 
 
 class MeanTokens(nn.Module):
@@ -122,7 +138,7 @@ def vit(input_shape: Sequence[int], num_outputs: int, shape: TransformerShape = 
     channels = input_shape[0]
     head_dim = head_dim or max(1, width // heads)
     embed = nn.Sequential(Patches(patch), nn.Linear(channels * patch * patch, width), PositionEmbedding(tokens, width))
-    blocks = [TransformerBlock(width, heads, head_dim, mlp, activation) for _ in range(depth)]
+    blocks = [TransformerBlock(width, heads, head_dim, mlp, activation, norm=shape.norm) for _ in range(depth)]
     head = nn.Sequential(nn.LayerNorm(width), MeanTokens(), nn.Linear(width, num_outputs),
                          output_activation or nn.Identity())
     return nn.Sequential(embed, *blocks, head)
