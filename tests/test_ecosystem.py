@@ -201,6 +201,19 @@ def test_gpt2_tied_embedding_and_head_are_seen_as_shared(transformers):
     assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == ["transformer.h.0", "transformer.h.1"]
 
 
+def test_the_norms_rule_puts_points_at_every_normalisation_layer_in_running_order(transformers):
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=2,
+                                                                 n_head=2, bos_token_id=0, eos_token_id=0))
+    points = FeedbackPoints(model, ["norms"], "dfa")
+    assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == [
+        "transformer.h.0.ln_1", "transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.h.1.ln_2",
+        "transformer.ln_f"]
+    named = nn.Sequential()
+    named.add_module("norms", nn.Linear(2, 2))
+    named.add_module("head", nn.Linear(2, 2))
+    assert FeedbackPoints(named, ["norms"], "dfa").names == ["norms"]  # a module of that name is meant
+
+
 class Recurrent(nn.Module):
     """A sequence classifier on the last state of an LSTM or a GRU."""
 

@@ -175,23 +175,29 @@ def test_a_corpus_is_cut_in_its_order_into_chunks_with_the_next_token_as_target(
 
 def test_methods_learn_the_text_beyond_the_head_alone():
     """Four epochs on 54 kB of Python source, character level: backprop and DFA below the unigram model's loss,
-    DFA below training the output block alone, and far below it with the norms after the residual sums."""
+    DFA below training the output block alone, and far below it with the norms after the residual sums or
+    with its signal entering at the norms (points rule ``norms``)."""
     data = text_split("argparse", text(), 32, "char")
     counts = torch.bincount(data.train.t.flatten(), minlength=data.train.num_outputs).float() + 1
     unigram = -(counts / counts.sum()).log()[data.test.t.flatten()].mean().item()
     losses = {}
-    for method, lr, norm in (("bp", 3e-3, "pre"), ("shallow", 3e-3, "pre"), ("dfa", 1e-3, "pre"),
-                             ("dfa", 1e-3, "post")):
+    for method, lr, norm, points in (("bp", 3e-3, "pre", ()), ("shallow", 3e-3, "pre", ()), ("dfa", 1e-3, "pre", ()),
+                                     ("dfa", 1e-3, "post", ()), ("dfa", 1e-3, "pre", ("norms",))):
         torch.manual_seed(0)
         shape = TransformerShape(depth=2, width=32, heads=2, mlp=64, norm=norm)
         model = gpt((32,), data.train.num_outputs, shape)
-        trainer = Trainer(model, make_method(method), torch.optim.Adam(model.parameters(), lr), CE, task="lm",
-                          progress=False)
-        losses[method, norm] = trainer.fit(data.train, 4, data.test, batch_size=16)[-1]["test_loss"]
+        options = {"feedback_points": points} if points else {}
+        trainer = Trainer(model, make_method(method, **options), torch.optim.Adam(model.parameters(), lr), CE,
+                          task="lm", progress=False)
+        losses[method, norm, points] = trainer.fit(data.train, 4, data.test, batch_size=16)[-1]["test_loss"]
+        if points:
+            assert trainer.method.points.names == ["1.norm1", "1.norm2", "2.norm1", "2.norm2", "3.0"]
+    losses = {key if key[2] else key[:2]: value for key, value in losses.items()}
     assert losses["bp", "pre"] < unigram - 0.8
     assert losses["dfa", "pre"] < unigram - 0.15
     assert losses["dfa", "pre"] < losses["shallow", "pre"] - 0.04
     assert losses["dfa", "post"] < losses["shallow", "pre"] - 0.25
+    assert losses["dfa", "pre", ("norms",)] < losses["shallow", "pre"] - 0.2  # the normalised residual stream
 
 
 def test_a_post_norm_block_normalises_each_residual_sum():

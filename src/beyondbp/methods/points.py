@@ -31,6 +31,14 @@ blocks of one class, each a module with parts and weights: ``encoder.layer.N`` o
 ViT, ``h.N`` of GPT-2, ``layers.N``, a ResNet's ``layerK.N``): every block, in running
 order; (3) otherwise the model's children in the order they run, as in (1).
 
+The rule ``norms`` (``--feedback-points norms``, when no module is called so): every normalisation layer
+with parameters (``LayerNorm``, ``GroupNorm``, batch norms, and other libraries' classes named ``*Norm``)
+that runs once, in running order. In a transformer these outputs are the normalised residual stream: in a
+post-norm block the block's output and the sum after attention, in a pre-norm block the input of each
+sublayer and the final norm before the head. Direct feedback that enters there trains a pre-norm
+transformer far better than feedback into the unnormalised residual stream at the blocks' outputs
+(NOTES.md, "Language models"; Launay et al. 2020 fed back after the norms of post-norm blocks).
+
 A point's module may return an object (an attention block's tuple, ``nn.LSTM``'s ``(output,
 (h, c))``, a ``ModelOutput``): the signal enters the tensor :mod:`beyondbp.models.outputs`
 chooses (the first) and the rest passes through untouched.
@@ -58,6 +66,15 @@ from ..options import Section, option
 #: Layers with parameters that do not start a new block in the default points (they normalise
 #: the block before them).
 NORMALISATION = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+
+
+#: Rules that ``feedback_points`` may name instead of modules (see the module docstring).
+POINT_RULES = ("norms",)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A normalisation layer: torch's, or another library's class named ``*Norm`` (``LlamaRMSNorm``)."""
+    return isinstance(module, NORMALISATION) or type(module).__name__.endswith("Norm")
 
 
 def trains(module: nn.Module) -> bool:
@@ -155,8 +172,13 @@ class FeedbackPoints:
     def __init__(self, model: nn.Module, names: Sequence[str] | None, method: str):
         self.model = model
         self.method = method
+        modules = dict(model.named_modules())
+        #: A rule of :data:`POINT_RULES` that chooses the points at the first pass, or None.
+        self.rule = names[0] if names is not None and len(names) == 1 and names[0] in POINT_RULES \
+            and names[0] not in modules else None
+        names = None if self.rule else names
         self.names: list[str] | None = None if names is None else check_point_names(model, names, method)
-        if self.names is None and isinstance(model, nn.Sequential):
+        if self.names is None and self.rule is None and isinstance(model, nn.Sequential):
             self.names = default_points(list(model.named_children()))
         #: Parameters owned by several modules (``{id: names}``): every segment that reaches one trains it.
         self.shared = shared_parameters(model)
@@ -171,26 +193,34 @@ class FeedbackPoints:
         on the order in which its children run."""
         if self.names is None:
             modules = dict(self.model.named_modules())
-            blocks = block_lists(self.model)
-            candidates = [(name, modules[name]) for name in blocks] or list(self.model.named_children())
-            order: list[tuple[str, nn.Module]] = []
-            handles = [child.register_forward_pre_hook(lambda m, args, name=name: order.append((name, m)))
-                       for name, child in candidates]
-            try:
-                with torch.no_grad():
-                    self.model(x)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            counts = {name: sum(n == name for n, _ in order) for name, _ in order}
-            once = [(name, m) for name, m in order if counts[name] == 1]
-            self.names = [name for name, _ in once] if blocks else default_points(once)
+            blocks = [] if self.rule else block_lists(self.model)
+            if self.rule == "norms":
+                candidates = [(name, m) for name, m in modules.items()
+                              if is_norm(m) and any(p.requires_grad for p in m.parameters())]
+            else:
+                candidates = [(name, modules[name]) for name in blocks] or list(self.model.named_children())
+            once = self._running_once(x, candidates)
+            self.names = [name for name, _ in once] if blocks or self.rule else default_points(once)
         if not self.names:
             example = next((name for name, m in self.model.named_modules() if name and trains(m)), "layer1")
             raise UnsupportedModelError(f"{self.method}: the model has no feedback point (no child with weights "
                                         f"follows another); name the modules where the signal enters, e.g. "
                                         f"--feedback-points {example} (Python: feedback_points=['{example}'])")
         return self.names
+
+    def _running_once(self, x: Tensor, candidates: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+        """The candidates that run exactly once in a forward pass of ``x`` (without gradients), in running order."""
+        order: list[tuple[str, nn.Module]] = []
+        handles = [child.register_forward_pre_hook(lambda m, args, name=name: order.append((name, m)))
+                   for name, child in candidates]
+        try:
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        counts = {name: sum(n == name for n, _ in order) for name, _ in order}
+        return [(name, m) for name, m in order if counts[name] == 1]
 
     @contextmanager
     def hooked(self, at_point: Callable[[int, Tensor], Tensor]) -> Iterator[None]:
@@ -265,7 +295,8 @@ class PointOptions(Section):
 
     feedback_points: tuple[str, ...] = option((), "feedback points", "module names where the signal enters, e.g. "
                                                                        "layer1,layer2.1 (default: every block but "
-                                                                       "the last)", metavar="NAMES")
+                                                                       "the last), or norms: every normalisation "
+                                                                       "layer", metavar="NAMES")
 
     @property
     def points(self) -> list[str] | None:
