@@ -299,3 +299,21 @@ def test_f3_on_a_corpus_runs_on_stages_and_data_parallel_ranks(tmp_path, executi
     import json
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["task"] == "lm" and summary["test_loss"] < 4.5 and summary["buffer_bytes"] > 0
+
+
+def test_the_downloadable_corpora_read_their_files_from_the_data_folder(tmp_path):
+    from beyondbp.data import load_dataset
+
+    (tmp_path / "tiny-shakespeare").mkdir()
+    (tmp_path / "tiny-shakespeare" / "input.txt").write_text(text()[:5000])
+    shakespeare = load_dataset("tiny-shakespeare", tmp_path, context=16)
+    assert shakespeare.task == "lm" and shakespeare.source == str(tmp_path / "tiny-shakespeare")
+    assert shakespeare.vocabulary.decode(shakespeare.train.x[0].tolist()) == text()[:16]
+    folder = tmp_path / "wikitext-103" / "wikitext-103-raw"
+    folder.mkdir(parents=True)
+    (folder / "wiki.train.raw").write_text(text()[:4000])
+    (folder / "wiki.test.raw").write_text(text()[4000:5000])
+    wikitext = load_dataset("wikitext-103", tmp_path, context=16, tokenizer="byte")
+    assert len(wikitext.test) == (1000 - 1) // 16 and wikitext.train.num_outputs == 256
+    with pytest.raises(BeyondBPError, match="wikitext-103.*pass --download"):
+        load_dataset("wikitext-103", tmp_path / "nowhere")
