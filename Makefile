@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 FORTUNES := /usr/share/games/fortunes/literature
 
-.PHONY: demo test test-fast lint setup data clean
+.PHONY: demo test test-fast lint setup data clean package
 
 setup: $(STAMP)
 
@@ -50,5 +50,18 @@ test-fast: setup  # everything but the multi-process and subprocess tests
 lint: setup
 	$(BIN)/ruff check src tests examples
 
+# The wheel and sdist, checked by twine, then the wheel installed into a fresh virtual environment that runs
+# `beyondbp list` and a one-epoch `train` (what a project depending on beyondbp gets).
+SMOKE := build/smoke
+package: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[package]'
+	rm -rf dist $(SMOKE) && mkdir -p $(SMOKE)
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist . >$(SMOKE)/build.log
+	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv $(SMOKE)/venv
+	$(SMOKE)/venv/bin/python -m pip install --quiet -c constraints.txt dist/beyondbp-*.whl
+	cd $(SMOKE) && venv/bin/beyondbp --version && venv/bin/beyondbp list >/dev/null && \
+		venv/bin/beyondbp train --dataset digits --epochs 1 --out run --no-progress
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build dist

@@ -10,7 +10,7 @@ from .methods import make_method
 from .objectives import make_objective
 from .train import Trainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["BeyondBPError", "RunConfig", "Trainer", "data", "diagnostics", "make_method", "make_objective", "methods",
            "models", "run", "__version__"]

@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from .. import __version__
 from ..autopq import cli as autopq_cli
 from ..autopq.forecasters import FORECASTERS
 from ..autopq.quantiles import BASELINES
@@ -52,6 +53,7 @@ def cmd_list(args) -> int:
 
 def build_parser() -> Parser:
     parser = Parser(prog="beyondbp", description="Train networks without exact backpropagation; compare with it.")
+    parser.add_argument("--version", action="version", version=f"beyondbp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add(commands)
     compare.add(commands)
