@@ -210,3 +210,26 @@ def test_a_launched_run_that_finished_survives_a_crash_at_exit(tmp_path, monkeyp
     monkeypatch.setattr(launch_module.subprocess, "run", fake_torchrun(write_summary=False, returncode=-6))
     with pytest.raises(BeyondBPError, match=r"2-process run in .* failed \(exit -6\)"):
         launch(config, tmp_path / "done")
+
+
+@pytest.mark.slow
+def test_a_failing_process_leaves_no_torchrun_traceback(tmp_path):
+    """The launcher's torchrun passes a process's exit code through and prints nothing of its own."""
+    script = tmp_path / "fail.py"
+    script.write_text("import os, sys\nif os.environ['RANK'] == '1':\n    sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-m", "beyondbp.quiet_torchrun", "--standalone", "--nproc-per-node=2",
+                           str(script)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=120)
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr and "failed" not in done.stderr
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_warn_once_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "beyondbp", "train", "--nproc", "2", "--lr", "1e9", "--epochs", "1",
+                           "--loss", "ce", "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0
+    warnings = [line for line in done.stderr.splitlines() if "more than twice the first step" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("beyondbp: warning: epoch 1:")
+    assert "Traceback" not in done.stderr and "OMP_NUM_THREADS" not in done.stderr

@@ -34,3 +34,8 @@ class DivergenceError(BeyondBPError):
     """The training loss became NaN or infinite."""
 
     exit_code = 1
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A warning as the command line shows it (``warnings.formatwarning``): one line, no source."""
+    return f"beyondbp: warning: {message}\n"

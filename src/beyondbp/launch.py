@@ -1,7 +1,8 @@
 """Launching one run on N processes of this machine with ``torchrun`` (data-parallel training, or stages).
 
 :func:`launch` writes the run's settings to ``OUT/launch.json`` and starts ``python -m
-torch.distributed.run --standalone --nproc-per-node N -m beyondbp.worker OUT``; every process
+beyondbp.quiet_torchrun --standalone --nproc-per-node N -m beyondbp.worker OUT`` (torchrun without its own
+failure report); every process
 reads the settings back and trains its rank (:mod:`beyondbp.worker`); rank 0 writes
 the outputs, whose summary :func:`launch` returns. ``beyondbp train --nproc N`` and suites
 whose runs set ``nproc`` go through here; ``torchrun ... -m beyondbp train`` works directly.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,11 +37,12 @@ def launch(config, out_dir: Path | str | None, resume: bool = False, progress: b
             "align_every": align_every, "validation": validation}
     (out_dir / SPEC_NAME).write_text(json.dumps(spec, indent=2) + "\n")
     processes = config.execution_options().processes
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+    command = [sys.executable, "-m", "beyondbp.quiet_torchrun", "--standalone", f"--nproc-per-node={processes}",
                "-m", "beyondbp.worker", str(out_dir)]
+    environment = {"OMP_NUM_THREADS": "1", **os.environ}  # torchrun's choice, without its banner about it
     summary_path = out_dir / SUMMARY_NAME
     written_before = summary_path.stat().st_mtime_ns if summary_path.is_file() else None
-    returncode = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
+    returncode = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment).returncode
     error = out_dir / ERROR_NAME
     if error.is_file():
         report = json.loads(error.read_text())

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .config import RunConfig
 from .data import validation_split
 from .distributed import launched_rank
-from .errors import BeyondBPError, DivergenceError
+from .errors import BeyondBPError, DivergenceError, one_line_warning
 from .experiment import run
 from .launch import ERROR_NAME, SPEC_NAME
+from .train import TrainingWarning
 
 
 def main(out_dir: str) -> int:
@@ -21,6 +23,9 @@ def main(out_dir: str) -> int:
     out = Path(out_dir)
     spec = json.loads((out / SPEC_NAME).read_text())
     config = RunConfig(**spec["config"])
+    warnings.formatwarning = one_line_warning
+    if config.stages == 1 and launched_rank() != 0:  # rank 0 speaks for the data-parallel ranks
+        warnings.simplefilter("ignore", TrainingWarning)
     try:
         data = config.data_options().load()
         if spec["validation"]:

@@ -21,7 +21,7 @@ from ..autopq.forecasters import FORECASTERS
 from ..autopq.quantiles import BASELINES
 from ..autopq.series import SOURCES
 from ..data import DATASETS
-from ..errors import BeyondBPError
+from ..errors import BeyondBPError, one_line_warning
 from ..functions import FUNCTIONS
 from ..methods import FEEDBACK_INITS, METHODS, SIGNALS
 from ..methods.tangents import TANGENT_SAMPLERS
@@ -64,10 +64,6 @@ def build_parser() -> Parser:
     commands.add_parser("list", help="methods, signals, feedback inits, data sets, models").set_defaults(
         handler=cmd_list)
     return parser
-
-
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    return f"beyondbp: warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
