@@ -162,3 +162,16 @@ def test_a_dataset_takes_float64_inputs_and_names_the_form_of_its_targets():
     assert data.x.dtype == data.t.dtype == torch.float32
     with pytest.raises(BeyondBPError, match="targets must be float \\[N, C\\].*one_hot"):
         Dataset(torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]))
+
+
+def test_drop_missing_drops_the_rows_with_a_missing_cell_and_says_how_many(tmp_path, capsys):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b,label\n1,2,x\n3,,y\n5,6,\n7,8,x\n9,1,y\n2,2,x\n3,3,y\n4,4,x\n")
+    assert main(["train", "--data", str(path), "--target", "label", "--epochs", "1", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 2
+    assert "line 3, column 'b': '' is not a number" in capsys.readouterr().err  # the first gap, by line
+    assert main(["train", "--data", str(path), "--target", "label", "--drop-missing", "--epochs", "1",
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert f"data gaps: {path} (2 rows with a missing cell dropped)" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["data_source"].endswith("(2 rows with a missing cell dropped)")

@@ -25,6 +25,8 @@ class DataOptions(Section):
     data: str | None = option(None, GROUP, "your own data file instead: .npz (arrays x, y; optional x_test, y_test), "
                                            ".csv (with --target) or .txt (a corpus: --task lm)", metavar="PATH")
     target: str | None = option(None, GROUP, "--data FILE.csv: the target column", metavar="COLUMN")
+    drop_missing: bool = option(False, GROUP, "--data FILE.csv: drop the rows with a missing cell (the run's first "
+                                              "line says how many) instead of refusing the table")
     task: str | None = option(None, GROUP, "--data: force the task (default: classification for integer or string "
                                            "targets; lm, next-token prediction, for .txt)", choices=(*TASKS, "lm"))
     context: int | None = option(None, GROUP, "task lm: tokens per sample (the chunks the text is cut into; "
@@ -48,8 +50,10 @@ class DataOptions(Section):
         super().check()
         if self.data is None:
             DATASETS.get(self.dataset)
-            if self.target is not None or (self.task is not None and not (self.corpus and self.task == "lm")):
-                raise BeyondBPError(f"a target column and a task apply to a data file ({setting('data', 'PATH')}) only")
+            if self.target is not None or self.drop_missing or (self.task is not None and
+                                                                not (self.corpus and self.task == "lm")):
+                raise BeyondBPError(f"a target column, a task and dropping rows apply to a data file "
+                                    f"({setting('data', 'PATH')}) only")
         elif self.corpus and self.task not in (None, "lm"):
             raise BeyondBPError(f"{self.data} is a text: its task is lm (next-token prediction), not {self.task}")
         elif self.corpus and self.context is None:
@@ -88,6 +92,6 @@ class DataOptions(Section):
         if self.data is not None and self.corpus:
             return load_text_file(self.data, self.context, self.tokenizer, self.bpe_size)
         if self.data is not None:
-            return load_user_file(self.data, self.target, self.task, split_seed=0)
+            return load_user_file(self.data, self.target, self.task, split_seed=0, drop_missing=self.drop_missing)
         return load_dataset(self.dataset, self.data_dir, self.download, context=self.context, tokenizer=self.tokenizer,
                             bpe_size=self.bpe_size)

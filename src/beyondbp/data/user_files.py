@@ -25,8 +25,9 @@ TASKS = ("classification", "regression")
 
 
 def load_user_file(path: Path | str, target: str | None = None, task: str | None = None,
-                   split_seed: int = 0) -> DataSplit:
-    """The :class:`DataSplit` of a ``.npz`` or ``.csv`` file (see the module docstring)."""
+                   split_seed: int = 0, drop_missing: bool = False) -> DataSplit:
+    """The :class:`DataSplit` of a ``.npz`` or ``.csv`` file (see the module docstring); ``drop_missing``: a
+    table's rows with a missing cell are dropped, and the source says how many."""
     path = Path(path)
     if task is not None and task not in TASKS:
         raise DataFormatError(f"unknown task '{task}'; known tasks: {', '.join(TASKS)}")
@@ -39,10 +40,12 @@ def load_user_file(path: Path | str, target: str | None = None, task: str | None
     elif path.suffix == ".csv":
         if target is None:
             raise DataFormatError(f"{path}: name the target column: target=COLUMN")
-        arrays = read_csv(path, target)
+        arrays = read_csv(path, target, drop_missing)
     else:
         raise DataFormatError(f"{path}: unknown data file type '{path.suffix}'; use .npz (arrays x, y) or .csv")
-    return make_split(path.stem, arrays, task, split_seed).from_source(str(path))
+    dropped = int(arrays.pop("dropped", 0))
+    source = f"{path} ({dropped} row{'s' * (dropped != 1)} with a missing cell dropped)" if dropped else str(path)
+    return make_split(path.stem, arrays, task, split_seed).from_source(source)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -66,55 +69,66 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_csv(path: Path, target: str) -> dict[str, np.ndarray]:
+def read_csv(path: Path, target: str, drop_missing: bool = False) -> dict[str, np.ndarray]:
+    """Features and target of a table; ``drop_missing`` drops the rows with a missing cell (``dropped`` in the
+    result counts them) instead of refusing the first."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         raise DataFormatError(f"{path} is empty")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    header = [h.strip() for h in rows[0]]
+    body = [(number, row) for number, row in enumerate(rows[1:], start=2) if row]  # line numbers of the file
     if target not in header:
         raise DataFormatError(f"{path} has no column '{target}'; its columns: {', '.join(header)}")
     column = header.index(target)
-    for number, row in enumerate(body, start=2):
+    for number, row in body:
         if len(row) != len(header):
             raise DataFormatError(f"{path}, line {number}: {len(row)} fields, the header has {len(header)}")
+    kept = [(n, row) for n, row in body if not any(cell.strip().lower() in MISSING for cell in row)]
+    dropped = len(body) - len(kept) if drop_missing else 0
+    body = kept if drop_missing else body
+    if not body:
+        raise DataFormatError(f"{path}: every row has a missing cell")
     features = [i for i in range(len(header)) if i != column]
     x = np.empty((len(body), len(features)))
-    for number, row in enumerate(body, start=2):
+    for k, (number, row) in enumerate(body):
         for j, i in enumerate(features):
             try:
-                x[number - 2, j] = float(row[i])
+                x[k, j] = float(row[i])
             except ValueError:
+                hint = "; or drop rows with a missing cell: --drop-missing" if row[i].strip().lower() in MISSING \
+                    else ""
                 raise DataFormatError(f"{path}, line {number}, column '{header[i]}': '{row[i]}' is not a number; "
-                                      f"features must be numeric") from None
-    return {"x": x, "y": parse_targets(path, target, [row[column].strip() for row in body])}
+                                      f"features must be numeric{hint}") from None
+    y = parse_targets(path, target, [(number, row[column].strip()) for number, row in body])
+    return {"x": x, "y": y, "dropped": np.array(dropped)}
 
 
 #: Cells that mean "no value": a target must never be one.
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
 
 
-def parse_targets(path: Path, column: str, cells: list[str]) -> np.ndarray:
-    """The target column: integers or numbers where every cell is one, strings (class names) where most cells
-    are not numbers. A missing cell, or a non-number among numbers, is an error naming its line, never a
-    class or a NaN of its own."""
-    for number, cell in enumerate(cells, start=2):
+def parse_targets(path: Path, column: str, cells: list[tuple[int, str]]) -> np.ndarray:
+    """The target column (its cells with their line numbers): integers or numbers where every cell is one,
+    strings (class names) where most cells are not numbers. A missing cell, or a non-number among numbers, is an
+    error naming its line, never a class or a NaN of its own."""
+    for number, cell in cells:
         if cell.lower() in MISSING:
             raise DataFormatError(f"{path}, line {number}, column '{column}': the target is missing ('{cell}'); "
-                                  f"fill it in or remove the row")
-    numeric = [is_number(cell) for cell in cells]
-    if not any(numeric) or sum(numeric) < len(cells) / 2:
-        return np.array(cells)  # class names
+                                  f"fill it in, remove the row, or drop such rows: --drop-missing")
+    values = [cell for _, cell in cells]
+    numeric = [is_number(cell) for cell in values]
+    if not any(numeric) or sum(numeric) < len(values) / 2:
+        return np.array(values)  # class names
     if not all(numeric):
-        number = numeric.index(False) + 2
-        raise DataFormatError(f"{path}, line {number}, column '{column}': '{cells[number - 2]}' is not a number, "
-                              f"while {sum(numeric)} of the {len(cells)} targets are")
-    y = np.array(cells).astype(np.float64)
+        number, cell = cells[numeric.index(False)]
+        raise DataFormatError(f"{path}, line {number}, column '{column}': '{cell}' is not a number, "
+                              f"while {sum(numeric)} of the {len(values)} targets are")
+    y = np.array(values).astype(np.float64)
     if not np.all(np.isfinite(y)):
-        number = int(np.flatnonzero(~np.isfinite(y))[0]) + 2
-        raise DataFormatError(f"{path}, line {number}, column '{column}': the target '{cells[number - 2]}' is not "
-                              f"finite")
-    if np.all(y == np.round(y)) and not any("." in v or "e" in v.lower() for v in cells):
+        number, cell = cells[int(np.flatnonzero(~np.isfinite(y))[0])]
+        raise DataFormatError(f"{path}, line {number}, column '{column}': the target '{cell}' is not finite")
+    if np.all(y == np.round(y)) and not any("." in v or "e" in v.lower() for v in values):
         return y.astype(np.int64)
     return y
 
