@@ -123,3 +123,18 @@ def test_bf16_trains_close_to_fp32(tmp_path, method):
 def test_bf16_is_refused_by_methods_that_cannot_run_under_autocast(tmp_path):
     with pytest.raises(BeyondBPError, match="fg:k1-mean-weights does not run under bf16 autocast"):
         run(RunConfig(method="fg", dataset="digits", epochs=1, precision="bf16"), tmp_path, progress=False)
+
+
+def test_label_smoothing_is_pytorchs_for_samples_and_tokens_and_keeps_the_targets():
+    ce = make_objective("ce", "classification", label_smoothing=0.1)
+    y, t = torch.randn(4, 5), torch.tensor([0, 3, 4, 1])
+    torch.testing.assert_close(ce.per_sample(y, ce.targets(t, 5)),
+                               F.cross_entropy(y, t, label_smoothing=0.1, reduction="none"))
+    assert torch.equal(ce.targets(t, 5), F.one_hot(t, 5).float())  # what direct feedback's signals read
+    lm = make_objective("ce", "lm", label_smoothing=0.1)
+    y, t = torch.randn(2, 3, 5), torch.tensor([[1, 2, -100], [0, 4, 3]])
+    reference = F.cross_entropy(y.transpose(1, 2), t, label_smoothing=0.1, reduction="none")
+    torch.testing.assert_close(lm.per_sample(y, lm.targets(t, 5)),
+                               torch.stack([reference[0, :2].mean(), reference[1].mean()]))
+    with pytest.raises(BeyondBPError, match="label smoothing applies to loss ce, not bce"):
+        make_objective("bce", "classification", label_smoothing=0.1)

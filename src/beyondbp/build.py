@@ -24,7 +24,7 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device, method: 
               ) -> tuple[torch.nn.Module, Method, torch.optim.Optimizer, Objective]:
     """The seeded model (on ``device``), the method (``method`` if already built by
     :meth:`RunConfig.validate`), the optimizer and the objective of a run."""
-    objective = make_objective(config.loss, data.task)
+    objective = make_objective(config.loss, data.task, config.label_smoothing)
     torch.manual_seed(config.seed)
     model = config.model_options().build(data.train.input_shape, data.train.num_outputs,
                                          objective.output_activation()).to(device)

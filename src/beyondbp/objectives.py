@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import BeyondBPError
+from .options import setting
 from .registry import Registry
 
 #: The class index of a token that is no target (padding), PyTorch's convention.
@@ -134,13 +135,24 @@ class BinaryCrossEntropy(Objective):
 
 @OBJECTIVES.register("ce", "linear output (logits), softmax cross-entropy (per sample, or per token)")
 class CrossEntropy(Objective):
+    """``label_smoothing`` ε: the loss against ``(1 - ε) t + ε / C`` (Szegedy et al. 2016); the targets that
+    :meth:`targets` returns, and so direct feedback's signals, stay one-hot."""
+
     name = "ce"
     tasks = CLASS_TASKS
 
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
     def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
         if y.dim() == 3:  # a sample's mean over its target tokens
-            return token_losses(y, t).sum(dim=1) / target_tokens(t).sum(dim=1).clamp(min=1)
-        return F.cross_entropy(y, t, reduction="none")
+            kept = target_tokens(t)
+            return (token_losses(y, self.smoothed(t) * kept[..., None]).sum(dim=1)
+                    / kept.sum(dim=1).clamp(min=1))
+        return F.cross_entropy(y, self.smoothed(t), reduction="none")
+
+    def smoothed(self, t: Tensor) -> Tensor:
+        return t if not self.label_smoothing else t * (1 - self.label_smoothing) + self.label_smoothing / t.shape[-1]
 
     def prediction(self, y: Tensor) -> Tensor:
         return torch.softmax(y, dim=-1)
@@ -159,11 +171,15 @@ class MeanSquaredError(Objective):
 DEFAULT_LOSS = {"classification": "bce", "regression": "mse", "lm": "ce"}
 
 
-def make_objective(name: str | None, task: str) -> Objective:
-    """The objective called ``name``, or the task's default when ``name`` is None (:data:`DEFAULT_LOSS`)."""
-    if name is None:
-        name = DEFAULT_LOSS[task]
-    objective = OBJECTIVES.get(name)()
+def make_objective(name: str | None, task: str, label_smoothing: float = 0.0) -> Objective:
+    """The objective called ``name``, or the task's default when ``name`` is None (:data:`DEFAULT_LOSS`);
+    ``label_smoothing`` for ``ce``."""
+    default = name is None
+    name = DEFAULT_LOSS[task] if default else name
+    if label_smoothing and name != "ce":
+        raise BeyondBPError(f"label smoothing applies to loss ce, not {name}"
+                            + (f" (the default for {task}: give {setting('loss', 'ce')})" if default else ""))
+    objective = OBJECTIVES.get(name)(label_smoothing) if label_smoothing else OBJECTIVES.get(name)()
     if task not in objective.tasks:
         raise BeyondBPError(
             f"loss '{name}' does not fit a {task} data set; use one of: "

@@ -43,6 +43,8 @@ class TrainingOptions(Section):
     seed: int = option(0, GROUP, "seed", flag=False)
     loss: str | None = option(None, GROUP, "bce (sigmoid output), ce or mse; default bce for classification, ce "
                                            "for lm, mse for regression")
+    label_smoothing: float = option(0.0, GROUP, "ce: the loss against (1 - e) t + e / C instead of the one-hot target "
+                                                "t (Szegedy et al. 2016); direct feedback's signals keep t")
     optimizer: str = option("adam", GROUP, "adam, adamw or sgd")
     lr: float = option(1e-3, GROUP, "learning rate")
     hidden_lr_scale: float = option(1.0, GROUP, "learning rate of every block but the output block (the model's last "
@@ -60,6 +62,10 @@ class TrainingOptions(Section):
         super().check()
         if self.loss is not None:
             OBJECTIVES.get(self.loss)
+        if not 0 <= self.label_smoothing < 1:
+            raise BeyondBPError(f"{setting('label_smoothing')} must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss not in (None, "ce"):  # a default loss is checked with its task
+            raise BeyondBPError(f"{setting('label_smoothing')} applies to loss ce, not {self.loss}")
         OPTIMIZERS.get(self.optimizer)
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BeyondBPError(f"epochs, batch size and lr must be positive, got {self.epochs}, "
