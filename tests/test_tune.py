@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sysconfig
+from pathlib import Path
 
 import optuna
 import pytest
@@ -85,3 +87,12 @@ def test_bad_tuning_input_is_one_line(tmp_path, capsys):
         assert main([*base, *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_forward_gradient_trials_run_in_parallel_threads(tmp_path):
+    """Forward-mode AD keeps process-wide state; two fg trials at once must not interleave it."""
+    (tmp_path / "corpus.txt").write_text((Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()[:30000])
+    config = bb.RunConfig(method="fg:k4-mean-activities", model="gpt", depth=1, width=16, heads=2, mlp=32,
+                          data=str(tmp_path / "corpus.txt"), context=16, epochs=1, batch_size=16)
+    result = tune(config, trials=4, jobs=2, progress=False)
+    assert result["best"]["trials"] == 4 and result["best"]["failed"] == 0

@@ -19,6 +19,7 @@ computed once, the k tangents in one batched pass. They are combined by
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,11 @@ class ForwardGradientOptions(PointOptions):
                           f"{setting('perturb', 'activities')})", UserWarning, stacklevel=2)
 
 
+#: Forward-mode AD keeps its levels in process-wide state: two steps in threads of one process (a search's
+#: parallel trials) must not interleave theirs.
+FORWARD_MODE = threading.Lock()
+
+
 class ForwardGradient(Method):
     """Forward-gradient descent with ``tangents`` tangents combined by ``aggregation``
     (:class:`ForwardGradientOptions`, or its fields as keywords)."""
@@ -169,7 +175,7 @@ class ForwardGradient(Method):
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None,
                 objective: Objective) -> StepResult:
-        with forward_ready(model, self.label):
+        with FORWARD_MODE, forward_ready(model, self.label):
             step = self._weight_step if self.perturb == "weights" else self._activity_step
             result = step(model, x, t, objective)
         record_batch_statistics(model, x)
