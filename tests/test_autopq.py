@@ -107,6 +107,11 @@ def test_too_short_series_and_bad_columns_are_refused(tmp_path):
         read_csv_series(path, "y", time="t")
     with pytest.raises(BeyondBPError, match="no column 'load'"):
         read_csv_series(path, "load", time="t")
+    values = [str(v) for v in range(300)]
+    values[7], values[9] = "", "abc"
+    pd.DataFrame({"t": pd.date_range("2021-01-01", periods=300, freq="h"), "y": values}).to_csv(path, index=False)
+    with pytest.raises(BeyondBPError, match="line 11, column 'y': 'abc' is not a number"):  # the empty cell is a gap
+        read_csv_series(path, "y", time="t")
 
 
 @pytest.fixture(scope="module")

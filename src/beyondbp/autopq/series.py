@@ -89,6 +89,7 @@ def read_csv_series(path: Path | str, target: str, features: tuple[str, ...] = (
                             f"{', '.join(map(str, frame.columns))}")
     if rows is not None:
         frame = frame.iloc[:rows]
+    refuse_text(path, frame, [target, *features])
     if time is not None:
         stamps = pd.to_datetime(frame[time], errors="coerce")
         if stamps.isna().any():
@@ -111,6 +112,21 @@ def read_csv_series(path: Path | str, target: str, features: tuple[str, ...] = (
     values = values.dropna()  # leading and trailing gaps
     return Series(name or path.stem, values[target].to_numpy(np.float64), values[list(features)].to_numpy(np.float64),
                   values.index.to_numpy(), tuple(features), bounds)
+
+
+def refuse_text(path: Path, frame, columns: list[str]) -> None:
+    """A cell of ``columns`` that holds something other than a number or nothing is an error naming its line:
+    only empty cells are gaps to interpolate."""
+    import pandas as pd
+
+    for column in columns:
+        raw = frame[column]
+        text = raw.astype(str).str.strip()
+        bad = raw.notna() & (text != "") & pd.to_numeric(raw, errors="coerce").isna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise BeyondBPError(f"{path}, line {row + 2}, column '{column}': '{raw.iloc[row]}' is not a number (an "
+                                f"empty cell is a gap to interpolate; anything else must be a number)")
 
 
 def load_series(name: str, data_dir: str | None = None, download: bool = False) -> Series:
