@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 FORTUNES := /usr/share/games/fortunes/literature
 
-.PHONY: demo test test-fast lint setup data clean package
+.PHONY: demo test test-fast lint setup data clean package docs
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ test-fast: setup  # everything but the multi-process and subprocess tests
 
 lint: setup
 	$(BIN)/ruff check src tests examples
+
+# The documentation site in build/site, from docs/ and mkdocs.yml; strict: a broken link, anchor or reference fails.
+docs: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The wheel and sdist, checked by twine, then the wheel installed into a fresh virtual environment that runs
 # `beyondbp list` and a one-epoch `train` (what a project depending on beyondbp gets).

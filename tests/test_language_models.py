@@ -222,6 +222,7 @@ def test_a_point_that_loses_the_token_axis_is_named():
     (["--data", "{corpus}"], "give --context TOKENS"),
     (["--data", "{corpus}", "--context", "100000"], "too short for samples of 100000 tokens"),
     (["--data", "{corpus}", "--context", "8", "--task", "classification"], "its task is lm"),
+    (["--data", "{short}", "--context", "8", "--task", "lm"], "task lm reads a text corpus \\(.txt\\)"),
     (["--dataset", "digits", "--context", "8"], "--context TOKENS applies to a text corpus"),
     (["--data", "{corpus}", "--context", "8", "--model", "mlp"], "fails on the data's first samples \\(torch.int64"),
     (["--data", "{corpus}", "--context", "8", "--model", "{short}:model"],

@@ -59,7 +59,7 @@ class DataOptions(Section):
         elif self.corpus and self.context is None:
             raise BeyondBPError(f"{self.data} is a text corpus for task lm: give {setting('context', 'TOKENS')} (the "
                                 f"tokens per sample, e.g. 128)")
-        elif self.task == "lm":
+        elif self.task == "lm" and not self.corpus:
             raise BeyondBPError(f"task lm reads a text corpus (.txt), not {self.data}")
         if self.context is not None and not self.corpus:
             raise BeyondBPError(f"{setting('context', 'TOKENS')} applies to a text corpus (task lm: "
