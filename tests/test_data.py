@@ -174,3 +174,15 @@ def test_debian_fashion_mnist():
     data = load_dataset("fashion-mnist")
     assert data.train.x.shape == (60000, 1, 28, 28) and data.test.x.shape == (10000, 1, 28, 28)
     assert data.train.t.sum(0).tolist() == [6000.0] * 10
+
+
+def test_train_samples_takes_a_seeded_draw_and_says_so(capsys):
+    from beyondbp.cli import main
+    from beyondbp.data.options import DataOptions
+
+    options = DataOptions(dataset="digits", train_samples=100)
+    first, again = options.load(), options.load()
+    assert len(first.train) == 100 and len(first.test) == 360 and torch.equal(first.train.x, again.train.x)
+    assert first.source.endswith("(100 of its 1437 training samples)")
+    assert main(["train", "--train-samples", "1", "--epochs", "1", "--no-progress"]) == 2
+    assert "--train-samples N must be at least 2, got 1" in capsys.readouterr().err

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ..errors import BeyondBPError
 from ..options import Section, option, setting
@@ -36,6 +39,9 @@ class DataOptions(Section):
                             choices=TOKENIZERS)
     bpe_size: int = option(1024, GROUP, "tokenizer bpe: tokens in its vocabulary")
     data_dir: str | None = option(None, GROUP, "where data files are (also $BEYONDBP_DATA)")
+    train_samples: int | None = option(None, GROUP, "train on N samples of the training set: a seeded draw (the "
+                                                    "first N chunks of a corpus); the test set stays whole",
+                                       metavar="N")
     download: bool = option(False, GROUP, "download missing data files")
     augment: str | None = option(None, GROUP, "training images augmented each step: crop-flip (random crop after "
                                               "padding, horizontal flip; seeded)", choices=AUGMENTATIONS)
@@ -68,6 +74,8 @@ class DataOptions(Section):
             raise BeyondBPError(f"{setting('context', 'TOKENS')} must be at least 1, got {self.context}")
         if self.crop_padding < 0:
             raise BeyondBPError(f"{setting('crop_padding')} must be at least 0, got {self.crop_padding}")
+        if self.train_samples is not None and self.train_samples < 2:
+            raise BeyondBPError(f"{setting('train_samples', 'N')} must be at least 2, got {self.train_samples}")
 
     def augmentation(self, data: DataSplit) -> CropFlip | None:
         """The training set's augmentation (None without one), checked against the data's samples."""
@@ -82,16 +90,31 @@ class DataOptions(Section):
         line = f"data {data.name}: {data.source or 'source not recorded'}"
         if self.data_dir is not None and self.data is None:
             given = Path(self.data_dir).expanduser().resolve()
-            found = [Path(part).resolve() for part in data.source.split(", ") if part.startswith(("/", "."))]
+            paths = [part.split(" (")[0] for part in data.source.split(", ")]  # without a note on the samples
+            found = [Path(part).resolve() for part in paths if part.startswith(("/", "."))]
             if not any(folder == given or given in folder.parents for folder in found):
                 line += f" (not from {setting('data_dir', self.data_dir)})"
         return line
 
     def load(self) -> DataSplit:
-        """The data: the user's file (``data``) or the named data set."""
+        """The data: the user's file (``data``) or the named data set (``train_samples`` of its training set)."""
         if self.data is not None and self.corpus:
-            return load_text_file(self.data, self.context, self.tokenizer, self.bpe_size)
-        if self.data is not None:
-            return load_user_file(self.data, self.target, self.task, split_seed=0, drop_missing=self.drop_missing)
-        return load_dataset(self.dataset, self.data_dir, self.download, context=self.context, tokenizer=self.tokenizer,
-                            bpe_size=self.bpe_size)
+            data = load_text_file(self.data, self.context, self.tokenizer, self.bpe_size)
+        elif self.data is not None:
+            data = load_user_file(self.data, self.target, self.task, split_seed=0, drop_missing=self.drop_missing)
+        else:
+            data = load_dataset(self.dataset, self.data_dir, self.download, context=self.context,
+                                tokenizer=self.tokenizer, bpe_size=self.bpe_size)
+        return data if self.train_samples is None else training_subset(data, self.train_samples)
+
+
+def training_subset(data: DataSplit, samples: int) -> DataSplit:
+    """``samples`` of the training set: a draw seeded by 0 (in its order), or a corpus's first chunks; the source
+    says how many of how many."""
+    total = len(data.train)
+    if samples > total:
+        raise BeyondBPError(f"{setting('train_samples', samples)}: {data.name}'s training set holds {total} samples")
+    rows = torch.arange(samples) if data.task == "lm" else torch.randperm(
+        total, generator=torch.Generator().manual_seed(0))[:samples].sort().values
+    return dataclasses.replace(data, train=data.train.rows(rows),
+                               source=f"{data.source} ({samples} of its {total} training samples)")
