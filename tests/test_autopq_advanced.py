@@ -5,7 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import optuna
 import pandas as pd
@@ -181,3 +187,48 @@ def test_a_setting_on_by_default_has_a_no_flag():
     base = ["autopq-advanced", "--dataset", "PV"]
     assert from_args(AdvancedConfig, build_parser().parse_args(base)).keep_default is True
     assert from_args(AdvancedConfig, build_parser().parse_args([*base, "--no-keep-default"])).keep_default is False
+
+
+def test_a_trial_left_running_by_a_gone_worker_is_reclaimed_and_queued_again(tmp_path):
+    from optuna.trial import TrialState
+
+    from beyondbp.autopq.workers import RECLAIMED, WORKER, reclaim_stale_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    for pid in (int(gone.stdout), os.getpid()):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr(WORKER, {"pid": pid, "host": host})
+    assert reclaim_stale_trials(study) == 1  # the living worker's trial stays
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]  # the first one's settings queued
+    queued, first = study.get_trials(deepcopy=False)[2], study.get_trials(deepcopy=False)[0]
+    assert queued.system_attrs["fixed_params"] == first.params
+    assert study.user_attrs[RECLAIMED] == 1 and reclaim_stale_trials(study) == 0
+
+
+@pytest.mark.slow
+def test_a_worker_ends_with_the_process_that_started_it(tmp_path):
+    child = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import os, time; from beyondbp.autopq.workers import die_with_parent; "
+                  "die_with_parent(); open({str(child)!r}, 'w').write(str(os.getpid())); time.sleep(60)"])
+time.sleep(60)
+"""])
+    for _ in range(100):
+        if child.is_file() and child.read_text():
+            break
+        time.sleep(0.1)
+    pid = int(child.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the worker outlived the process that started it")

@@ -25,8 +25,10 @@ The cINN is the same for every trial (it never sees the point forecast): it is t
 ``OUT/cinn.pt``. Workers share the study through Optuna's storage: a SQLite file for workers on one
 machine (the default, ``OUT/study.db``), any database URL for workers on many machines. A worker that dies
 leaves a trial that its heartbeat stops renewing; after the grace period it is marked failed and tried
-again. Restarting continues the study up to its budget (trials, or seconds per worker). A study remembers
-the series, seed and search space it was made for and refuses another.
+again; a local worker's trial is reclaimed at the next start at once (its process is gone:
+:mod:`.workers`), and local workers end with the process that started them. Restarting continues the
+study up to its budget (trials, or seconds per worker). A study remembers the series, seed and search
+space it was made for and refuses another.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -57,6 +60,7 @@ from .scores import scores
 from .search import line_search_sigma
 from .series import Splits, make_windows
 from .spaces import SPACES
+from .workers import RECLAIMED, die_with_parent, mark_worker, reclaim_stale_trials
 
 #: User attribute of a trial that started after the budget was filled by others (pruned at once, not counted).
 SURPLUS = "surplus"
@@ -211,6 +215,7 @@ class Objective:
         cfg = self.config
         # workers check the budget when a trial ends, so two may start one each for the last place: the trial
         # with the lower number keeps it, the other is pruned unrun and stops its worker
+        mark_worker(trial)
         earlier = [t for t in trials_in_budget(trial.study, running=True) if t.number < trial.number]
         if len(earlier) >= cfg.budget_trials:
             trial.set_user_attr(SURPLUS, True)
@@ -273,6 +278,7 @@ def work(config: AdvancedConfig, out: Path, worker: int = 0, progress: bool = Tr
 
 
 def _work_process(config: AdvancedConfig, out: Path, worker: int) -> int:
+    die_with_parent()  # a worker never outlives the search that started it
     warnings.simplefilter("ignore", UserWarning)  # the data's notices: the parent process has shown them once
     return work(config, out, worker, progress=False)
 
@@ -284,7 +290,11 @@ def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = T
     if out.exists() and not out.is_dir():
         raise BeyondBPError(f"out {out} is an existing file, not a folder; choose another path")
     out.mkdir(parents=True, exist_ok=True)
-    open_study(config, out, create=config.role != "report")
+    study = open_study(config, out, create=config.role != "report")
+    reclaimed = reclaim_stale_trials(study) if config.role != "report" else 0
+    if reclaimed:
+        print(f"beyondbp: {reclaimed} trial{'s' * (reclaimed > 1)} left running by a worker that is gone "
+              f"reclaimed: run again", file=sys.stderr)
     if config.role in ("all", "worker"):
         if config.role == "all" or config.workers > 1:
             prepare(config, out, progress)  # the cINN once, before the workers start
@@ -340,6 +350,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
     states = [t.state.name.lower() for t in trials]
     summary = {"settings": asdict(config), "study": config.study, "storage": config.storage_url(out),
                "trials": {s: states.count(s) for s in sorted(set(states))},
+               "reclaimed": study.user_attrs.get(RECLAIMED, 0),
                "best": chosen,
                "metrics": metrics,
                "default": {"forecaster": default["forecaster"], "sigma": default["sigma"],
