@@ -13,6 +13,7 @@ standardised with training statistics only, as for the built-in tables.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,8 @@ def _classification(name, x, y, arrays, axes, split_seed) -> DataSplit:
     classes = np.unique(everything)
     encode = lambda labels: np.searchsorted(classes, labels)
     counts = np.unique(y, return_counts=True)[1]
-    stratify = encode(y) if "x_test" not in arrays and counts.min() >= 2 else None
+    test_size = math.ceil(TEST_FRACTION * len(y))  # sklearn's rounding: a stratified split needs a row per class
+    stratify = encode(y) if "x_test" not in arrays and counts.min() >= 2 and test_size >= len(counts) else None
     x_train, y_train, x_test, y_test = _parts(x, encode(y), {**arrays, **({"y_test": encode(arrays["y_test"])}
                                                                     if "y_test" in arrays else {})},
                                               split_seed, stratify)
