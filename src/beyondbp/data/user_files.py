@@ -177,6 +177,9 @@ def _classification(name, x, y, arrays, axes, split_seed) -> DataSplit:
     if everything.dtype.kind == "f" and not np.all(everything == np.round(everything)):
         raise DataFormatError(f"data '{name}': classification needs integer or string labels")
     classes = np.unique(everything)
+    if len(classes) < 2:
+        raise DataFormatError(f"data '{name}': classification needs at least 2 classes; every target is "
+                              f"'{classes[0]}'")
     encode = lambda labels: np.searchsorted(classes, labels)
     counts = np.unique(y, return_counts=True)[1]
     test_size = math.ceil(TEST_FRACTION * len(y))  # sklearn's rounding: a stratified split needs a row per class
