@@ -48,7 +48,7 @@ test-fast: setup  # everything but the multi-process and subprocess tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check .
 
 # The documentation site in build/site, from docs/ and mkdocs.yml; strict: a broken link, anchor or reference fails.
 docs: setup

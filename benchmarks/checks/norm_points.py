@@ -18,9 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
+from hf_vit import vit  # noqa: E402
+
 import beyondbp as bb  # noqa: E402
 from beyondbp.data import load_dataset  # noqa: E402
-from hf_vit import vit  # noqa: E402
 
 RUNS = [("bp", ()), ("shallow", ()), ("dfa", ()), ("dfa", ("norms",)), ("drtp", ()), ("drtp", ("norms",)),
         ("f3:delayed_error_softmax", ()), ("f3:delayed_error_softmax", ("norms",))]

@@ -7,12 +7,16 @@ method and optimizer everywhere.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .config import RunConfig, upgrade_settings
 from .data import DataSplit
+from .errors import BeyondBPError
+from .execution import resolve_device
 from .methods import Method
 from .metrics import HEADLINE
 from .objectives import Objective, make_objective
@@ -36,6 +40,25 @@ def build_run(config: RunConfig, data: DataSplit, device: torch.device, method: 
 def config_from_checkpoint(state: dict[str, Any], **overrides: Any) -> RunConfig:
     """The settings a checkpoint was made with (its ``run_info``, of any schema), plus e.g. ``data_dir``."""
     return RunConfig.from_settings(state["run_info"], epochs=len(state["history"]), **overrides)
+
+
+def restore_run(run_dir: Path | str, data_dir: str | None = None, device: str = "auto"
+                ) -> tuple[dict[str, Any], RunConfig, DataSplit, torch.nn.Module, Method, Objective]:
+    """A finished (or stopped) ``beyondbp train`` run from its folder: the checkpoint's state, the settings, the
+    data (read again, ``data_dir`` where the files are now), and the model and attached method with their state."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
+    where = resolve_device(device)
+    state = load_checkpoint(path, where)
+    config = config_from_checkpoint(state, data_dir=data_dir, device=device)
+    data = config.load_data()
+    model, method, _, objective = build_run(config, data, where)
+    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task,
+                  tokens=data.train.tokens)
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    return state, config, data, model, method, objective
 
 
 def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
@@ -79,4 +102,4 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
     return summary
 
 
-__all__ = ["SUMMARY_NAME", "build_run", "config_from_checkpoint", "summarize", "upgrade_settings"]
+__all__ = ["SUMMARY_NAME", "build_run", "config_from_checkpoint", "restore_run", "summarize", "upgrade_settings"]

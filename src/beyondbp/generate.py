@@ -12,10 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .build import build_run, config_from_checkpoint
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .build import restore_run
 from .errors import BeyondBPError
-from .execution import resolve_device
 from .models.outputs import ensure_output
 
 
@@ -47,18 +45,10 @@ def sample(model: nn.Module, prompt: list[int], tokens: int, context: int, tempe
 def sample_run(run_dir: Path | str, prompt: str = "\n", tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
                seed: int = 0, data_dir: str | None = None, device: str = "auto") -> str:
     """The prompt and ``tokens`` tokens sampled from the checkpoint of a ``beyondbp train`` run on a corpus."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
-    device = resolve_device(device)
-    state = load_checkpoint(path, device)
-    config = config_from_checkpoint(state, data_dir=data_dir, device=str(device))
-    data = config.load_data()
+    _, _, data, model, _, _ = restore_run(run_dir, data_dir, device)
     if data.task != "lm" or data.vocabulary is None:
         raise BeyondBPError(f"{run_dir} trained on {data.name} (task {data.task}); sampling needs a run on a text "
                             f"corpus (task lm)")
-    model, _, _, _ = build_run(config, data, device)
-    model.load_state_dict(state["model"])
     ids = sample(model, data.vocabulary.encode(prompt).tolist(), tokens, data.train.tokens, temperature, top_k, seed,
-                 device)
+                 next(model.parameters()).device)
     return prompt + data.vocabulary.decode(ids)

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..build import build_run, config_from_checkpoint
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+from ..build import restore_run
+from ..checkpoint import CHECKPOINT_NAME
 from ..diagnostics import alignment
 from ..distributed import launched_rank, launched_world
-from ..errors import BeyondBPError
-from ..execution import resolve_device
 from ..experiment import run
 from ..methods import method_flags
 from .common import add_run_options, config_from, data_name, markdown_table, output_folder
@@ -72,18 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    path = args.run / CHECKPOINT_NAME
-    if not path.is_file():
-        raise BeyondBPError(f"no checkpoint at {path}; give the output folder of 'beyondbp train'")
-    device = resolve_device(args.device)
-    state = load_checkpoint(path, device)
-    config = config_from_checkpoint(state, data_dir=args.data_dir, device=args.device)
-    data = config.load_data()
-    model, method, _, objective = build_run(config, data, device)
-    method.attach(model, num_outputs=data.train.num_outputs, num_samples=len(data.train), task=data.task,
-                  tokens=data.train.tokens)
-    model.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
+    state, _, data, model, method, objective = restore_run(args.run, args.data_dir, args.device)
+    device = next(model.parameters()).device
     n = min(args.batch_size, len(data.train))
     report = alignment(model, method, data.train.x[:n].to(device), data.train.t[:n].to(device),
                        torch.arange(n, device=device), objective)

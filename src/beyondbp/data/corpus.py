@@ -35,6 +35,8 @@ from .files import folders, locate_or_fetch
 from .registry import DATASETS
 
 TEST_FRACTION = 0.1
+#: Tokens per sample of a named corpus when no context is given.
+DEFAULT_CONTEXT = 128
 TOKENIZERS = ("char", "byte", "bpe")
 #: The fewest training chunks a corpus must give.
 MIN_CHUNKS = 4
@@ -167,7 +169,8 @@ def fortunes(data_dir=None, download: bool = False, split_seed: int = 0, context
         files = fortune_files(folder) if folder.is_dir() else []
         if any(p.name == "literature" for p in files):
             text = "".join(read_text(p) for p in files)
-            return text_split("fortunes", text, context or 128, tokenizer, bpe_size).from_source(str(folder))
+            split = text_split("fortunes", text, context or DEFAULT_CONTEXT, tokenizer, bpe_size)
+            return split.from_source(str(folder))
     raise DataNotFoundError(f"data set 'fortunes': no fortune files (e.g. 'literature') in "
                             f"{', '.join(map(str, [*folders_tried, FORTUNES_DIR]))}; install the Debian package "
                             f"'fortunes' (make data does, as root) or pass --data-dir DIR")
@@ -179,7 +182,7 @@ def tiny_shakespeare(data_dir=None, download: bool = False, split_seed: int = 0,
                      tokenizer: str = "char", bpe_size: int = 1024) -> DataSplit:
     files = locate_or_fetch("tiny-shakespeare", ("input.txt",), data_dir, "pass --download to fetch it, or --data-dir "
                             "DIR holding input.txt", download, lambda folder: fetch([SHAKESPEARE_URL], folder))
-    return text_split("tiny-shakespeare", read_text(files["input.txt"]), context or 128, tokenizer,
+    return text_split("tiny-shakespeare", read_text(files["input.txt"]), context or DEFAULT_CONTEXT, tokenizer,
                       bpe_size).from_source(folders(files))
 
 
@@ -199,7 +202,8 @@ def wikitext_103(data_dir=None, download: bool = False, split_seed: int = 0, con
     files = locate_or_fetch("wikitext-103", WIKITEXT_FILES, data_dir, "pass --download to fetch it, or --data-dir DIR "
                             "holding wikitext-103-raw/", download, _fetch_wikitext, subdirs=("", "wikitext-103-raw"))
     train, test = (read_text(files[f]) for f in WIKITEXT_FILES)
-    return corpus_split("wikitext-103", train, test, context or 128, tokenizer, bpe_size).from_source(folders(files))
+    split = corpus_split("wikitext-103", train, test, context or DEFAULT_CONTEXT, tokenizer, bpe_size)
+    return split.from_source(folders(files))
 
 
 #: The named corpora: data sets of task ``lm`` that take ``context``, ``tokenizer`` and ``bpe_size``.

@@ -12,7 +12,7 @@ from ..errors import BeyondBPError
 from ..options import Section, option, setting
 from . import load_dataset
 from .augment import AUGMENTATIONS, CropFlip, make_augmentation
-from .corpus import CORPORA, TOKENIZERS, load_text_file
+from .corpus import CORPORA, DEFAULT_CONTEXT, TOKENIZERS, load_text_file
 from .dataset import DataSplit
 from .registry import DATASETS
 from .user_files import TASKS, load_user_file
@@ -33,7 +33,7 @@ class DataOptions(Section):
     task: str | None = option(None, GROUP, "--data: force the task (default: classification for integer or string "
                                            "targets; lm, next-token prediction, for .txt)", choices=(*TASKS, "lm"))
     context: int | None = option(None, GROUP, "task lm: tokens per sample (the chunks the text is cut into; "
-                                              "default 128 for a named corpus)", metavar="TOKENS")
+                                              f"default {DEFAULT_CONTEXT} for a named corpus)", metavar="TOKENS")
     tokenizer: str = option("char", GROUP, "task lm: token ids of the text: char (its characters), byte (UTF-8 "
                                            "bytes) or bpe (byte-level BPE trained on the training part)",
                             choices=TOKENIZERS)
