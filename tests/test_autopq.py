@@ -14,7 +14,8 @@ from scipy.stats import norm
 
 from beyondbp.autopq import AutoPQConfig, Series, make_windows, read_csv_series, run_autopq
 from beyondbp.autopq.cinn import CINNSettings, ConditionalINN
-from beyondbp.autopq.quantiles import BASELINES, CINNSampler, finish
+from beyondbp.autopq.quantiles import BASELINES, finish
+from beyondbp.autopq.samplers import LATENT_SAMPLERS, CINNQuantiles
 from beyondbp.autopq.scores import LEVELS, coverage, crps, pinball, scores
 from beyondbp.autopq.series import split_bounds
 from beyondbp.cli import main
@@ -53,7 +54,7 @@ class SeasonalMean:
 
     @staticmethod
     def key(c):
-        sin, cos = c[:, -5], c[:, -4]  # the calendar's hour of day (see make_windows)
+        sin, cos = c[:, -5], c[:, -4]  # the calendar's hour of day at the last target hour (see make_windows)
         return np.round(np.arctan2(sin, cos), 3)
 
 
@@ -85,13 +86,17 @@ def test_crps_of_a_gaussian_equals_its_closed_form():
     assert crps(y, q, levels) == pytest.approx(closed, rel=5e-3)
 
 
-def test_windows_hold_the_previous_day_and_parts_share_no_target_hour():
+def test_windows_hold_the_target_25_hours_before_each_hour_and_parts_share_no_target_hour():
+    """As the authors' ClockShift(25): the first window's targets are hours 25–48, its history hours 0–23."""
     series = seasonal_series(days=20)
     splits = make_windows(series)
     validation_start, _ = split_bounds(len(series.target))
     first = splits.train[:1]
     assert np.allclose(splits.original(first.c[0, :24]), series.target[:24], atol=1e-4)
-    assert np.allclose(splits.original(first.y[0]), series.target[24:48], atol=1e-4)
+    assert np.allclose(splits.original(first.y[0]), series.target[25:49], atol=1e-4)
+    latest = make_windows(series, history_lag=24).train[:1]  # our option: the hour just before the window too
+    assert np.allclose(splits.original(latest.c[0, :24]), series.target[:24], atol=1e-4)
+    assert np.allclose(splits.original(latest.y[0]), series.target[24:48], atol=1e-4)
     assert splits.mean == pytest.approx(series.target[:validation_start].mean())  # training statistics only
     last_train = splits.train.start[-1] + np.timedelta64(23, "h")
     assert last_train < splits.validation.start[0]
@@ -117,9 +122,11 @@ def test_too_short_series_and_bad_columns_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def calibrated():
     """AutoPQ on the generated series with the seasonal-mean forecaster (close to the true mean), sampling
-    ``ẑ + σ η``: the paper's ``ẑ ⊙ ε`` has almost no spread when the point forecast is the conditional mean
-    (``ẑ ≈ 0``), which a forecaster this good makes it (see beyondbp.autopq.quantiles)."""
-    config = AutoPQConfig(csv="seasonal.csv", target="y", cinn_epochs=40, trials=40, seed=0, noise="additive")
+    ``ρ ẑ + sqrt(1 − ρ²) η`` and calibrated on the validation windows: the paper's ``ẑ ⊙ ε`` has almost no
+    spread when the point forecast is the conditional mean (``ẑ ≈ 0``), which a forecaster this good makes
+    it (see beyondbp.autopq.samplers)."""
+    config = AutoPQConfig(csv="seasonal.csv", target="y", cinn_epochs=40, trials=40, seed=0, sampler="mix+conformal",
+                          holidays="none")
     summary = run_autopq(config, progress=False, forecaster=SeasonalMean(), series=seasonal_series(days=90))
     return summary
 
@@ -141,7 +148,7 @@ def test_same_seed_same_numbers():
     config = AutoPQConfig(csv="seasonal.csv", target="y", forecaster="linear", cinn_epochs=3, trials=5, seed=3,
                           baselines=("gaussian", "quantile-gbt"))
     first, again = (run_autopq(config, progress=False, series=seasonal_series(days=30)) for _ in range(2))
-    assert again["metrics"] == first["metrics"] and again["sigma"] == first["sigma"]
+    assert again["metrics"] == first["metrics"] and again["samplers"] == first["samplers"]
 
 
 def test_every_method_gives_non_decreasing_quantiles():
@@ -155,9 +162,12 @@ def test_every_method_gives_non_decreasing_quantiles():
         assert q.shape == (len(y_hat), 24, len(LEVELS)) and (np.diff(q, axis=-1) >= 0).all(), name
     torch.manual_seed(0)
     net = ConditionalINN(24, splits.test.c.shape[1], CINNSettings(blocks=2)).eval()
-    q = CINNSampler(net, splits.test.c, y_hat, samples=20).quantiles(0.5, -3, 3)
-    assert (np.diff(q, axis=-1) >= 0).all() and q.min() >= -3 and q.max() <= 3
-    assert set(scores(splits.test.y, q)) == {"crps", "pinball", "coverage_error", "coverage_80", "mae", "rmse"}
+    for sampler, parameters in [("faithful", {"sigma": 0.5}), ("additive", {"sigma": [0.5] * 24}),
+                                ("mix", {"rho": 0.5})]:
+        q = CINNQuantiles(net, splits.test.c, y_hat, -3, 3, samples=20).quantiles(LATENT_SAMPLERS[sampler], parameters)
+        assert (np.diff(q, axis=-1) >= 0).all() and q.min() >= -3 and q.max() <= 3
+    assert set(scores(splits.test.y, q)) == {"crps", "crps_ensemble", "pinball", "coverage_error", "coverage_80",
+                                             "mae", "rmse"}
 
 
 def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
@@ -166,7 +176,8 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
     pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
     out = tmp_path / "out"
     args = ["autopq", "--csv", str(path), "--time", "when", "--target", "load", "--forecaster", "linear",
-            "--cinn-epochs", "3", "--trials", "3", "--baselines", "gaussian,conformal", "--no-progress"]
+            "--cinn-epochs", "3", "--trials", "3", "--baselines", "gaussian,conformal", "--sampler", "mix",
+            "--no-progress"]
     assert main([*args, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} >= {"quantiles.csv", "metrics.csv", "trials.csv", "summary.json",
                                                "fan.png", "reliability.png"}
@@ -178,9 +189,16 @@ def test_cli_runs_on_a_users_csv_and_refuses_bad_input(tmp_path, capsys):
                          (["--levels", "0,0.5"], "quantile levels must be"),
                          (["--lower", "5", "--upper", "1"], "lower must lie below upper"),
                          (["--price-per-kwh", "-1"], "price per kWh not negative"),
+                         (["--holidays", "XX"], "unknown holiday region 'XX'"),
+                         (["--holidays", "DE-ZZ"], "DE's subdivisions are"),
+                         (["--holidays", "series"], "for your CSV give a region"),
+                         (["--sampler", "mix+conformal"], "conformal calibration needs at least 200 validation"),
                          (["--target", "price"], "has no column 'price'")]:
         assert main([*args, *bad]) == 2
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--sampler", "wide"])
+    assert exit.value.code == 2 and "invalid choice: 'wide' (choose from 'faithful'" in capsys.readouterr().err
     assert main(["autopq", "--dataset", "Load-XX"]) == 2
     assert "known: Load-BW, Load-GCP, Mobility, PV, Price, WP" in capsys.readouterr().err
 
@@ -276,7 +294,7 @@ def test_the_cinn_is_trained_once_per_series_and_seed(tmp_path):
     shared = run_autopq(other, progress=False, series=series, cinn_cache=cache)
     alone = run_autopq(other, progress=False, series=series)
     assert not first["cinn_reused"] and shared["cinn_reused"] and not alone["cinn_reused"]
-    assert shared["metrics"] == alone["metrics"] and shared["sigma"] == alone["sigma"]
+    assert shared["metrics"] == alone["metrics"] and shared["samplers"] == alone["samplers"]
     changed = AutoPQConfig(**{**config.__dict__, "seed": 1})
     assert not run_autopq(changed, progress=False, series=series, cinn_cache=cache)["cinn_reused"]
 

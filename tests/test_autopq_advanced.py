@@ -32,10 +32,19 @@ def series_csv(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def long_series_csv(tmp_path_factory):
+    """Long enough for conformal calibration (at least 200 validation windows)."""
+    path = tmp_path_factory.mktemp("series") / "load.csv"
+    series = seasonal_series(days=60)
+    pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
+    return path
+
+
 def tiny(path, **settings) -> AdvancedConfig:
     return AdvancedConfig(**{"csv": str(path), "time": "when", "target": "load", "forecaster": "linear",
                              "search": ("linear", "gbt"), "budget_trials": 6, "cinn_epochs": 2, "trials": 3,
-                             "baselines": ("conformal",), **settings})
+                             "baselines": ("conformal",), "sampler": "faithful", **settings})
 
 
 def test_the_search_reports_its_best_and_continues_to_a_larger_budget(series_csv, tmp_path):
@@ -45,8 +54,8 @@ def test_the_search_reports_its_best_and_continues_to_a_larger_budget(series_csv
     assert len(counted) == 6 and all(float(r["joules"]) > 0 for r in counted)
     finished = [float(r["validation_crps"]) for r in rows if r["state"] == "complete"]
     assert summary["best"]["validation_crps"] == min(finished)
-    assert summary["best"]["forecaster"] in ("linear", "gbt") and 0.01 <= summary["best"]["sigma"] <= 3
-    assert all(0.01 <= float(r["sigma"]) <= 3 for r in counted)  # nested: each candidate's own σ, recorded
+    assert summary["best"]["forecaster"] in ("linear", "gbt") and 0.01 <= summary["best"]["parameter"] <= 3
+    assert all(0.01 <= float(r["parameter"]) <= 3 for r in counted)  # nested: each candidate's own σ, recorded
     assert set(summary["metrics"]) == {"advanced", "conformal"} and summary["default"]["forecaster"] == "linear"
     assert summary["energy_kwh"] > 0 and summary["energy_source"]
     assert (tmp_path / "trials.png").is_file() and (tmp_path / "default" / "summary.json").is_file()
@@ -121,6 +130,7 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     suite = tmp_path / "autopq-advanced.toml"
     suite.write_text(f'datasets = ["Load-BW"]\nseeds = [1]\ndata_dir = "{data}"\n'
                      '[settings]\nsearch = ["linear", "naive"]\nbudget_trials = 3\ncinn_epochs = 2\ntrials = 2\n'
+                     'sampler = "faithful"\n'
                      'forecaster = "naive"\nbaselines = []\n'
                      '[scaling]\ndataset = "Load-BW"\nbudget_trials = 2\nworkers = [1]\nthreads = ["auto", 1]\n')
     report = run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results").read_text()
@@ -139,18 +149,29 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     assert list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv"))) == rows
 
 
-def test_nested_sigma_is_the_best_for_the_candidates_forecast(series_csv, tmp_path):
+@pytest.mark.parametrize("sampler, grid", [("faithful", (0.01, 0.1, 1.0, 3.0)), ("mix", (0.01, 0.3, 0.7, 1.0))])
+def test_nested_parameter_is_the_best_for_the_candidates_forecast(series_csv, tmp_path, sampler, grid):
     from beyondbp.autopq import make_forecaster
     from beyondbp.autopq.advanced import Objective, prepare
 
-    config = tiny(series_csv)
+    config = tiny(series_csv, sampler=sampler)
     splits, net, _ = prepare(config, tmp_path, progress=False)
     objective = Objective(config, splits, net)
-    value, sigma = objective.validation_crps(make_forecaster("linear"), None, 1.0)
-    assert 0.01 <= sigma <= 3
-    for other in (0.01, 0.1, 1.0, 3.0):  # the line search's σ beats a grid spanning the range
+    value, best = objective.validation_crps(make_forecaster("linear"), None, 1.0)
+    assert grid[0] <= best <= grid[-1]
+    for other in grid:  # the line search's value beats a grid spanning the range
         crps, used = objective.validation_crps(make_forecaster("linear"), other, 1.0)
         assert used == other and value <= crps + 1e-9
+
+
+def test_the_calibrated_sampler_is_the_default_and_calibrates_the_test_quantiles(long_series_csv, tmp_path):
+    """mix+conformal: the candidate's validation score is cross-fitted, and the refitted best one's test band
+    holds close to 80% of the test hours."""
+    assert AdvancedConfig().sampler == "mix+conformal"
+    summary = run_advanced(tiny(long_series_csv, sampler="mix+conformal", keep_default=False, budget_trials=3,
+                                cinn_epochs=10), tmp_path, progress=False)
+    assert 0.01 <= summary["best"]["parameter"] <= 1
+    assert summary["metrics"]["advanced"]["coverage_80"] == pytest.approx(0.8, abs=0.1)
 
 
 def test_line_search_finds_the_minimum_in_few_scores():
@@ -169,14 +190,14 @@ def test_the_default_configuration_is_kept_where_no_candidate_beats_it_on_valida
     trial = optuna.trial.create_trial(params={"forecaster": "linear", "linear.alpha": 2.0}, value=0.30,
                                       distributions={"forecaster": optuna.distributions.CategoricalDistribution(
                                           ["linear", "gbt"]), "linear.alpha": optuna.distributions.FloatDistribution(
-                                          1e-3, 1e3, log=True)}, user_attrs={"sigma": 0.4})
-    default = {"validation_crps": 0.25, "sigma": 0.7}
+                                          1e-3, 1e3, log=True)}, user_attrs={"parameter": 0.4})
+    default = {"validation_crps": 0.25, "parameters": {"rho": 0.7}}
     config = AdvancedConfig(forecaster="mlp")
     assert choose(config, trial, default) == {"source": "default", "forecaster": "mlp", "hyperparameters": {},
-                                              "sigma": 0.7, "validation_crps": 0.25, "trial": None}
+                                              "parameter": 0.7, "validation_crps": 0.25, "trial": None}
     searched = choose(config, trial, {**default, "validation_crps": 0.35})
     assert searched["source"] == "search" and searched["hyperparameters"] == {"alpha": 2.0}
-    assert searched["sigma"] == 0.4 and searched["validation_crps"] == 0.30
+    assert searched["parameter"] == 0.4 and searched["validation_crps"] == 0.30
     assert choose(AdvancedConfig(keep_default=False), trial, default)["source"] == "search"
 
 

@@ -4,14 +4,16 @@ Meisenbacher et al. (2024), Sec. 3: where computing power allows, AutoPQ "simult
 forecasting method's hyperparameters and the sampling hyperparameter" (combined algorithm selection and
 hyperparameter optimisation). Here every trial of an Optuna study (TPE sampler) draws a forecaster from
 ``search`` and its hyperparameters from :mod:`.spaces` (the authors' ranges), fits the forecaster, samples
-the cINN's quantiles around its validation forecast and scores their CRPS. The sampling spread σ
-(between ``sigma_low`` and ``sigma_high``) is found in one of two ways (``sigma_search``):
+the cINN's quantiles around its validation forecast and scores their CRPS. The sampler is one
+with a single parameter (:class:`.choice.ScalarSampler`: the paper's σ, or ρ of ``mix``; by default
+``mix+conformal``, calibrated), and its parameter is found in one of two ways (``sigma_search``):
 
-- ``nested`` (default): each candidate gets the σ that is best for its own forecast, by a line search on
-  ``log σ`` (:func:`.search.line_search_sigma`, about a dozen cheap scorings of the fitted forecast), so
-  that no candidate is judged by a σ drawn for another;
-- ``joint``: σ is one more dimension of the TPE search (the paper's wording); with a budget of tens of
-  trials, a good forecaster then often loses to a poor one with a luckier σ (measured in NOTES.md).
+- ``nested`` (default): each candidate gets the value that is best for its own forecast, by a line search
+  on its logarithm (:func:`.search.line_search_sigma`, about a dozen cheap scorings of the fitted forecast),
+  so that no candidate is judged by a value drawn for another;
+- ``joint``: the parameter is one more dimension of the TPE search (the paper's wording, for σ); with a
+  budget of tens of trials, a good forecaster then often loses to a poor one with a luckier σ (measured in
+  NOTES.md).
 
 With ``keep_default``, AutoPQ-default's configuration (``forecaster`` at its defaults, σ by its own
 search) is a candidate too: the report keeps it where no searched candidate has a lower validation CRPS,
@@ -53,12 +55,12 @@ from ..energy import EnergyMeter, kwh
 from ..errors import BeyondBPError
 from ..options import option
 from ..tables import write_rows
+from .choice import SCALAR_SAMPLERS, ScalarSampler, candidates
 from .forecasters import make_forecaster, point_forecasts
-from .quantiles import BASELINES, CINNSampler, finish
-from .run import SERIES_FIELDS, AutoPQConfig, completed_run, conditional_inn, run_autopq
+from .run import SERIES_FIELDS, AutoPQConfig, baseline_quantiles, completed_run, conditional_inn, run_autopq
+from .samplers import CINNQuantiles
 from .scores import scores
-from .search import line_search_sigma
-from .series import Splits, make_windows
+from .series import Splits
 from .spaces import SPACES
 from .workers import RECLAIMED, die_with_parent, mark_worker, reclaim_stale_trials
 
@@ -76,6 +78,10 @@ class AdvancedConfig(AutoPQConfig):
     """Every setting of AutoPQ-advanced; the data, cINN and sampling settings are AutoPQ-default's, and
     ``forecaster`` names the AutoPQ-default run it is compared with."""
 
+    sampler: str = option("mix+conformal", "AutoPQ-advanced", "the sampler of every candidate and of the "
+                                                               "AutoPQ-default run it is compared with (one "
+                                                               "parameter, tuned per candidate)",
+                          choices=SCALAR_SAMPLERS)
     search: tuple[str, ...] = option(("mlp", "svr", "gbt", "ets", "sarimax", "nhits"), "AutoPQ-advanced",
                                      "forecasters searched, with their hyperparameters", metavar="NAMES")
     budget_trials: int = option(50, "AutoPQ-advanced", "trials of the joint search (all workers together)")
@@ -120,7 +126,7 @@ class AdvancedConfig(AutoPQConfig):
         return {"series": {k: settings[k] for k in SERIES_FIELDS}, "seed": self.seed,
                 "search": sorted(self.search), "sigma": [self.sigma_low, self.sigma_high],
                 "levels": list(self.levels), "partial": self.partial, "sigma_search": self.sigma_search,
-                "samples": self.samples, "noise": self.noise,
+                "samples": self.samples, "sampler": self.sampler,
                 "cinn": [self.cinn_epochs, self.cinn_init_std]}
 
     def storage_url(self, out: Path) -> str:
@@ -190,24 +196,19 @@ class Objective:
     def __init__(self, config: AdvancedConfig, splits: Splits, net):
         self.config, self.splits, self.net = config, splits, net
 
-    def validation_crps(self, forecaster, sigma: float | None, share: float) -> tuple[float, float]:
-        """The CRPS of ``forecaster`` fitted on the last ``share`` of the training windows, and the σ it was
-        scored with: ``sigma``, or where that is None the best one for this forecast."""
+    def validation_crps(self, forecaster, value: float | None, share: float) -> tuple[float, float]:
+        """The CRPS of ``forecaster`` fitted on the last ``share`` of the training windows, and the sampler's
+        parameter it was scored with: ``value``, or where that is None the best one for this forecast."""
         splits = self.splits
         if share < 1:
             keep = max(1, int(round(share * len(splits.train))))
             splits = dataclasses.replace(splits, train=splits.train[len(splits.train) - keep:])
         y_hat = point_forecasts(forecaster, splits, ("validation",))["validation"]
-        cfg, levels = self.config, np.asarray(self.config.levels)
-        sampler = CINNSampler(self.net, splits.validation.c, y_hat, cfg.samples, cfg.seed, cfg.device, cfg.noise)
-
-        def crps(s: float) -> float:
-            return scores(splits.validation.y, sampler.quantiles(s, splits.low, splits.high, levels), levels)["crps"]
-
-        if sigma is None:
-            sigma, value = line_search_sigma(crps, (cfg.sigma_low, cfg.sigma_high))
-            return value, sigma
-        return crps(sigma), sigma
+        cfg = self.config
+        validation = CINNQuantiles(self.net, splits.validation.c, y_hat, splits.low, splits.high, cfg.samples,
+                                   cfg.seed, cfg.device)
+        return ScalarSampler(cfg.sampler, (cfg.sigma_low, cfg.sigma_high)).validation_crps(
+            validation, splits.validation.y, np.asarray(cfg.levels), value)
 
     def __call__(self, trial) -> float:
         import optuna
@@ -223,7 +224,7 @@ class Objective:
             raise optuna.TrialPruned()
         name = trial.suggest_categorical("forecaster", list(cfg.search))
         hyperparameters = SPACES[name](trial)
-        sigma = (trial.suggest_float("sigma", cfg.sigma_low, cfg.sigma_high, log=True)
+        sigma = (ScalarSampler(cfg.sampler, (cfg.sigma_low, cfg.sigma_high)).suggest(trial)
                  if cfg.sigma_search == "joint" else None)
         meter, started = EnergyMeter(cfg.device, cfg.watts_per_core), time.perf_counter()
         series_model = hasattr(make_forecaster(name, cfg.seed, **hyperparameters), "fit_series")
@@ -234,7 +235,7 @@ class Objective:
                 for step, share in enumerate(shares):
                     value, used = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), sigma,
                                                        share)
-                    trial.set_user_attr("sigma", used)
+                    trial.set_user_attr("parameter", used)
                     if not np.isfinite(value):
                         raise ValueError(f"{name} gave a CRPS of {value}")
                     trial.report(value, step)
@@ -250,7 +251,8 @@ class Objective:
 def prepare(config: AdvancedConfig, out: Path, progress: bool) -> tuple[Splits, Any, dict[str, Any]]:
     """The windows, the shared cINN (trained into ``OUT/cinn.pt`` by the first process that needs it) and the
     record of its training (seconds, joules)."""
-    splits = make_windows(config.series(), config.stride)
+    splits = config.windows(config.series())
+    candidates(config.sampler, len(splits.validation), np.asarray(config.levels))  # a calibration split too short
     meter = EnergyMeter(config.device, config.watts_per_core)
     net, record = conditional_inn(config, splits, progress, out / CINN_FILE, meter)
     return splits, net, record
@@ -326,22 +328,23 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
     started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
     y_hat = point_forecasts(make_forecaster(chosen["forecaster"], config.seed, **chosen["hyperparameters"]), splits)
     levels = np.asarray(config.levels)
-    test = CINNSampler(net, splits.test.c, y_hat["test"], config.samples, config.seed + 1, config.device,
-                       config.noise)
-    quantiles = {"advanced": test.quantiles(chosen["sigma"], splits.low, splits.high, levels)}
-    residuals = splits.validation.y - y_hat["validation"]
-    for baseline in config.baselines:
-        quantiles[baseline] = finish(BASELINES.get(baseline)(
-            y_hat["test"], residuals, levels, c=splits.test.c, fit_c=splits.validation.c,
-            fit_y_hat=y_hat["validation"], fit_y=splits.validation.y, seed=config.seed), splits.low, splits.high)
+    validation = CINNQuantiles(net, splits.validation.c, y_hat["validation"], splits.low, splits.high,
+                               config.samples, config.seed, config.device)
+    test = CINNQuantiles(net, splits.test.c, y_hat["test"], splits.low, splits.high, config.samples,
+                         config.seed + 1, config.device)
+    sampler = ScalarSampler(config.sampler, (config.sigma_low, config.sigma_high))
+    quantiles = {"advanced": sampler.test_quantiles(validation, test, splits.validation.y, levels,
+                                                    chosen["parameter"]),
+                 **baseline_quantiles(config, splits, y_hat)}
     metrics = {method: scores(splits.test.y, q, levels) for method, q in quantiles.items()}
     refit_joules = meter.joules()
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     rows = [{"trial": t.number, "state": t.state.name.lower(), "forecaster": t.params.get("forecaster", ""),
-             "sigma": t.user_attrs.get("sigma", t.params.get("sigma", "")),
+             "parameter": t.user_attrs.get("parameter", ""),
              "validation_crps": t.value if t.value is not None else "",
              "seconds": t.user_attrs.get("seconds", ""), "joules": t.user_attrs.get("joules", ""),
-             "hyperparameters": json.dumps({k: v for k, v in t.params.items() if k not in ("forecaster", "sigma")})}
+             "hyperparameters": json.dumps({k: v for k, v in t.params.items()
+                                          if k not in ("forecaster", "sigma", "rho")})}
             for t in trials]
     search_joules = sum(float(r["joules"]) for r in rows if r["joules"] != "")
     total = search_joules + refit_joules + cinn["joules"]  # the cINN's training counts, as in AutoPQ-default's
@@ -353,7 +356,7 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
                "reclaimed": study.user_attrs.get(RECLAIMED, 0),
                "best": chosen,
                "metrics": metrics,
-               "default": {"forecaster": default["forecaster"], "sigma": default["sigma"],
+               "default": {"forecaster": default["forecaster"], "parameter": default_parameter(config, default),
                            "validation_crps": default["validation_crps"],
                            "test_crps": default["metrics"]["autopq"]["crps"], "energy_kwh": default["energy_kwh"]},
                "search_seconds": sum(float(r["seconds"]) for r in rows if r["seconds"] != ""),
@@ -367,6 +370,11 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
     return summary
 
 
+def default_parameter(config: AdvancedConfig, default: dict[str, Any]) -> float:
+    """The sampler's parameter in AutoPQ-default's run (made with the same sampler)."""
+    return default["parameters"][ScalarSampler(config.sampler, (config.sigma_low, config.sigma_high)).key]
+
+
 def choose(config: AdvancedConfig, best, default: dict[str, Any]) -> dict[str, Any]:
     """The configuration to refit: the study's ``best`` trial, or with ``keep_default`` AutoPQ-default's run
     where that scored lower (or as low) on validation. ``source`` says which."""
@@ -374,9 +382,10 @@ def choose(config: AdvancedConfig, best, default: dict[str, Any]) -> dict[str, A
 
     if config.keep_default and default["validation_crps"] <= best.value:
         return {"source": "default", "forecaster": config.forecaster, "hyperparameters": {},
-                "sigma": default["sigma"], "validation_crps": default["validation_crps"], "trial": None}
+                "parameter": default_parameter(config, default), "validation_crps": default["validation_crps"],
+                "trial": None}
     name = best.params["forecaster"]
     return {"source": "search", "forecaster": name,
             "hyperparameters": SPACES[name](optuna.trial.FixedTrial(best.params)),
-            "sigma": best.user_attrs.get("sigma", best.params.get("sigma")), "validation_crps": best.value,
+            "parameter": best.user_attrs["parameter"], "validation_crps": best.value,
             "trial": best.number}

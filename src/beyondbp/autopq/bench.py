@@ -3,8 +3,9 @@
 ``beyondbp bench autopq --jobs 2`` reads ``benchmarks/suites/autopq.toml`` (``datasets``, ``forecasters``,
 ``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields), runs
 every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS`` (a finished run, one whose
-``summary.json`` holds the same settings, is not run again; the forecasters of one data set and seed run in
-one job and share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``), and writes
+``summary.json`` holds the same settings, is not run again; the first forecaster's runs go first, and the
+forecasters of one data set and seed share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``), and
+writes
 ``benchmarks/results/autopq/``: ``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over
 seeds, the goal's verdict, the cost), ``meta.json`` and the fan chart and reliability plot of each data set's first run.
 """
@@ -33,7 +34,9 @@ from .run import AutoPQConfig, completed_run, run_autopq
 SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq"
 RUNS = Path("runs") / "bench" / "autopq"
-REPORTED = ("crps", "pinball", "coverage_error", "coverage_80", "mae")
+REPORTED = ("crps", "crps_ensemble", "pinball", "coverage_error", "coverage_80", "mae")
+#: AutoPQ's rows: the chosen sampler and the paper's.
+AUTOPQ, FAITHFUL = "autopq", "autopq-faithful"
 ENERGY = ("energy_kwh", "energy_cost", "energy_source")
 
 
@@ -59,12 +62,11 @@ def config(suite: dict[str, Any], dataset: str, forecaster: str, seed: int) -> A
         raise BeyondBPError(f"suite autopq: {error}") from None
 
 
-def _run_group(group: list[tuple[AutoPQConfig, Path]], cinn_cache: Path, threads: int) -> int:
-    """The runs of one data set and seed, one after another, sharing one cINN (trained by the first)."""
+def _run_one(config: AutoPQConfig, out: Path, cinn_cache: Path, threads: int) -> int:
+    """One run; the cINN of its data set and seed is read from ``cinn_cache`` where an earlier run left it."""
     torch.set_num_threads(threads)
-    for cfg, out in group:
-        run_autopq(cfg, out, progress=False, cinn_cache=cinn_cache)
-    return len(group)
+    run_autopq(config, out, progress=False, cinn_cache=cinn_cache)
+    return 1
 
 
 def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS,
@@ -73,29 +75,26 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     runs still missing."""
     started = time.time()
     suite = load_autopq_suite(path)
-    cells = [(d, f, s) for d in suite["datasets"] for f in suite["forecasters"] for s in suite["seeds"]]
+    cells = [(d, f, s) for f in suite["forecasters"] for d in suite["datasets"] for s in suite["seeds"]]
     configs = {cell: config(suite, *cell) for cell in cells}
     outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
     pending = [] if report_only else [cell for cell in cells if completed_run(outs[cell], configs[cell]) is None]
-    groups: dict[tuple[str, int], list[tuple[AutoPQConfig, Path]]] = {}
-    for d, f, s in pending:
-        groups.setdefault((d, s), []).append((configs[(d, f, s)], outs[(d, f, s)]))
-    caches = {(d, s): runs / d / f"cinn-seed{s}.pt" for d, s in groups}
+    jobs_of = {cell: (configs[cell], outs[cell], runs / cell[0] / f"cinn-seed{cell[2]}.pt") for cell in pending}
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="autopq suite", dynamic_ncols=True) as bar:
         if jobs <= 1:
-            for key, group in groups.items():
-                bar.update(_run_group(group, caches[key], threads))
+            for job in jobs_of.values():
+                bar.update(_run_one(*job, threads))
         else:
             with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_run_group, group, caches[key], threads) for key, group in groups.items()]
+                futures = [pool.submit(_run_one, *job, threads) for job in jobs_of.values()]
                 for future in as_completed(futures):
                     bar.update(future.result())
     summaries = {cell: completed_run(outs[cell], configs[cell]) for cell in cells}
     missing = [cell for cell in cells if summaries[cell] is None]
     cells = [cell for cell in cells if summaries[cell] is not None]
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
-             "sigma": summaries[(d, f, s)]["sigma"],
+             "sampler": summaries[(d, f, s)]["sampler"] if method == AUTOPQ else "",
              "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"]),
              **{k: summaries[(d, f, s)].get(k, "") for k in ENERGY}}
             for (d, f, s) in cells for method, values in summaries[(d, f, s)]["metrics"].items()]
@@ -130,20 +129,18 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
-def overview_row(cell: tuple[str, str], means: dict[str, dict[str, float]], methods: list[str], beats: bool,
-                 calibrated: bool) -> str:
-    """One (data set, forecaster) row of the overview: every method's test CRPS, the lowest in bold."""
-    best = min(means[m]["crps"] for m in methods)
-    values = [f"**{means[m]['crps']:.4f}**" if means[m]["crps"] == best else f"{means[m]['crps']:.4f}"
-              for m in methods]
-    verdict = "yes" if beats and calibrated else ("CRPS only" if beats else "no")
-    return f"| {cell[0]} | {cell[1]} | {' | '.join(values)} | {verdict} |"
+def overview_row(cell: tuple[str, str], means: dict[str, dict[str, float]], methods: list[str], key: str,
+                 verdict: str, chosen: str) -> str:
+    """One (data set, forecaster) row of an overview: every method's test ``key``, the lowest in bold."""
+    best = min(means[m][key] for m in methods)
+    values = [f"**{means[m][key]:.4f}**" if means[m][key] == best else f"{means[m][key]:.4f}" for m in methods]
+    return f"| {cell[0]} | {cell[1]} | {' | '.join(values)} | {verdict} | {chosen} |"
 
 
 def method_row(method: str, mine: list[dict[str, Any]]) -> str:
     """One method's row of a cell's table: its scores (mean ± std over seeds), and AutoPQ's time and energy."""
     cost = energy = ""
-    if method == "autopq":
+    if method == AUTOPQ:
         cost = f"{statistics.mean(r['wall_seconds'] for r in mine):.0f}"
         measured = [r for r in mine if r.get("energy_kwh") not in (None, "")]
         energy = (f"{statistics.mean(float(r['energy_kwh']) for r in measured) * 1000:.3g} "
@@ -153,12 +150,36 @@ def method_row(method: str, mine: list[dict[str, Any]]) -> str:
     return f"| {method} | {scores} | {cost} | {energy} |"
 
 
+def header(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any], heading: str) -> list[str]:
+    """The report's title, what it measures, and how and when it ran."""
+    sources = "; ".join(sorted({r["energy_source"] for r in rows if r.get("energy_source")}))
+    return [f"{heading} Suite `autopq`", "",
+            "AutoPQ-default against three baselines on the same point forecast: `autopq` is the sampler chosen "
+            "on the validation windows (`--sampler auto`: the paper's, ours, with and without conformal "
+            "calibration), `autopq-faithful` the paper's sampler as the authors run it. Scores on the test part, "
+            "normalised scale, lower is better: `crps` ours (from the quantile function, trapezoidal over the 17 "
+            "levels), `crps_ensemble` the authors' (the 17 quantiles as equally weighted ensemble members, "
+            "`properscoring.crps_ensemble`; it favours narrow bands); coverage error = mean |empirical − "
+            "nominal| over the levels; coverage 80 = share of test hours inside the 10–90% band.", "",
+            f"- Command: `beyondbp bench autopq --jobs {meta['jobs']}`; suite file `{SUITE_PATH}`.",
+            f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
+            f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
+            f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
+            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s)."
+            + (f" Not run yet (left out of every table): {', '.join(meta['missing'])}." if meta.get("missing") else ""),
+            f"- Energy per run (AutoPQ's row: the whole run, its cINN's training included; the baselines reuse its "
+            f"point forecast): {sources or 'not measured (runs from before energy was recorded)'}; cost at the "
+            f"run's price per kWh.", ""]
+
+
 def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
                     heading: str = "#", image_prefix: str = "") -> str:
-    """An overview (test CRPS of every method per data set and forecaster, and whether AutoPQ wins), then per
-    data set and forecaster each method's scores (mean ± std over seeds), then the goal's verdict."""
+    """Overviews (test CRPS in both estimators per data set and forecaster, whether AutoPQ wins and which
+    sampler it chose), then per data set and forecaster each method's scores (mean ± std over seeds), then
+    the goal's verdict."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    baselines = [m for m in methods if m != "autopq"]
+    baselines = [m for m in methods if not m.startswith(AUTOPQ)]
+    shown = [m for m in (AUTOPQ, FAITHFUL) if m in methods] + baselines
     ran = {(r["dataset"], r["forecaster"]) for r in rows}
     cells = [(d, f) for d in suite["datasets"] for f in suite["forecasters"] if (d, f) in ran]
     means = {(d, f): {m: {k: statistics.mean(r[k] for r in rows
@@ -168,37 +189,31 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
     def wins(cell: tuple[str, str]) -> tuple[bool, bool]:
         """AutoPQ's CRPS below every baseline's; its coverage error no worse than the best baseline's."""
         mine = means[cell]
-        beats = all(mine["autopq"]["crps"] < mine[b]["crps"] for b in baselines)
-        calibrated = not baselines or mine["autopq"]["coverage_error"] <= min(mine[b]["coverage_error"]
-                                                                              for b in baselines)
+        beats = all(mine[AUTOPQ]["crps"] < mine[b]["crps"] for b in baselines)
+        calibrated = not baselines or mine[AUTOPQ]["coverage_error"] <= min(mine[b]["coverage_error"]
+                                                                            for b in baselines)
         return beats, calibrated
 
-    sources = "; ".join(sorted({r["energy_source"] for r in rows if r.get("energy_source")}))
-    text = [f"{heading} Suite `autopq`", "",
-            "AutoPQ-default (the cINN's quantiles around the point forecast, σ searched on the validation CRPS) "
-            "against three baselines on the same point forecast. Scores on the test part, normalised scale; "
-            "CRPS from the 17 quantiles (lower is better), coverage error = mean |empirical − nominal| over the "
-            "levels, coverage 80 = share of test hours inside the 10–90% band.", "",
-            f"- Command: `beyondbp bench autopq --jobs {meta['jobs']}`; suite file `{SUITE_PATH}`.",
-            f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
-            f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
-            f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
-            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s)."
-            + (f" Not run yet (left out of every table): {', '.join(meta['missing'])}." if meta.get("missing") else ""),
-            f"- Energy per run (AutoPQ's row: the whole run, its cINN's training included; the baselines reuse its "
-            f"point forecast): {sources or 'not measured (runs from before energy was recorded)'}; cost at the "
-            f"run's price per kWh.", "",
-            f"{heading}# Overview: test CRPS (mean over seeds; lowest in bold)", "",
-            f"| data set | forecaster | {' | '.join(methods)} | AutoPQ wins |",
-            "|---|---|" + "---|" * len(methods) + "---|"]
-    text += [overview_row(cell, means[cell], methods, *wins(cell)) for cell in cells]
-    text.append("")
+    def chosen(cell: tuple[str, str]) -> str:
+        picks = [r["sampler"] for r in rows if (r["dataset"], r["forecaster"], r["method"]) == (*cell, AUTOPQ)]
+        return ", ".join(f"{name} ×{picks.count(name)}" for name in dict.fromkeys(picks) if name)
+
+    text = header(suite, rows, meta, heading)
+    for key, title in (("crps", "ours"), ("crps_ensemble", "the authors' ensemble estimator")):
+        text += [f"{heading}# Overview: test CRPS, {title} (mean over seeds; lowest in bold)", "",
+                 f"| data set | forecaster | {' | '.join(shown)} | AutoPQ wins | sampler chosen |",
+                 "|---|---|" + "---|" * len(shown) + "---|---|"]
+        for cell in cells:
+            beats, calibrated = wins(cell)
+            verdict = "yes" if beats and calibrated else ("CRPS only" if beats else "no")
+            text.append(overview_row(cell, means[cell], shown, key, verdict, chosen(cell)))
+        text.append("")
     for dataset, forecaster in cells:
         cell_rows = [r for r in rows if r["dataset"] == dataset and r["forecaster"] == forecaster]
         text += [f"{heading}# {dataset}, {forecaster}", "",
-                 "| method | CRPS | pinball | coverage error | coverage 80 | MAE of median "
+                 "| method | CRPS | CRPS (ensemble) | pinball | coverage error | coverage 80 | MAE of median "
                  "| s / run (with its cINN) | Wh / run (cost) |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "|---|---|---|---|---|---|---|---|---|"]
         text += [method_row(method, [r for r in cell_rows if r["method"] == method]) for method in methods]
         if forecaster == suite["forecasters"][0]:
             text += ["", f"![{dataset} fan chart]({image_prefix}{dataset}-fan.png)"]
@@ -206,8 +221,9 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
         verdict = "no worse than" if calibrated else "worse than"
         text += ["", f"AutoPQ's CRPS is {'below' if beats else 'not below'} every baseline's; its coverage "
                      f"error is {verdict} the best-calibrated baseline's.", ""]
-    text += [f"{heading}# Goal", "", "AutoPQ-default below each baseline's CRPS, with a coverage error no worse than "
-             "the best baseline's, on at least 4 of the 6 data sets (mean over seeds):", ""]
+    text += [f"{heading}# Goal", "", "AutoPQ (the sampler chosen on validation) below each baseline's CRPS, with a "
+             "coverage error no worse than the best baseline's, on at least 4 of the 6 data sets with the same "
+             "forecaster (mean over seeds):", ""]
     for forecaster in suite["forecasters"]:
         count = sum(all(wins((d, forecaster))) for d in suite["datasets"] if (d, forecaster) in ran)
         text.append(f"- {forecaster}: {count} of {len(suite['datasets'])} data sets")

@@ -9,7 +9,8 @@ maximises the likelihood of the true targets under a standard normal latent:
     loss = mean(z²) / 2 − mean(log |det ∂f/∂y|) / D
 
 with Adam (lr 5e-4, weight decay 1e-5), gradients clipped at norm 1, batch 512, and a random 20% of
-the training windows held out; the weights of the epoch with the lowest held-out loss are kept. As in the
+the training windows held out. The authors keep the last epoch's weights (``keep="last"``); ``keep="best"``
+(ours) keeps those of the epoch with the lowest held-out loss. As in the
 authors' code, every parameter of the coupling blocks starts as ``0.01 · N(0, 1)`` (so the untrained flow is
 close to the identity); the conditioning net keeps PyTorch's initialisation.
 """
@@ -43,6 +44,7 @@ class CINNSettings:
     clip_norm: float = 1.0
     held_out: float = 0.2
     init_std: float | None = 0.01  # coupling parameters ~ init_std · N(0, 1); None: PyTorch's initialisation
+    keep: str = "last"  # the weights kept: the last epoch's (the authors') or the best held-out epoch's
 
 
 class ConditionalINN(nn.Module):
@@ -90,8 +92,8 @@ def negative_log_likelihood(z: Tensor, log_det: Tensor) -> Tensor:
 
 def train_cinn(c: np.ndarray, y: np.ndarray, settings: CINNSettings = CINNSettings(), seed: int = 0,
                device: str | torch.device = "cpu", progress: bool = True) -> tuple[ConditionalINN, list[dict]]:
-    """Fit a :class:`ConditionalINN` to windows ``(c, y)`` by maximum likelihood; returns it (with the best
-    held-out epoch's weights, in eval mode) and one record per epoch."""
+    """Fit a :class:`ConditionalINN` to windows ``(c, y)`` by maximum likelihood; returns it (with the weights
+    ``settings.keep`` names, in eval mode) and one record per epoch."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = ConditionalINN(y.shape[1], c.shape[1], settings, seed).to(device)
@@ -117,8 +119,9 @@ def train_cinn(c: np.ndarray, y: np.ndarray, settings: CINNSettings = CINNSettin
         history.append({"epoch": epoch, "train_nll": total / len(fit), "held_out_nll": held_loss})
         if held_loss < best:
             best, best_state = held_loss, copy.deepcopy(net.state_dict())
-    if best_state is None:
-        raise DivergenceError("cINN training diverged: the held-out likelihood was never finite; "
+    if best_state is None or (settings.keep == "last" and not np.isfinite(history[-1]["held_out_nll"])):
+        raise DivergenceError("cINN training diverged: the held-out likelihood is not finite; "
                               "try a smaller learning rate")
-    net.load_state_dict(best_state)
+    if settings.keep == "best":
+        net.load_state_dict(best_state)
     return net.eval(), history

@@ -57,16 +57,20 @@ def point_forecasts(forecaster: PointForecaster | SeriesForecaster, splits: Spli
 FORECASTERS: Registry = Registry("forecaster")
 
 
-@FORECASTERS.register("naive", "seasonal naive: the previous 24 hours again")
+@FORECASTERS.register("naive", "seasonal naive: the same hours of the day before the origin")
 class SeasonalNaive:
+    """Hours ``o … o + 23`` forecast as hours ``o − 24 … o − 1`` (a model of the series, so that it never
+    depends on the windows' history lag)."""
+
     def __init__(self, seed: int = 0):
         pass
 
-    def fit(self, c: np.ndarray, y: np.ndarray) -> SeasonalNaive:
+    def fit_series(self, target: np.ndarray, features: np.ndarray, end: int) -> SeasonalNaive:
+        self.target = target
         return self
 
-    def predict(self, c: np.ndarray) -> np.ndarray:
-        return c[:, :HORIZON].copy()
+    def predict_origins(self, origins: np.ndarray) -> np.ndarray:
+        return self.target[origins[:, None] - HORIZON + np.arange(HORIZON)].astype(np.float32)
 
 
 class SklearnForecaster:
@@ -105,14 +109,16 @@ def linear(seed: int = 0, alpha: float = 1.0) -> SklearnForecaster:
     return SklearnForecaster(Ridge(alpha=alpha))
 
 
-@FORECASTERS.register("mlp", "multi-layer perceptron (scikit-learn MLPRegressor, default hyperparameters)")
+@FORECASTERS.register("mlp", "multi-layer perceptron (scikit-learn MLPRegressor with the authors' settings)")
 def mlp(seed: int = 0, hidden: tuple[int, ...] = (100,), activation: str = "relu",
-        batch_size: int | str = "auto") -> SklearnForecaster:
+        batch_size: int = 64) -> SklearnForecaster:
+    """The authors' MLP (their ``create_modules``): batch 64, at most 350 epochs, early stopping on a held-out
+    20% after 10 epochs without improvement."""
     from sklearn.neural_network import MLPRegressor
 
     return SklearnForecaster(MLPRegressor(hidden_layer_sizes=hidden, activation=activation, batch_size=batch_size,
-                                          random_state=seed,
-                                          early_stopping=True))
+                                          max_iter=350, early_stopping=True, validation_fraction=0.2,
+                                          n_iter_no_change=10, tol=1e-4, random_state=seed))
 
 
 @FORECASTERS.register("svr", "support vector regression, one per hour (scikit-learn SVR, rbf kernel)")

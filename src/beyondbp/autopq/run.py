@@ -19,16 +19,22 @@ from ..energy import DEFAULT_WATTS_PER_CORE, EnergyMeter, kwh
 from ..errors import BeyondBPError
 from ..options import check_choices, option
 from ..tables import write_rows
+from .calendar import AUTHORS_REGION, NO_HOLIDAYS, check_region
+from .choice import SAMPLERS, candidates, chosen, fit_samplers
 from .cinn import CINNSettings, ConditionalINN, train_cinn
 from .forecasters import FORECASTERS, PointForecaster, SeriesForecaster, make_forecaster, point_forecasts
-from .quantiles import BASELINES, LATENT_NOISE, CINNSampler, finish
+from .quantiles import BASELINES, finish
 from .scores import LEVELS, scores
-from .search import SIGMA_RANGE, search_sigma
-from .series import SOURCES, Series, Splits, load_series, make_windows, read_csv_series
+from .search import SIGMA_RANGE
+from .series import HISTORY_LAG, SOURCES, Series, Splits, load_series, make_windows, read_csv_series
 
 SUMMARY_NAME = "summary.json"
 #: The settings that decide the series and its windows (and so the cINN trained on them).
-SERIES_FIELDS = ("dataset", "data_dir", "csv", "time", "target", "features", "stride")
+SERIES_FIELDS = ("dataset", "data_dir", "csv", "time", "target", "features", "stride", "holidays", "history_lag")
+#: ``--holidays`` value for each paper series' own region.
+OWN_REGION = "series"
+#: The methods drawn in the reliability plot beside the baselines.
+PLOTTED = ("autopq", "autopq-faithful")
 
 
 @dataclass
@@ -50,19 +56,34 @@ class AutoPQConfig:
                                                "the paper's series have theirs (see 'beyondbp list')")
     upper: float | None = option(None, "data", "the target's physical maximum (quantiles are clipped to it)")
     stride: int = option(1, "data", "hours between forecast origins")
+    holidays: str = option(AUTHORS_REGION, "data", f"public holidays that are not workdays in the calendar conditions: "
+                                                   f"a region as COUNTRY or COUNTRY-SUBDIVISION (DE-BW, US-DC), "
+                                                   f"'{OWN_REGION}' (each paper series' own), or '{NO_HOLIDAYS}'; "
+                                                   f"the authors use DE for every series", metavar="REGION")
+    history_lag: int = option(HISTORY_LAG, "data", "hours between a target hour and the past value given for it "
+                                                   "(the authors' 25; 24 gives the latest hour too)", metavar="HOURS")
     forecaster: str = option("mlp", "AutoPQ", "point forecaster; see 'beyondbp list'")
-    trials: int = option(100, "AutoPQ", "at most this many sigma trials")
-    patience: int = option(20, "AutoPQ", "stop the search when the best sigma has not improved for this many trials")
+    trials: int = option(100, "AutoPQ", "at most this many trials in each sampler's search")
+    patience: int = option(20, "AutoPQ", "stop our samplers' search when the best has not improved for this many "
+                                         "trials (the faithful one stops at the authors' plateau)")
+    sampler: str = option("auto", "AutoPQ", "faithful: the paper's z_hat * N(1, sigma^2); additive: z_hat + "
+                                            "sigma_h N(0, 1); mix: rho z_hat + sqrt(1 - rho^2) N(0, 1); +conformal: "
+                                            "then calibrated on the validation windows; auto: the lowest "
+                                            "validation CRPS of all six", choices=SAMPLERS)
+    search_every: int = option(1, "AutoPQ", "the searches score every k-th validation window (1: all of them, as "
+                                            "the authors; each chosen sampler is then scored on all)",
+                               metavar="K")
     sigma_low: float = option(SIGMA_RANGE[0], "AutoPQ", "smallest sigma searched")
     sigma_high: float = option(SIGMA_RANGE[1], "AutoPQ", "largest sigma searched")
     samples: int = option(100, "AutoPQ", "samples per window drawn through the cINN")
     levels: tuple[float, ...] = option(tuple(LEVELS.tolist()), "AutoPQ", "quantile levels, increasing, between 0 "
                                                                           "and 1 (the paper's 17)", metavar="L1,L2")
-    noise: str = option("multiplicative", "AutoPQ", "latent samples: the paper's z_hat * N(1, sigma^2), or "
-                                                     "z_hat + N(0, sigma^2)", choices=LATENT_NOISE)
     cinn_epochs: int = option(CINNSettings.epochs, "AutoPQ", "cINN training epochs")
     cinn_init_std: float = option(CINNSettings.init_std, "AutoPQ", "coupling parameters start as this times "
                                                                     "N(0, 1) (the authors' 0.01)")
+    cinn_keep: str = option(CINNSettings.keep, "AutoPQ", "the cINN's weights kept: the last epoch's (the "
+                                                         "authors') or the best held-out epoch's",
+                            choices=("last", "best"))
     baselines: tuple[str, ...] = option(("gaussian", "conformal", "quantile-gbt"), "AutoPQ",
                                         "baselines on the same point forecast", metavar="NAMES")
     seed: int = option(0, "AutoPQ", "random seed (forecaster, cINN, sampling, search)")
@@ -95,13 +116,28 @@ class AutoPQConfig:
                                 f"increasing; got {', '.join(map(str, self.levels))}")
         if not 0 < self.sigma_low < self.sigma_high:
             raise BeyondBPError(f"sigma bounds must satisfy 0 < low < high, got {self.sigma_low} and {self.sigma_high}")
-        for name in ("trials", "patience", "samples", "cinn_epochs", "stride"):
+        if self.holidays == OWN_REGION and self.dataset is None:
+            raise BeyondBPError(f"holidays '{OWN_REGION}' names a paper series' own region; for your CSV give a "
+                                f"region (COUNTRY or COUNTRY-SUBDIVISION, e.g. DE-BW) or '{NO_HOLIDAYS}'")
+        check_region(self.holiday_region())
+        if self.history_lag < 24:
+            raise BeyondBPError(f"history_lag must be at least 24 hours (the past values must lie before the first "
+                                f"target hour), got {self.history_lag}")
+        for name in ("trials", "patience", "samples", "cinn_epochs", "stride", "search_every"):
             if getattr(self, name) < 1:
                 raise BeyondBPError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def series_name(self) -> str:
         """The paper's series name, or the stem of the user's CSV file."""
         return self.dataset or Path(self.csv).stem
+
+    def holiday_region(self) -> str:
+        """The region whose public holidays the calendar conditions use."""
+        return SOURCES[self.dataset].region if self.holidays == OWN_REGION else self.holidays
+
+    def windows(self, series: Series) -> Splits:
+        """``series`` cut into windows with these settings."""
+        return make_windows(series, self.stride, self.holiday_region(), self.history_lag)
 
     def series(self) -> Series:
         """The series, with ``lower``/``upper`` (where given) replacing its physical range."""
@@ -134,7 +170,7 @@ def conditional_inn(config: AutoPQConfig, splits: Splits, progress: bool, cache:
     trained with the same data, seed and settings (the cINN never sees the point forecast, so every
     forecaster of a series and seed can share it). Returns it and ``{"best_epoch", "seconds", "joules",
     "reused"}`` (the time and energy its training took, here or in the run that cached it)."""
-    settings = CINNSettings(epochs=config.cinn_epochs, init_std=config.cinn_init_std)
+    settings = CINNSettings(epochs=config.cinn_epochs, init_std=config.cinn_init_std, keep=config.cinn_keep)
     key = {"series": {k: v for k, v in asdict(config).items() if k in SERIES_FIELDS}, "seed": config.seed,
            "settings": asdict(settings), "windows": len(splits.train)}
     net = ConditionalINN(splits.train.y.shape[1], splits.train.c.shape[1], settings, config.seed)
@@ -169,30 +205,23 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
     torch.manual_seed(config.seed)
     series = series if series is not None else config.series()
-    splits = make_windows(series, config.stride)
-    low, high = splits.low, splits.high
+    splits = config.windows(series)
+    levels = np.asarray(config.levels)
+    names, left_out = candidates(config.sampler, len(splits.validation), levels)
     label = config.forecaster if forecaster is None else type(forecaster).__name__
     forecaster = forecaster if forecaster is not None else make_forecaster(config.forecaster, config.seed)
     y_hat = point_forecasts(forecaster, splits)
     net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache), meter)
-    validation = CINNSampler(net, splits.validation.c, y_hat["validation"], config.samples, config.seed,
-                             config.device, config.noise)
-    levels = np.asarray(config.levels)
-    sigma, trials = search_sigma(
-        lambda s: scores(splits.validation.y, validation.quantiles(s, low, high, levels), levels)["crps"],
-        config.trials,
-        (config.sigma_low, config.sigma_high), config.patience, config.seed, progress)
-    test = CINNSampler(net, splits.test.c, y_hat["test"], config.samples, config.seed + 1, config.device,
-                       config.noise)
-    quantiles = {"autopq": test.quantiles(sigma, low, high, levels)}
-    residuals = splits.validation.y - y_hat["validation"]
-    for name in config.baselines:
-        quantiles[name] = finish(BASELINES.get(name)(y_hat["test"], residuals, levels, c=splits.test.c,
-                                                     fit_c=splits.validation.c, fit_y_hat=y_hat["validation"],
-                                                     fit_y=splits.validation.y, seed=config.seed), low, high)
+    fitted, trials = fit_samplers(names, config, net, splits, y_hat, progress)
+    best = chosen(fitted)
+    quantiles = {"autopq": best.test, **({f"autopq-{name}": f.test for name, f in fitted.items()}
+                                         if len(fitted) > 1 else {})}
+    quantiles.update(baseline_quantiles(config, splits, y_hat))
     metrics = {name: scores(splits.test.y, q, levels) for name, q in quantiles.items()}
     summary = {"settings": asdict(config), "series": series.name, "forecaster": label,
-               "sigma": sigma, "trials": len(trials), "validation_crps": min(t["crps"] for t in trials),
+               "sampler": best.name, "parameters": best.parameters, "validation_crps": best.validation_crps,
+               "samplers": {name: {"parameters": f.parameters, "validation_crps": f.validation_crps}
+                            for name, f in fitted.items()}, "left_out": left_out, "trials": len(trials),
                "cinn_epochs_best": cinn["best_epoch"], "cinn_seconds": cinn["seconds"], "cinn_reused": cinn["reused"],
                "windows": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
                "metrics": metrics, "wall_seconds": time.perf_counter() - started}
@@ -204,6 +233,15 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     if out_dir is not None:
         write_outputs(Path(out_dir), splits, y_hat["test"], quantiles, metrics, trials, summary)
     return summary
+
+
+def baseline_quantiles(config: AutoPQConfig, splits: Splits, y_hat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each of ``config.baselines`` on the test windows, fitted on the validation windows' point forecasts."""
+    residuals = splits.validation.y - y_hat["validation"]
+    return {name: finish(BASELINES.get(name)(y_hat["test"], residuals, np.asarray(config.levels), c=splits.test.c,
+                                             fit_c=splits.validation.c, fit_y_hat=y_hat["validation"],
+                                             fit_y=splits.validation.y, seed=config.seed), splits.low, splits.high)
+            for name in config.baselines}
 
 
 def write_outputs(out: Path, splits: Splits, y_hat: np.ndarray, quantiles: dict[str, np.ndarray],
@@ -220,11 +258,12 @@ def write_outputs(out: Path, splits: Splits, y_hat: np.ndarray, quantiles: dict[
             for h in range(q.shape[1])]
     write_rows(rows, out / "quantiles.csv")
     write_rows([{"method": name, **values} for name, values in metrics.items()], out / "metrics.csv")
-    write_rows(trials, out / "trials.csv")
+    write_rows(trials, out / "trials.csv", dict.fromkeys(k for t in trials for k in t))  # samplers differ in params
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     levels = np.asarray(summary["settings"]["levels"])
     fan_chart(splits, y_hat, quantiles["autopq"], levels, out / "fan.png", summary["series"])
-    reliability_plot(splits.test.y, quantiles, levels, out / "reliability.png")
+    plotted = {name: q for name, q in quantiles.items() if name in PLOTTED or not name.startswith("autopq")}
+    reliability_plot(splits.test.y, plotted, levels, out / "reliability.png")
 
 
 def level_name(level: float) -> str:

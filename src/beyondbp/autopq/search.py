@@ -1,25 +1,38 @@
-"""The search for the sampling spread σ on the validation CRPS.
+"""The search for the sampler's parameters on the validation CRPS.
 
-AutoPQ-default's (:func:`search_sigma`): a tree-structured Parzen estimator (Optuna's TPE sampler, seeded),
-at most ``trials`` trials, stopping early when the best value has not improved for ``patience`` trials
-(Meisenbacher et al. 2024: σ in 0.01–3, at most 100 trials). AutoPQ-advanced's nested search gives each
+AutoPQ-default's (:func:`search_sampler`): a tree-structured Parzen estimator (Optuna's TPE sampler, seeded;
+multivariate where a sampler has several parameters), at most ``trials`` trials (Meisenbacher et al. 2024:
+σ in 0.01–3, at most 100 trials). It stops at the authors' plateau (the standard deviation of the best
+``top`` scores at most ``std`` for ``patience`` trials in a row) for the faithful sampler, and otherwise
+when the best has not improved for ``patience`` trials. AutoPQ-advanced's nested search gives each
 candidate forecaster its own σ by the cheaper :func:`line_search_sigma`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import BeyondBPError
+from .samplers import PLATEAU, LatentSampler
 
 SIGMA_RANGE = (0.01, 3.0)
 
 
-def search_sigma(score: Callable[[float], float], trials: int = 100, sigma_range: tuple[float, float] = SIGMA_RANGE,
-                 patience: int = 20, seed: int = 0, progress: bool = True) -> tuple[float, list[dict[str, float]]]:
-    """The σ with the lowest ``score(σ)`` and every trial (``trial``, ``sigma``, ``crps``) in order."""
+def plateaued(values: list[float], streak: int) -> int:
+    """The authors' plateau count after one more trial: ``streak + 1`` where the best ``top`` of ``values`` lie
+    within ``std`` (their standard deviation), else 0. The search stops when it reaches ``patience``."""
+    best = sorted(values)[: PLATEAU["top"]]
+    return streak + 1 if len(best) == PLATEAU["top"] and np.std(best) <= PLATEAU["std"] else 0
+
+
+def search_sampler(score: Callable[[dict[str, Any]], float], sampler: LatentSampler,
+                   sigma_range: tuple[float, float] = SIGMA_RANGE, trials: int = 100, patience: int = 20,
+                   seed: int = 0, progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The parameters of ``sampler`` with the lowest ``score`` and every trial (``trial``, the parameters,
+    ``crps``) in order."""
     import optuna
 
     low, high = sigma_range
@@ -28,24 +41,25 @@ def search_sigma(score: Callable[[float], float], trials: int = 100, sigma_range
     if trials < 1 or patience < 1:
         raise BeyondBPError(f"trials and patience must be at least 1, got {trials} and {patience}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-    records: list[dict[str, float]] = []
-    best_trial = 0
-    bar = tqdm(total=trials, desc="sigma search", disable=None if progress else True, leave=False)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
+    records: list[dict[str, Any]] = []
+    best_trial, streak, parameters = 0, 0, {}
+    bar = tqdm(total=trials, desc=f"{sampler.name} search", disable=None if progress else True, leave=False)
     with bar:
         for number in range(trials):
             trial = study.ask()
-            sigma = trial.suggest_float("sigma", low, high, log=True)
-            value = score(sigma)
+            chosen = sampler.suggest(trial, sigma_range)
+            value = score(chosen)
             study.tell(trial, value)
-            records.append({"trial": number, "sigma": sigma, "crps": value})
+            records.append({"sampler": sampler.name, "trial": number, **trial.params, "crps": value})
             if value <= study.best_value:
-                best_trial = number
+                best_trial, parameters = number, chosen
             bar.update()
-            bar.set_postfix({"best sigma": f"{study.best_params['sigma']:.3g}", "crps": f"{study.best_value:.4g}"})
-            if number - best_trial >= patience:
+            bar.set_postfix({"crps": f"{study.best_value:.4g}"})
+            streak = plateaued([r["crps"] for r in records], streak)
+            if streak >= PLATEAU["patience"] if sampler.plateau_stop else number - best_trial >= patience:
                 break
-    return study.best_params["sigma"], records
+    return parameters, records
 
 
 def line_search_sigma(score: Callable[[float], float], sigma_range: tuple[float, float] = SIGMA_RANGE,

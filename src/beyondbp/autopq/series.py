@@ -3,10 +3,13 @@
 A :class:`Series` is an hourly target with optional exogenous features and a timestamp per hour.
 :func:`make_windows` is the one place that cuts it into forecasting windows (Meisenbacher et al.
 2024, AutoPQ; Phipps et al. 2024): for every forecast origin, the target ``y`` is the next 24 hours
-and the conditions ``c`` are the previous 24 values of the target, the exogenous features over the
-24 target hours, and the calendar of the first target hour (hour of day and month as sine/cosine,
-workday or not). Everything is standardised with the training part's statistics only; the splits are
-chronological (the last 20% is the test set, the last 30% of the rest the validation set).
+and the conditions ``c`` are 24 past values of the target, the exogenous features over the 24 target
+hours, and the calendar of every target hour (:mod:`.calendar`: hour of day and month as sine/cosine,
+workday or not: 5 values per hour, 120 in all). As in the authors' code (``ClockShift(25)`` before the
+24-hour sampler), the past value given for target hour ``h`` is the target ``history_lag`` = 25 hours
+before it, so the history ends two hours before the first target hour. Everything is standardised with
+the training part's statistics only; the splits are chronological (the last 20% is the test set, the
+last 30% of the rest the validation set).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import numpy as np
 
 from ..data.files import locate_or_fetch
 from ..errors import BeyondBPError
+from .calendar import AUTHORS_REGION, NO_HOLIDAYS, calendar_features
 
 HORIZON = 24
+#: The authors' lag between a target hour and the past value given for it.
+HISTORY_LAG = HORIZON + 1
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.3
 
@@ -38,15 +44,18 @@ class SeriesSource:
     rows: int | None = None  # the paper uses only the first ``rows``
     bounds: tuple[float | None, float | None] = (None, None)  # the target's physical range (None: open)
     description: str = ""
+    region: str = NO_HOLIDAYS  # the series' own holiday region (:mod:`.calendar`)
 
 
 SOURCES: dict[str, SeriesSource] = {
     "Load-BW": SeriesSource("Load-BW.csv", "load_power_statistics", (), "time", bounds=(0.0, None),
-                            description="OPSD electrical load of Baden-Wuerttemberg, 2018"),
+                            description="OPSD electrical load of Baden-Wuerttemberg, 2018", region="DE-BW"),
     "Load-GCP": SeriesSource("Load-GCP.csv", "MT_158", (), "time", rows=26_280, bounds=(0.0, None),
-                             description="UCI ElectricityLoadDiagrams20112014, client MT_158, hourly"),
+                             description="UCI ElectricityLoadDiagrams20112014, client MT_158, hourly",
+                             region="PT"),
     "Mobility": SeriesSource("Mobility.csv", "cnt", ("temp", "hum", "windspeed", "weathersit"), "time",
-                             bounds=(0.0, None), description="UCI Bike Sharing, hourly rentals with weather"),
+                             bounds=(0.0, None), region="US-DC",
+                             description="UCI Bike Sharing (Washington D.C.), hourly rentals with weather"),
     "PV": SeriesSource("PV.csv", "POWER", ("SSRD", "TCC"), None, start="2012-04-01 01:00", bounds=(0.0, 1.0),
                        description="GEFCom2014 solar track, zone 1"),
     "Price": SeriesSource("Price.csv", "Zonal Price", ("Forecasted Total Load", "Forecasted Zonal Load"), None,
@@ -148,18 +157,6 @@ def load_series(name: str, data_dir: str | None = None, download: bool = False) 
                            source.bounds)
 
 
-def calendar(time: np.ndarray) -> np.ndarray:
-    """``[T, 5]``: hour of day and month as sine and cosine, and 1 on Monday to Friday (public holidays are
-    not known here and count as workdays)."""
-    import pandas as pd
-
-    stamps = pd.DatetimeIndex(time)
-    hour = 2 * math.pi * stamps.hour.to_numpy() / 24
-    month = 2 * math.pi * (stamps.month.to_numpy() - 1) / 12
-    workday = (stamps.day_of_week.to_numpy() < 5).astype(np.float64)
-    return np.stack([np.sin(hour), np.cos(hour), np.sin(month), np.cos(month), workday], axis=1)
-
-
 @dataclass
 class Windows:
     """Forecasting windows: conditions ``c`` ``[N, n_c]``, targets ``y`` ``[N, 24]`` (standardised), and the
@@ -203,12 +200,17 @@ def split_bounds(length: int) -> tuple[int, int]:
     return int(round(test_start * (1 - VALIDATION_FRACTION))), test_start
 
 
-def make_windows(series: Series, stride: int = 1) -> Splits:
-    """Cut ``series`` into windows (origins every ``stride`` hours) and split them chronologically.
+def make_windows(series: Series, stride: int = 1, holidays: str = AUTHORS_REGION,
+                 history_lag: int = HISTORY_LAG) -> Splits:
+    """Cut ``series`` into windows (origins every ``stride`` hours) and split them chronologically; the
+    calendar's workdays leave out the public holidays of ``holidays`` (a region, :mod:`.calendar`).
 
     A window belongs to the part that holds its first target hour, and only if its 24 target hours
     lie inside that part too, so no target hour is shared between parts.
     """
+    if history_lag < HORIZON:
+        raise BeyondBPError(f"history_lag must be at least {HORIZON} hours (the past values must lie before the "
+                            f"first target hour), got {history_lag}")
     length = len(series.target)
     validation_start, test_start = split_bounds(length)
     parts = (validation_start, test_start - validation_start, length - test_start)
@@ -224,14 +226,14 @@ def make_windows(series: Series, stride: int = 1) -> Splits:
     if features.shape[1]:
         f_mean, f_std = features[:validation_start].mean(0), features[:validation_start].std(0)
         features = (features - f_mean) / np.where(f_std > 0, f_std, 1.0)
-    cal = calendar(series.time)
+    cal = calendar_features(series.time, holidays)
 
     def part(begin: int, end: int) -> Windows:
-        origins = np.arange(max(begin, HORIZON), end - HORIZON + 1, stride)
+        origins = np.arange(max(begin, history_lag), end - HORIZON + 1, stride)
         hours = origins[:, None] + np.arange(HORIZON)
-        past = target[origins[:, None] - HORIZON + np.arange(HORIZON)]
+        past = target[hours - history_lag]
         exogenous = features[hours].reshape(len(origins), -1)
-        c = np.concatenate([past, exogenous, cal[origins]], axis=1)
+        c = np.concatenate([past, exogenous, cal[hours].reshape(len(origins), -1)], axis=1)
         return Windows(c.astype(np.float32), target[hours].astype(np.float32), series.time[origins], origins)
 
     low, high = ((math.inf * side if bound is None else (bound - mean) / std)
