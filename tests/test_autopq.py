@@ -334,7 +334,7 @@ def test_downloaded_originals_are_converted_to_the_local_layout(tmp_path):
 
 def test_other_quantile_levels_are_scored_and_written(tmp_path):
     config = AutoPQConfig(csv="s.csv", target="y", forecaster="linear", cinn_epochs=2, trials=2,
-                          baselines=("conformal",), levels=(0.025, 0.5, 0.975))
+                          baselines=("conformal",), levels=(0.025, 0.5, 0.975), sampler="faithful")
     summary = run_autopq(config, tmp_path, progress=False, series=seasonal_series(days=30))
     written = pd.read_csv(tmp_path / "quantiles.csv")
     assert [c for c in written.columns if c.startswith("q")] == ["q2.5", "q50", "q97.5"]

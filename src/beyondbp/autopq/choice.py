@@ -59,35 +59,36 @@ def candidates(sampler: str, validation_windows: int, levels: np.ndarray) -> tup
 
 def fit_samplers(names: list[str], config, net, splits: Splits, y_hat: dict[str, np.ndarray],
                  progress: bool) -> tuple[dict[str, FittedSampler], list[dict[str, Any]]]:
-    """Search each latent sampler that ``names`` use on the validation CRPS, calibrate where named, and return
-    every named sampler fitted, with the search's trials."""
-    levels, low, high = np.asarray(config.levels), splits.low, splits.high
+    """Search each named sampler on the validation windows (a calibrated one on the CRPS it will be chosen
+    by, :func:`.calibration.later_half_crps`, so that its search can find the spread that is best after
+    calibration) and return every one fitted, with the searches' trials."""
+    levels, low, high, y = np.asarray(config.levels), splits.low, splits.high, splits.validation.y
     validation = CINNQuantiles(net, splits.validation.c, y_hat["validation"], low, high, config.samples,
                                config.seed, config.device)
+    test = CINNQuantiles(net, splits.test.c, y_hat["test"], low, high, config.samples, config.seed + 1,
+                         config.device)
     every = slice(None, None, config.search_every)
     searched = validation if config.search_every == 1 else CINNQuantiles(
         net, splits.validation.c[every], y_hat["validation"][every], low, high, config.samples, config.seed,
         config.device)
-    test = CINNQuantiles(net, splits.test.c, y_hat["test"], low, high, config.samples, config.seed + 1,
-                         config.device)
-    y = splits.validation.y
     fitted, trials = {}, []
-    for latent_name in dict.fromkeys(name.removesuffix(CONFORMAL) for name in names):
-        sampler = LATENT_SAMPLERS[latent_name]
-        parameters, records = search_sampler(lambda p: crps(y[every], searched.quantiles(sampler, p, levels), levels),
-                                             sampler, (config.sigma_low, config.sigma_high), config.trials,
+    for name in names:
+        sampler, conformal = LATENT_SAMPLERS[name.removesuffix(CONFORMAL)], name.endswith(CONFORMAL)
+
+        def score(parameters: dict[str, Any]) -> float:
+            q = searched.quantiles(sampler, parameters, levels)
+            return (calibration.later_half_crps(y[every], q, levels, low, high, conformal=True) if conformal
+                    else crps(y[every], q, levels))
+
+        parameters, records = search_sampler(score, dataclasses.replace(sampler, name=name),
+                                             (config.sigma_low, config.sigma_high), config.trials,
                                              config.patience, config.seed, progress)
         trials += records
-        q_validation, q_test = validation.quantiles(sampler, parameters, levels), test.quantiles(sampler, parameters,
-                                                                                                   levels)
-        if latent_name in names:
-            score = calibration.later_half_crps(y, q_validation, levels, low, high, conformal=False)
-            fitted[latent_name] = FittedSampler(latent_name, parameters, score, q_test)
-        if latent_name + CONFORMAL in names:
-            offsets = calibration.shifts(y, q_validation, levels)
-            score = calibration.later_half_crps(y, q_validation, levels, low, high, conformal=True)
-            fitted[latent_name + CONFORMAL] = FittedSampler(latent_name + CONFORMAL, parameters, score,
-                                                            calibration.calibrate(q_test, offsets, low, high))
+        q_validation, q_test = (windows.quantiles(sampler, parameters, levels) for windows in (validation, test))
+        if conformal:
+            q_test = calibration.calibrate(q_test, calibration.shifts(y, q_validation, levels), low, high)
+        fitted[name] = FittedSampler(name, parameters, calibration.later_half_crps(y, q_validation, levels, low,
+                                                                                   high, conformal), q_test)
     return fitted, trials
 
 
@@ -111,14 +112,17 @@ class ScalarSampler:
 
     def validation_crps(self, validation: CINNQuantiles, y: np.ndarray, levels: np.ndarray,
                         value: float | None = None) -> tuple[float, float]:
-        """The score at ``value`` (None: the best value for all validation windows, by a line search) and the
-        value used: as AutoPQ-default's choice scores, on the later half of the validation windows
+        """The score at ``value`` (None: the best value, by a line search on that score) and the value used:
+        as AutoPQ-default's choice scores, on the later half of the validation windows
         (:func:`.calibration.later_half_crps`)."""
+        def later_half(v: float) -> float:
+            q = validation.quantiles(self.sampler, {self.key: v}, levels)
+            return calibration.later_half_crps(y, q, levels, validation.low, validation.high, self.conformal)
+
         if value is None:
-            value, _ = line_search_sigma(
-                lambda v: crps(y, validation.quantiles(self.sampler, {self.key: v}, levels), levels), self.bounds)
-        q = validation.quantiles(self.sampler, {self.key: value}, levels)
-        return calibration.later_half_crps(y, q, levels, validation.low, validation.high, self.conformal), value
+            value, score = line_search_sigma(later_half, self.bounds)
+            return score, value
+        return later_half(value), value
 
     def test_quantiles(self, validation: CINNQuantiles, test: CINNQuantiles, y: np.ndarray, levels: np.ndarray,
                        value: float) -> np.ndarray:
