@@ -125,6 +125,50 @@ def test_bf16_is_refused_by_methods_that_cannot_run_under_autocast(tmp_path):
         run(RunConfig(method="fg", dataset="digits", epochs=1, precision="bf16"), tmp_path, progress=False)
 
 
+def test_fp16_with_loss_scaling_trains_close_to_fp32_and_resumes_exactly(tmp_path):
+    """float16 autocast with dynamic loss scaling: the run ends within a few points of float32's, the scale
+    (2^16 at the start, doubled after 2000 clean steps) is kept in the checkpoint, and a run stopped after its
+    first epoch and resumed equals the one that never stopped."""
+    common = dict(method="bp", dataset="digits", hidden=(64,), loss="ce", epochs=3, seed=1)
+    full = run(RunConfig(**common), tmp_path / "fp32", progress=False)
+    half = run(RunConfig(**common, precision="fp16"), tmp_path / "fp16", progress=False)
+    assert abs(half["test_accuracy"] - full["test_accuracy"]) < 0.06 and half["test_accuracy"] > 0.7
+    state = load_checkpoint(tmp_path / "fp16" / "checkpoint.pt", "cpu")
+    assert state["loss_scaler"]["scale"] == 2.0 ** 16 and all(v.dtype == torch.float32
+                                                               for v in state["model"].values())
+    with pytest.raises(Stop):
+        run(RunConfig(**common, precision="fp16"), tmp_path / "stopped", progress=False,
+            logger=StopAfterFirstEpoch())
+    resumed = run(RunConfig(**common, precision="fp16"), tmp_path / "stopped", resume=True, progress=False)
+    assert resumed["test_accuracy"] == half["test_accuracy"]
+
+
+def test_fp16_divides_the_scale_out_and_skips_a_step_whose_gradients_overflow():
+    """The step's gradient equals float32's (the scale is divided out); a scale so large that the scaled
+    gradient overflows float16 (the layer's backward runs in float16; its largest number is 65504) leaves
+    the parameters as they were and halves the scale at every such step."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, t = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    reference = nn.Linear(3, 2)
+    reference.load_state_dict(model.state_dict())
+    F.cross_entropy(reference(x), t).backward()
+    trainer = Trainer(model, make_method("bp"), torch.optim.SGD(model.parameters(), lr=0.1),
+                      make_objective("ce", "classification"), precision="fp16", progress=False)
+    data = Dataset(x, F.one_hot(t, 2).float())
+    trainer.fit(data, epochs=1, batch_size=8)
+    assert torch.allclose(model.weight, reference.weight.detach() - 0.1 * reference.weight.grad, atol=1e-3)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 24)
+    before = model.weight.detach().clone()
+    trainer.fit(data, epochs=2, batch_size=8)
+    assert torch.equal(model.weight, before) and trainer.scaler.get_scale() in (2.0 ** 22, 2.0 ** 23)
+
+
+def test_fp16_is_refused_by_methods_whose_gradients_do_not_come_from_the_loss(tmp_path):
+    with pytest.raises(BeyondBPError, match="dfa fills gradients that do not all come from backpropagating"):
+        run(RunConfig(method="dfa", dataset="digits", epochs=1, precision="fp16"), tmp_path, progress=False)
+
+
 def test_label_smoothing_is_pytorchs_for_samples_and_tokens_and_keeps_the_targets():
     ce = make_objective("ce", "classification", label_smoothing=0.1)
     y, t = torch.randn(4, 5), torch.tensor([0, 3, 4, 1])

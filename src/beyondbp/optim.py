@@ -18,7 +18,7 @@ from .options import Section, option, setting
 from .registry import Registry
 
 GROUP = "training"
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 #: ``(parameter groups, lr, momentum, weight_decay) -> optimizer``
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
@@ -54,9 +54,10 @@ class TrainingOptions(Section):
                                              "(adamw)")
     clip_grad_norm: float | None = option(None, GROUP, "scale each step's gradient down to this global norm at most",
                                           metavar="NORM")
-    precision: str = option("fp32", GROUP, "fp32, or bf16: each step's forward pass and the method's products under "
-                                           "bfloat16 autocast (parameters, gradients and optimizer stay float32)",
-                            choices=PRECISIONS)
+    precision: str = option("fp32", GROUP, "fp32; bf16: each step's forward pass and the method's products under "
+                                           "bfloat16 autocast (parameters, gradients and optimizer stay float32); "
+                                           "fp16: float16 autocast with dynamic loss scaling (methods that "
+                                           "backpropagate their loss)", choices=PRECISIONS)
 
     def check(self) -> None:
         super().check()

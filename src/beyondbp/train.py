@@ -37,6 +37,9 @@ from .optim import PRECISIONS
 from .schedule import ParametrizationSchedule
 from .tracking import RunLogger, epoch_scalars
 
+#: The autocast type of each reduced precision.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
 ALIGN_BATCH = 256
@@ -101,7 +104,10 @@ class Trainer:
         augmentation: applied to each training batch with the epoch's generator
             (:mod:`beyondbp.data.augment`).
         precision: ``"bf16"`` runs each step's gradient estimate under bfloat16 autocast (``torch.autocast``);
-            parameters, their gradients, the optimizer and the evaluation stay float32.
+            parameters, their gradients, the optimizer and the evaluation stay float32. ``"fp16"`` uses float16
+            autocast with dynamic loss scaling (``torch.amp.GradScaler``: the loss is multiplied by a scale
+            before backward, the gradients divided by it, and a step whose gradients overflow is skipped
+            and the scale halved), for methods whose gradients all come from backpropagating the loss.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -137,9 +143,14 @@ class Trainer:
         self.clip_grad_norm, self.augmentation = clip_grad_norm, augmentation
         if precision not in PRECISIONS:
             raise BeyondBPError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
-        if precision == "bf16" and not method.supports_autocast:
-            raise BeyondBPError(f"{method.label} does not run under bf16 autocast yet; use precision fp32")
+        if precision != "fp32" and not method.supports_autocast:
+            raise BeyondBPError(f"{method.label} does not run under {precision} autocast yet; use precision fp32")
+        if precision == "fp16" and not method.supports_loss_scaling:
+            raise BeyondBPError(f"{method.label} fills gradients that do not all come from backpropagating the loss, "
+                                f"so fp16's loss scaling cannot protect them from underflow; use precision bf16 "
+                                f"or fp32")
         self.precision = precision
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -260,7 +271,10 @@ class Trainer:
         batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device, augment)
         for number, (x, t, index) in enumerate(batches, start=1):
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            if self.scaler is not None:  # the current scale, as a tensor on the device (no synchronisation)
+                self.method.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
+            with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
+                                enabled=self.precision != "fp32"):
                 loss = self.executor.gradients(self, x, t, index)
             if loss is not None:
                 if epoch == 1 and number == 1:
@@ -284,10 +298,16 @@ class Trainer:
         loss = self.executor.combine(self, loss, local_count)
         if not math.isfinite(loss):
             raise DivergenceError(self._divergence_message(loss, epoch, number))
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
                                            self.clip_grad_norm)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped where the gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.lowrank is not None:
             event = self.lowrank.after_step(self.model, self.optimizer)
             if event is not None:
@@ -346,6 +366,7 @@ class Trainer:
             "lowrank": self.lowrank.state_dict(self.model) if self.lowrank is not None else None,
             "lr_schedule": ({**self.scheduler.state_dict(), "planned_epochs": self._planned_epochs}
                             if self.scheduler is not None else None),
+            "loss_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }, self.checkpoint_path)
@@ -364,6 +385,8 @@ class Trainer:
                                     f"planned for another number of epochs (or none); resume with the same epochs")
             self.scheduler.load_state_dict(schedule)
         self.method.load_state_dict(state["method"])
+        if self.scaler is not None and state.get("loss_scaler"):
+            self.scaler.load_state_dict(state["loss_scaler"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)

@@ -224,7 +224,7 @@ class Objective:
             raise optuna.TrialPruned()
         name = trial.suggest_categorical("forecaster", list(cfg.search))
         hyperparameters = SPACES[name](trial)
-        sigma = (ScalarSampler(cfg.sampler, (cfg.sigma_low, cfg.sigma_high)).suggest(trial)
+        drawn = (ScalarSampler(cfg.sampler, (cfg.sigma_low, cfg.sigma_high)).suggest(trial)
                  if cfg.sigma_search == "joint" else None)
         meter, started = EnergyMeter(cfg.device, cfg.watts_per_core), time.perf_counter()
         series_model = hasattr(make_forecaster(name, cfg.seed, **hyperparameters), "fit_series")
@@ -233,7 +233,7 @@ class Objective:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence notices: a search tries poor candidates on purpose
                 for step, share in enumerate(shares):
-                    value, used = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), sigma,
+                    value, used = self.validation_crps(make_forecaster(name, cfg.seed, **hyperparameters), drawn,
                                                        share)
                     trial.set_user_attr("parameter", used)
                     if not np.isfinite(value):

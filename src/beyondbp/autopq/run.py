@@ -120,9 +120,6 @@ class AutoPQConfig:
             raise BeyondBPError(f"holidays '{OWN_REGION}' names a paper series' own region; for your CSV give a "
                                 f"region (COUNTRY or COUNTRY-SUBDIVISION, e.g. DE-BW) or '{NO_HOLIDAYS}'")
         check_region(self.holiday_region())
-        if self.history_lag < 24:
-            raise BeyondBPError(f"history_lag must be at least 24 hours (the past values must lie before the first "
-                                f"target hour), got {self.history_lag}")
         for name in ("trials", "patience", "samples", "cinn_epochs", "stride", "search_every"):
             if getattr(self, name) < 1:
                 raise BeyondBPError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -12,9 +12,10 @@ class Backprop(Method):
     """Exact gradient by reverse-mode automatic differentiation (Rumelhart et al. 1986)."""
 
     name = "bp"
+    supports_loss_scaling = True
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None, objective: Objective) -> StepResult:
         output = model(x)
         loss = objective(output, t)
-        loss.backward()
+        (loss * self.loss_scale).backward()
         return StepResult(output.detach(), loss.detach())

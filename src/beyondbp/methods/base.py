@@ -60,6 +60,10 @@ class Method:
 
     #: Whether :meth:`step` may run under ``torch.autocast`` (bf16 precision).
     supports_autocast = True
+    #: Whether every gradient :meth:`step` fills comes from ``(loss_scale · loss).backward()`` (fp16 precision:
+    #: the trainer's dynamic loss scaling divides ``loss_scale`` out again before the optimizer step).
+    supports_loss_scaling = False
+    loss_scale: float | Tensor = 1.0
 
     @property
     def exchanges_own_estimates(self) -> bool:
