@@ -169,6 +169,19 @@ def test_fp16_is_refused_by_methods_whose_gradients_do_not_come_from_the_loss(tm
         run(RunConfig(method="dfa", dataset="digits", epochs=1, precision="fp16"), tmp_path, progress=False)
 
 
+def test_compiled_steps_train_as_the_model_itself_does(tmp_path):
+    """torch.compile changes the kernels, not the arithmetic: one epoch of bp ends with the same parameters
+    (to float32 rounding) and writes a checkpoint of the model's own keys; dfa's hooks refuse it by name."""
+    common = dict(method="bp", dataset="digits", hidden=(32,), loss="ce", epochs=1, seed=1)
+    plain = run(RunConfig(**common), tmp_path / "plain", progress=False)
+    compiled = run(RunConfig(**common, compile=True), tmp_path / "compiled", progress=False)
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt", "cpu")["model"] for name in ("plain", "compiled"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert compiled["test_accuracy"] == pytest.approx(plain["test_accuracy"], abs=0.01)
+    with pytest.raises(BeyondBPError, match="dfa cannot run compiled"):
+        run(RunConfig(**{**common, "method": "dfa"}, compile=True), tmp_path / "dfa", progress=False)
+
+
 def test_label_smoothing_is_pytorchs_for_samples_and_tokens_and_keeps_the_targets():
     ce = make_objective("ce", "classification", label_smoothing=0.1)
     y, t = torch.randn(4, 5), torch.tensor([0, 3, 4, 1])

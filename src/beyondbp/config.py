@@ -118,8 +118,11 @@ class RunConfig(_RunFields):
         lowrank = self.lowrank_options()
         method = self.build_method()
         if self.stages > 1 and self.precision != "fp32":
-            raise BeyondBPError(f"stages send float32 activations between processes: {setting('precision', 'bf16')} "
-                                f"is not supported with stages yet")
+            raise BeyondBPError(f"stages send float32 activations between processes: "
+                                f"{setting('precision', self.precision)} is not supported with stages yet")
+        if self.compile and (self.stages > 1 or self.lowrank is not None):
+            raise BeyondBPError(f"{setting('compile')} runs one whole model as compiled; it cannot be combined with "
+                                f"{'stages' if self.stages > 1 else 'low-rank training, which changes the model'}")
         if self.stages > 1 and self.lowrank is not None:
             raise BeyondBPError(f"stages cannot be combined with low-rank training ({self.lowrank})")
         if self.stages > 1:

@@ -96,7 +96,7 @@ class Executor:
 
     def gradients(self, trainer: Trainer, x: Tensor, t: Tensor, index: Tensor) -> float | None:
         """Fill ``p.grad`` for this batch; the loss in this process (None where no loss is computed)."""
-        return trainer.method.step(trainer.model, x, t, index, trainer.objective).loss.item()
+        return trainer.method.step(trainer.step_model, x, t, index, trainer.objective).loss.item()
 
     def combine(self, trainer: Trainer, loss: float, local_count: int) -> float:
         """How the ranks' gradients become the step's; returns the loss averaged over ranks. In one process

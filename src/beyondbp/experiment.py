@@ -122,9 +122,11 @@ def train_here(config: RunConfig, method: Method, device: torch.device, parallel
 
 
 def recipe(config: RunConfig, data: DataSplit) -> dict[str, Any]:
-    """The Trainer's recipe arguments: the learning-rate schedule, gradient clipping, augmentation, precision."""
+    """The Trainer's recipe arguments: the learning-rate schedule, gradient clipping, augmentation, precision,
+    compilation."""
     return {"schedule": config.schedule_options(), "clip_grad_norm": config.clip_grad_norm,
-            "augmentation": config.data_options().augmentation(data), "precision": config.precision}
+            "augmentation": config.data_options().augmentation(data), "precision": config.precision,
+            "compile": config.compile}
 
 
 def write_outputs(config: RunConfig, method: Method, data: DataSplit, history: list[dict[str, Any]],

@@ -58,6 +58,8 @@ class TrainingOptions(Section):
                                            "bfloat16 autocast (parameters, gradients and optimizer stay float32); "
                                            "fp16: float16 autocast with dynamic loss scaling (methods that "
                                            "backpropagate their loss)", choices=PRECISIONS)
+    compile: bool = option(False, GROUP, "run the method's steps through torch.compile (bp; methods with hooks or "
+                                         "their own products refuse it); the first steps take longer")
 
     def check(self) -> None:
         super().check()

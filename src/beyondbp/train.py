@@ -108,6 +108,8 @@ class Trainer:
             autocast with dynamic loss scaling (``torch.amp.GradScaler``: the loss is multiplied by a scale
             before backward, the gradients divided by it, and a step whose gradients overflow is skipped
             and the scale halved), for methods whose gradients all come from backpropagating the loss.
+        compile: run the method's steps on ``torch.compile(model)`` (same parameters; evaluation and
+            checkpoints use the model itself), for methods that declare ``supports_compile``.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -120,7 +122,7 @@ class Trainer:
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  executor: Executor | None = None, schedule: ScheduleOptions | None = None,
                  clip_grad_norm: float | None = None, augmentation: CropFlip | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", compile: bool = False):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -151,6 +153,10 @@ class Trainer:
                                 f"or fp32")
         self.precision = precision
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        if compile and not method.supports_compile:
+            raise BeyondBPError(f"{method.label} cannot run compiled: its step uses hooks or products of its own "
+                                f"that torch.compile would not see; leave out compile")
+        self.step_model = torch.compile(self.model) if compile else self.model
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core

@@ -13,6 +13,7 @@ class Backprop(Method):
 
     name = "bp"
     supports_loss_scaling = True
+    supports_compile = True
 
     def compute(self, model: nn.Module, x: Tensor, t: Tensor, index: Tensor | None, objective: Objective) -> StepResult:
         output = model(x)

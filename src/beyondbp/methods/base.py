@@ -63,6 +63,8 @@ class Method:
     #: Whether every gradient :meth:`step` fills comes from ``(loss_scale · loss).backward()`` (fp16 precision:
     #: the trainer's dynamic loss scaling divides ``loss_scale`` out again before the optimizer step).
     supports_loss_scaling = False
+    #: Whether :meth:`step` may run on a ``torch.compile``'d model (no hooks, no products of its own).
+    supports_compile = False
     loss_scale: float | Tensor = 1.0
 
     @property
