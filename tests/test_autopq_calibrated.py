@@ -125,3 +125,51 @@ def test_the_point_forecast_is_clipped_before_the_latent_map_and_faithful_noise_
     faithful, mix = LATENT_SAMPLERS["faithful"], LATENT_SAMPLERS["mix"]
     assert not torch.equal(inside.samples(faithful, {"sigma": 0.5}), inside.samples(faithful, {"sigma": 0.5}))
     assert torch.equal(inside.samples(mix, {"rho": 0.5}), inside.samples(mix, {"rho": 0.5}))
+
+
+class TrainingMean:
+    """Forecasts every window as the mean of the targets it was fitted on."""
+
+    def fit(self, c, y):
+        self.mean = y.mean(0)
+        return self
+
+    def predict(self, c):
+        return np.tile(self.mean, (len(c), 1))
+
+
+def test_out_of_fold_forecasts_come_from_models_that_did_not_see_the_fold():
+    from beyondbp.autopq.conditioned import out_of_fold, with_forecasts
+
+    time = pd.date_range("2018-09-01", periods=24 * 40, freq="h").to_numpy()
+    series = Series("s", np.arange(len(time), dtype=float), np.zeros((len(time), 0)), time)
+    splits = make_windows(series, holidays="none")
+    forecasts = out_of_fold(TrainingMean(), splits, folds=3)
+    for fold in np.array_split(np.arange(len(splits.train)), 3):
+        rest = np.setdiff1d(np.arange(len(splits.train)), fold)
+        assert np.allclose(forecasts[fold], splits.train.y[rest].mean(0))
+    wider = with_forecasts(splits, {"train": forecasts, "validation": splits.validation.y, "test": splits.test.y})
+    assert wider.train.c.shape[1] == splits.train.c.shape[1] + 24
+    assert np.array_equal(wider.test.c[:, -24:], splits.test.y)
+    with pytest.raises(BeyondBPError, match="needs a forecaster of windows"):
+        from beyondbp.autopq import make_forecaster
+        out_of_fold(make_forecaster("naive"), splits)
+
+
+def test_a_cinn_conditioned_on_the_forecast_is_trained_for_its_forecaster_alone(tmp_path):
+    """The run trains its own cINN on conditions 24 values wider (never the cached one of the series), and
+    AutoPQ-advanced, which shares one cINN among its candidates, refuses the option."""
+    from beyondbp.autopq import AutoPQConfig, run_autopq
+    from beyondbp.autopq.advanced import AdvancedConfig
+    from test_autopq import seasonal_series
+
+    series, cache = seasonal_series(days=30), tmp_path / "cinn.pt"
+    plain = AutoPQConfig(csv="s.csv", target="y", forecaster="linear", cinn_epochs=2, trials=2, sampler="mix",
+                         holidays="none", baselines=())
+    run_autopq(plain, progress=False, series=series, cinn_cache=cache)
+    conditioned = AutoPQConfig(**{**plain.__dict__, "cinn_forecast": True})
+    summary = run_autopq(conditioned, progress=False, series=series, cinn_cache=cache)
+    assert not summary["cinn_reused"] and np.isfinite(summary["metrics"]["autopq"]["crps"])
+    assert torch.load(cache, weights_only=False)["state"]["condition_net.0.weight"].shape[1] == 24 + 24 * 5
+    with pytest.raises(BeyondBPError, match="shares one cINN"):
+        AdvancedConfig(csv="s.csv", target="y", cinn_forecast=True).validate()

@@ -117,6 +117,9 @@ class AdvancedConfig(AutoPQConfig):
             raise BeyondBPError(f"workers must be at least 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise BeyondBPError(f"threads must be at least 1, got {self.threads}")
+        if self.cinn_forecast:
+            raise BeyondBPError("AutoPQ-advanced shares one cINN among its candidate forecasters; a cINN conditioned "
+                                "on the forecast (cinn_forecast) belongs to one forecaster")
         if not 0 < self.partial <= 1:
             raise BeyondBPError(f"partial must lie in (0, 1], got {self.partial}")
 

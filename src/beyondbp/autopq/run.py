@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from ..tables import write_rows
 from .calendar import AUTHORS_REGION, NO_HOLIDAYS, check_region
 from .choice import SAMPLERS, candidates, chosen, fit_samplers
 from .cinn import CINNSettings, ConditionalINN, train_cinn
+from .conditioned import out_of_fold, with_forecasts
 from .forecasters import FORECASTERS, PointForecaster, SeriesForecaster, make_forecaster, point_forecasts
 from .quantiles import BASELINES, finish
 from .scores import LEVELS, scores
@@ -81,6 +83,10 @@ class AutoPQConfig:
     cinn_epochs: int = option(CINNSettings.epochs, "AutoPQ", "cINN training epochs")
     cinn_init_std: float = option(CINNSettings.init_std, "AutoPQ", "coupling parameters start as this times "
                                                                     "N(0, 1) (the authors' 0.01)")
+    cinn_forecast: bool = option(False, "AutoPQ", "condition the cINN on the point forecast too (ours): trained on "
+                                                  "out-of-fold forecasts of the training windows, it learns the "
+                                                  "forecaster's errors (a forecaster of windows; not shared "
+                                                  "between forecasters)")
     cinn_keep: str = option(CINNSettings.keep, "AutoPQ", "the cINN's weights kept: the last epoch's (the "
                                                          "authors') or the best held-out epoch's",
                             choices=("last", "best"))
@@ -207,9 +213,13 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     names, left_out = candidates(config.sampler, len(splits.validation), levels)
     label = config.forecaster if forecaster is None else type(forecaster).__name__
     forecaster = forecaster if forecaster is not None else make_forecaster(config.forecaster, config.seed)
+    train_forecasts = out_of_fold(copy.deepcopy(forecaster), splits) if config.cinn_forecast else None
     y_hat = point_forecasts(forecaster, splits)
-    net, cinn = conditional_inn(config, splits, progress, None if cinn_cache is None else Path(cinn_cache), meter)
-    fitted, trials = fit_samplers(names, config, net, splits, y_hat, progress)
+    flow_splits, cache = splits, None if cinn_cache is None else Path(cinn_cache)
+    if config.cinn_forecast:  # the cINN learns p(y | c, y_hat) from out-of-fold forecasts; its own, not shared
+        flow_splits, cache = with_forecasts(splits, {**y_hat, "train": train_forecasts}), None
+    net, cinn = conditional_inn(config, flow_splits, progress, cache, meter)
+    fitted, trials = fit_samplers(names, config, net, flow_splits, y_hat, progress)
     best = chosen(fitted)
     quantiles = {"autopq": best.test, **({f"autopq-{name}": f.test for name, f in fitted.items()}
                                          if len(fitted) > 1 else {})}
