@@ -36,7 +36,8 @@ RHO_RANGE = (0.01, 1.0)
 
 @dataclass
 class FittedSampler:
-    """One sampler's parameters, validation CRPS and test quantiles (normalised, ``[N, 24, L]``)."""
+    """One sampler's parameters, the score it is chosen by (CRPS on the later half of the validation windows,
+    :func:`.calibration.later_half_crps`) and its test quantiles (normalised, ``[N, 24, L]``)."""
 
     name: str
     parameters: dict[str, Any]
@@ -93,7 +94,7 @@ def fit_samplers(names: list[str], config, net, splits: Splits, y_hat: dict[str,
 
 
 def chosen(fitted: dict[str, FittedSampler]) -> FittedSampler:
-    """The sampler with the lowest validation CRPS."""
+    """The sampler with the lowest score on the later half of the validation windows."""
     return min(fitted.values(), key=lambda f: f.validation_crps)
 
 
