@@ -224,6 +224,7 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     suite.write_text(suite.read_text().replace("seeds = [1]", "seeds = [1, 2]"))
     partial = run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results", report_only=True)
     assert "Not run yet (left out of every table): Load-BW/linear/seed2." in partial.read_text()
+    assert "`beyondbp bench autopq --report-only` over the runs finished" in partial.read_text()
     assert not (tmp_path / "runs" / "Load-BW" / "linear" / "seed2").exists()
 
 

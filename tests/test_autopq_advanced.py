@@ -24,21 +24,22 @@ from beyondbp.errors import BeyondBPError
 from test_autopq import load_bw_folder, seasonal_series
 
 
-@pytest.fixture(scope="module")
-def series_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("series") / "load.csv"
-    series = seasonal_series(days=30)
+def series_file(folder, days: int):
+    path = folder / "load.csv"
+    series = seasonal_series(days=days)
     pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def series_csv(tmp_path_factory):
+    return series_file(tmp_path_factory.mktemp("series"), days=30)
 
 
 @pytest.fixture(scope="module")
 def long_series_csv(tmp_path_factory):
     """Long enough for conformal calibration (at least 200 validation windows)."""
-    path = tmp_path_factory.mktemp("series") / "load.csv"
-    series = seasonal_series(days=60)
-    pd.DataFrame({"when": series.time, "load": series.target}).to_csv(path, index=False)
-    return path
+    return series_file(tmp_path_factory.mktemp("series"), days=60)
 
 
 def tiny(path, **settings) -> AdvancedConfig:

@@ -108,7 +108,7 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     if pending or not meta_path.is_file() or report_only:
         meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "jobs": jobs,
                 "wall_seconds": round(time.time() - started), "runs": len(cells), "ran": len(pending),
-                "missing": [f"{d}/{f}/seed{s}" for d, f, s in missing]}
+                "missing": [f"{d}/{f}/seed{s}" for d, f, s in missing], "report_only": report_only}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     meta = json.loads(meta_path.read_text())
     (results / "autopq.md").write_text(autopq_markdown(suite, rows, meta))
@@ -161,11 +161,15 @@ def header(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, An
             "levels), `crps_ensemble` the authors' (the 17 quantiles as equally weighted ensemble members, "
             "`properscoring.crps_ensemble`; it favours narrow bands); coverage error = mean |empirical − "
             "nominal| over the levels; coverage 80 = share of test hours inside the 10–90% band.", "",
-            f"- Command: `beyondbp bench autopq --jobs {meta['jobs']}`; suite file `{SUITE_PATH}`.",
+            (f"- Report: `beyondbp bench autopq --report-only` over the runs finished by earlier invocations of "
+             f"`beyondbp bench autopq --jobs N` (NOTES.md says when and with how many jobs); suite file "
+             f"`{SUITE_PATH}`." if meta.get("report_only") else
+             f"- Command: `beyondbp bench autopq --jobs {meta['jobs']}`; suite file `{SUITE_PATH}`."),
             f"- Data sets {', '.join(suite['datasets'])}; forecasters {', '.join(suite['forecasters'])}; seeds "
             f"{', '.join(map(str, suite['seeds']))}; settings {suite.get('settings', {}) or 'the defaults'}.",
-            f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
-            f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s)."
+            (f"- Reported {meta['finished']}; {meta['runs']} runs finished." if meta.get("report_only") else
+             f"- Finished {meta['finished']}; {meta['runs']} runs, the last invocation ran {meta['ran']} of them in "
+             f"{meta['wall_seconds'] / 60:.0f} min with {meta['jobs']} job(s).")
             + (f" Not run yet (left out of every table): {', '.join(meta['missing'])}." if meta.get("missing") else ""),
             f"- Energy per run (AutoPQ's row: the whole run, its cINN's training included; the baselines reuse its "
             f"point forecast): {sources or 'not measured (runs from before energy was recorded)'}; cost at the "
