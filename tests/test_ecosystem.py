@@ -175,7 +175,9 @@ def test_a_hugging_face_model_trains_from_the_command_line(transformers, tmp_pat
     assert main(["train", "--method", "dfa", "--model", "hf:ViTForImageClassification", "--hf-config", HF_VIT,
                  "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "dfa")]) == 0
     summary = json.loads((tmp_path / "dfa" / "summary.json").read_text())
-    assert summary["feedback_points"] == ["vit.layers.0", "vit.layers.1"]
+    assert summary["feedback_points"] == ["vit.layers.0.layernorm_before", "vit.layers.0.layernorm_after",
+                                          "vit.layers.1.layernorm_before", "vit.layers.1.layernorm_after",
+                                          "vit.layernorm"]  # pre-norm blocks: the norms are the points
 
 
 @pytest.mark.parametrize("arguments,message", [
@@ -198,7 +200,9 @@ def test_gpt2_tied_embedding_and_head_are_seen_as_shared(transformers):
                                                                  n_head=2, bos_token_id=0, eos_token_id=0))
     points = FeedbackPoints(model, None, "dfa")
     assert list(points.shared.values()) == [["transformer.wte.weight", "lm_head.weight"]]
-    assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == ["transformer.h.0", "transformer.h.1"]
+    assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == [  # pre-norm blocks: the norms
+        "transformer.h.0.ln_1", "transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.h.1.ln_2",
+        "transformer.ln_f"]
 
 
 def test_the_norms_rule_puts_points_at_every_normalisation_layer_in_running_order(transformers):

@@ -13,12 +13,14 @@ block's input is detached, so no input gradient is ever computed and there is no
 sequential backward chain. The injected value is *not* divided by the batch size (F³
 paper), unlike the mean-reduced loss at the output; ``batch_mean=True`` divides it.
 
-Token sequences (outputs ``[batch, tokens, width]``, the ViT's blocks): by default
-(``token_feedback="shared"``) ``B_i`` is C × width and every token receives ``s @ B_i``
-divided by the number of tokens, the form the true gradient takes behind the ViT's
-mean over tokens, and the form Launay et al. (2020, "Direct Feedback Alignment Scales
-to Modern Deep Learning Tasks and Architectures") use for transformers, with one
-feedback matrix for all positions. ``"per-token"`` draws
+Token sequences (outputs ``[batch, tokens, width]``, the ViT's blocks): ``B_i`` is C × width
+and ``s @ B_i`` enters the positions the model's read-out uses, split equally among them
+(``token_feedback="read-out"``, the default; :mod:`.read_out`): the class token of a ViT
+or BERT gets all of it, and behind a mean over tokens every token gets ``s @ B_i``
+divided by the number of tokens, the form the true gradient takes there and the form
+Launay et al. (2020, "Direct Feedback Alignment Scales to Modern Deep Learning Tasks and
+Architectures") use for transformers, with one feedback matrix for all positions.
+``"shared"`` gives every token that share whatever the read-out. ``"per-token"`` draws
 C × (tokens · width), an independent matrix per position; only its mean over tokens
 reaches the output, so most of what it injects is noise to the output.
 
@@ -66,6 +68,7 @@ from .direct_options import BUFFER_DTYPES, DirectOptions, F3Options
 from .feedback_init import feedback_matrix
 from .local_update import linear_block, local_forward, local_gradient
 from .points import FeedbackPoints
+from .read_out import read_positions
 from .signals import SIGNALS, DelayedBuffer, Signal
 
 
@@ -123,7 +126,8 @@ class DirectFeedback(Method):
             - ``feedback_init``, ``normalize``: the ``B_i`` (see :mod:`.feedback_init`), divided by ``sqrt(n_i)``
               with ``normalize``.
             - ``batch_mean``: divide the injected gradient by the batch size.
-            - ``token_feedback``: ``"shared"`` or ``"per-token"`` feedback for token sequences (see above).
+            - ``token_feedback``: ``"read-out"``, ``"shared"`` or ``"per-token"`` feedback for token sequences
+              (see above).
             - ``execution``: ``"auto"``, ``"autograd"`` or ``"forward"`` (see the module docstring).
             - ``unlocked``: step each block as soon as its gradient exists (needs ``"forward"``).
             - ``feedback_points``: module names where the signal enters (see :mod:`.points`); empty: the defaults.
@@ -179,6 +183,9 @@ class DirectFeedback(Method):
         self.buffer: DelayedBuffer | None = None
         self.points: FeedbackPoints | None = None
         self.sequence: tuple[list[nn.Module], nn.Module] | None = None
+        #: Weights of the token positions of a point's output (:mod:`.read_out`); None: every token alike.
+        self.read_weights: Tensor | None = None
+        self.read_out_found = False
 
     @property
     def unlocked(self) -> bool:
@@ -212,6 +219,7 @@ class DirectFeedback(Method):
         self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None
         self.buffer = None
+        self.read_weights, self.read_out_found = None, False
         if self.signal is None:
             return
         if self.signal.classification_only and self.task not in CLASS_TASKS:
@@ -242,13 +250,30 @@ class DirectFeedback(Method):
                                             f"feedback per token needs [batch, {self.tokens}, width]: choose points "
                                             f"whose outputs keep the token axis (--feedback-points)")
             return h.shape[-1]
-        return h.shape[-1] if self.options.token_feedback == "shared" and h.dim() == 3 else h[0].numel()
+        return h[0].numel() if self.options.token_feedback == "per-token" or h.dim() != 3 else h.shape[-1]
+
+    def find_read_out(self, model: nn.Module, x: Tensor) -> None:
+        """Find, once, the token positions the read-out of ``model`` uses (:mod:`.read_out`), probing with
+        two samples of ``x``; nothing to find for signals per token or other ``token_feedback``."""
+        if self.read_out_found or self.tokens is not None or self.options.token_feedback != "read-out":
+            return
+        name = self.points.resolve(x)[-1]
+        point = dict(model.named_modules())[name]
+        self.read_weights = read_positions(model, point, x[:2],
+                                           f"{self.label}: feedback point '{name}' ({type(point).__name__})")
+        self.read_out_found = True
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
         if self.feedback is None:
             self.feedback = []
         if i == len(self.feedback):
+            w = self.read_weights
+            if w is not None and self.tokens is None and h.dim() == 3 and h.shape[1] != len(w):
+                name = self.points.names[i] if self.points is not None and i < len(self.points.names) else i
+                raise UnsupportedModelError(f"{self.label}: feedback point '{name}' outputs {h.shape[1]} tokens, "
+                                            f"the read-out reads {int((w > 0).sum())} of {len(w)}; use "
+                                            f"--token-feedback shared or per-token")
             options = self.options
             matrix = feedback_matrix(options.feedback_init, self.signal_width, self._feedback_width(i, h),
                                      options.normalize)
@@ -270,13 +295,16 @@ class DirectFeedback(Method):
 
     def injected(self, s: Tensor, b: Tensor, h: Tensor) -> Tensor:
         """``s @ B`` shaped like ``h``: a signal per token gives each token its own; a C × width ``B`` on a
-        token sequence gives every token the same value divided by the number of tokens. ``batch_mean``
+        token sequence gives the positions read out the same value divided by their number (every token:
+        divided by the number of tokens). ``batch_mean``
         divides by the batch size (by the tokens of the batch for a signal per token)."""
         grad = s @ b
         if s.dim() == 3:
             grad = grad.to(h.dtype)
         elif grad.shape[1] == h[0].numel():
             grad = grad.view_as(h)
+        elif self.read_weights is not None:
+            grad = grad.unsqueeze(1) * self.read_weights.to(grad.device)[:, None]
         else:
             grad = (grad / h.shape[1]).unsqueeze(1).expand_as(h)
         return grad / s.shape[:-1].numel() if self.options.batch_mean else grad
@@ -297,6 +325,7 @@ class DirectFeedback(Method):
         if self.unlocked and self.after_block is None:
             raise BeyondBPError(f"unlocked {self.label} needs a step for each segment: train with beyondbp.Trainer, "
                                 f"or call method.connect(step_segment=...) after attach()")
+        self.find_read_out(model, x)
         s = self.signal_before_pass(t, index)
         if self.execution == "forward" and self.sequence is not None:
             y, loss = self._forward_step(*self.sequence, x, t, s, objective)
@@ -449,10 +478,12 @@ class DirectFeedback(Method):
         return {
             "feedback": self.feedback,
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
+            "read_out": (self.read_out_found, self.read_weights),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.feedback = state["feedback"]
+        self.read_out_found, self.read_weights = state.get("read_out", (False, None))
         if (state["buffer"] is None) != (self.buffer is None):
             raise ValueError(f"checkpoint and method '{self.label}' disagree on having a delayed buffer")
         if self.buffer is not None:

@@ -17,7 +17,7 @@ from .signals import BUFFER_INITS, SIGNALS, check_decay
 DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
 BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 EXECUTIONS = ("auto", "autograd", "forward")
-TOKEN_FEEDBACK = ("shared", "per-token")
+TOKEN_FEEDBACK = ("read-out", "shared", "per-token")
 #: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
 EXCLUDABLE = ("bias", "norm")
 
@@ -30,8 +30,10 @@ class DirectOptions(FeedbackMatrixOptions, PointOptions):
 
     batch_mean: bool = option(False, GROUP, "divide the injected direct-feedback gradient by the batch size "
                                             "(matters for SGD)", flat="feedback_batch_mean")
-    token_feedback: str = option("shared", GROUP, "direct feedback on token sequences: one C x width matrix for "
-                                                  "every token, or one per position", choices=TOKEN_FEEDBACK)
+    token_feedback: str = option("read-out", GROUP, "direct feedback on token sequences: one C x width matrix, its "
+                                                    "projection shared by the positions the model's read-out uses "
+                                                    "(read-out: the class token, or all), by every position "
+                                                    "(shared), or one matrix per position", choices=TOKEN_FEEDBACK)
     execution: str = option("auto", GROUP, "'forward' updates each block as the forward pass reaches it (signals "
                                            "known in advance), 'autograd' does one backward at the end; auto picks "
                                            "forward where possible", choices=EXECUTIONS)

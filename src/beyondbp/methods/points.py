@@ -29,11 +29,13 @@ block before them (for the library's models, every block but the last); (2) any 
 that holds stacks of blocks (a ``ModuleList`` or ``Sequential`` inside it of at least two
 blocks of one class, each a module with parts and weights: ``encoder.layer.N`` of BERT and
 ViT, ``h.N`` of GPT-2, ``layers.N``, a ResNet's ``layerK.N``): every block, in running
-order; (3) otherwise the model's children in the order they run, as in (1).
+order, unless the blocks are pre-norm (the first module with parameters that runs inside each
+is a normalisation layer: ViT, GPT-2), where the rule ``norms`` below chooses the points;
+(3) otherwise the model's children in the order they run, as in (1).
 
 The rule ``norms`` (``--feedback-points norms``, when no module is called so): every normalisation layer
 with parameters (``LayerNorm``, ``GroupNorm``, batch norms, and other libraries' classes named ``*Norm``)
-that runs once, in running order. In a transformer these outputs are the normalised residual stream: in a
+that runs once, in running order; the default for models whose stacks hold pre-norm blocks. In a transformer these outputs are the normalised residual stream: in a
 post-norm block the block's output and the sum after attention, in a pre-norm block the input of each
 sublayer and the final norm before the head. Direct feedback that enters there trains a pre-norm
 transformer far better than feedback into the unnormalised residual stream at the blocks' outputs
@@ -110,6 +112,20 @@ def block_lists(model: nn.Module) -> list[str]:
                 next(child.children(), None) is not None and trains(child) for _, child in children):
             found += [f"{name}.{child}" for child, _ in children]
     return found
+
+
+def running_once(order: Sequence[str], candidates: Sequence[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """The candidates that ran exactly once in a pass whose modules ran in ``order``, in running order."""
+    modules = dict(candidates)
+    return [(name, modules[name]) for name in order if name in modules and order.count(name) == 1]
+
+
+def pre_norm(blocks: Sequence[str], order: Sequence[str], norms: set[str]) -> bool:
+    """Whether every block is pre-norm (``x + f(LN(x))``): the first module with parameters that runs inside
+    it, in a pass whose modules ran in ``order``, is one of the ``norms``."""
+    def first_inside(block: str) -> str | None:
+        return next((name for name in order if name.startswith(block + ".")), None)
+    return all(first_inside(block) in norms for block in blocks)
 
 
 def shared_parameters(model: nn.Module) -> dict[int, list[str]]:
@@ -194,12 +210,14 @@ class FeedbackPoints:
         if self.names is None:
             modules = dict(self.model.named_modules())
             blocks = [] if self.rule else block_lists(self.model)
-            if self.rule == "norms":
-                candidates = [(name, m) for name, m in modules.items()
-                              if is_norm(m) and any(p.requires_grad for p in m.parameters())]
-            else:
-                candidates = [(name, modules[name]) for name in blocks] or list(self.model.named_children())
-            once = self._running_once(x, candidates)
+            norms = [(name, m) for name, m in modules.items()
+                     if is_norm(m) and any(p.requires_grad for p in m.parameters())]
+            candidates = norms if self.rule == "norms" else \
+                [(name, modules[name]) for name in blocks] or list(self.model.named_children())
+            order = self._running_order(x, candidates + norms)
+            once = running_once(order, candidates)
+            if blocks and pre_norm(blocks, order, set(dict(norms))):
+                self.rule, once = "norms", running_once(order, norms)
             self.names = [name for name, _ in once] if blocks or self.rule else default_points(once)
         if not self.names:
             example = next((name for name, m in self.model.named_modules() if name and trains(m)), "layer1")
@@ -208,19 +226,20 @@ class FeedbackPoints:
                                         f"--feedback-points {example} (Python: feedback_points=['{example}'])")
         return self.names
 
-    def _running_once(self, x: Tensor, candidates: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-        """The candidates that run exactly once in a forward pass of ``x`` (without gradients), in running order."""
-        order: list[tuple[str, nn.Module]] = []
-        handles = [child.register_forward_pre_hook(lambda m, args, name=name: order.append((name, m)))
-                   for name, child in candidates]
+    def _running_order(self, x: Tensor, watched: list[tuple[str, nn.Module]]) -> list[str]:
+        """The names of the ``watched`` modules and of every module that owns parameters, in the order they
+        start running in one forward pass of ``x`` (without gradients); a module that runs twice is listed twice."""
+        order: list[str] = []
+        owners = [(name, m) for name, m in self.model.named_modules() if next(m.parameters(False), None) is not None]
+        handles = [module.register_forward_pre_hook(lambda m, args, name=name: order.append(name))
+                   for name, module in dict(watched + owners).items()]
         try:
             with torch.no_grad():
                 self.model(x)
         finally:
             for handle in handles:
                 handle.remove()
-        counts = {name: sum(n == name for n, _ in order) for name, _ in order}
-        return [(name, m) for name, m in order if counts[name] == 1]
+        return order
 
     @contextmanager
     def hooked(self, at_point: Callable[[int, Tensor], Tensor]) -> Iterator[None]:

@@ -141,6 +141,7 @@ class StageExecutor(Executor):
         hidden, head = check_sequence(method, trainer.model)
         blocks = [*hidden, head]
         x, _, _ = loaders.first_batch(train, trainer.device)
+        method.find_read_out(trainer.model, x)
         method.draw_matrices(hidden, x[:2])
         self.shapes = self._output_shapes(blocks, x[:2])
         self.link = Link(self.rank, self.stages, trainer.device)
