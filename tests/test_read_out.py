@@ -12,7 +12,7 @@ from torch import nn
 from beyondbp.cli import main
 from beyondbp.methods import make_method
 from beyondbp.methods.points import FeedbackPoints
-from beyondbp.methods.read_out import read_positions
+from beyondbp.methods.read_out import probe_read_out
 from beyondbp.objectives import make_objective
 
 CE = make_objective("ce", "classification")
@@ -41,12 +41,12 @@ def test_the_positions_read_are_found_by_one_probe_that_changes_nothing(read, ex
     model = Tokens(read)
     x = torch.randn(5, 4, 3)
     rng, statistics = torch.get_rng_state(), model.norm.running_mean.clone()
-    weights = read_positions(model, model.block, x, "test")
+    weights = probe_read_out(model, model.block, x, "test").weights
     assert (weights is None if expected is None else weights.tolist() == expected)
     assert torch.equal(rng, torch.get_rng_state()) and torch.equal(statistics, model.norm.running_mean)
     assert model.training and all(p.grad is None for p in model.parameters())
     nn.init.zeros_(model.head.weight)  # no gradient reaches any position: every position is taken as read
-    assert read_positions(model, model.block, x, "test") is None
+    assert probe_read_out(model, model.block, x, "test").weights is None
 
 
 def block_gradient(read: str, token_feedback: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +84,38 @@ def test_a_point_with_another_number_of_tokens_than_the_read_out_is_refused_by_n
     method.attach(model, num_outputs=2, num_samples=4)
     with pytest.raises(Exception, match="feedback point 'a' outputs 4 tokens, the read-out reads 1 of 2"):
         method.step(model, torch.randn(4, 4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4), CE)
+
+
+class Maps(nn.Module):
+    """A 1x1 convolution with tanh (the point), then a global average pool or a flatten, and a linear layer."""
+
+    def __init__(self, pool: bool):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Tanh())
+        self.read = nn.Sequential(nn.AdaptiveAvgPool2d(1) if pool else nn.Identity(), nn.Flatten())
+        self.head = nn.Linear(3 if pool else 3 * 4 * 5, 2)
+
+    def forward(self, x):
+        return self.head(self.read(self.block(x)))
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_feature_maps_behind_a_global_average_pool_share_one_value_per_channel(pool):
+    torch.manual_seed(2)
+    model = Maps(pool)
+    assert probe_read_out(model, model.block, torch.randn(2, 2, 4, 5), "test").pooled == pool
+    method = make_method("drtp", feedback_points=["block"])
+    method.attach(model, num_outputs=2, num_samples=6)
+    x, t = torch.randn(6, 2, 4, 5), torch.tensor([0, 1, 1, 0, 1, 0])
+    method.step(model, x, t, torch.arange(6), CE)
+    b = method.feedback[0]
+    assert b.shape == ((2, 3) if pool else (2, 3 * 4 * 5))
+    s = nn.functional.one_hot(t, 2).float() @ b
+    h = model.block(x).detach()
+    injected = (s / 20)[:, :, None, None].expand_as(h) if pool else s.view_as(h)
+    g = injected * (1 - h ** 2)
+    expected = torch.einsum("bchw,bihw->ci", g, x)[:, :, None, None]
+    assert torch.allclose(model.block[0].weight.grad, expected, rtol=1e-5, atol=1e-6)
 
 
 class Block(nn.Module):

@@ -13,14 +13,17 @@ block's input is detached, so no input gradient is ever computed and there is no
 sequential backward chain. The injected value is *not* divided by the batch size (F³
 paper), unlike the mean-reduced loss at the output; ``batch_mean=True`` divides it.
 
-Token sequences (outputs ``[batch, tokens, width]``, the ViT's blocks): ``B_i`` is C × width
+Token sequences and feature maps (:mod:`.read_out`). Outputs ``[batch, tokens, width]``: ``B_i`` is C × width
 and ``s @ B_i`` enters the positions the model's read-out uses, split equally among them
 (``token_feedback="read-out"``, the default; :mod:`.read_out`): the class token of a ViT
 or BERT gets all of it, and behind a mean over tokens every token gets ``s @ B_i``
 divided by the number of tokens, the form the true gradient takes there and the form
 Launay et al. (2020, "Direct Feedback Alignment Scales to Modern Deep Learning Tasks and
 Architectures") use for transformers, with one feedback matrix for all positions.
-``"shared"`` gives every token that share whatever the read-out. ``"per-token"`` draws
+``"shared"`` gives every token that share whatever the read-out. Maps ``[batch, channels, H, W]``
+behind a read-out that averages them over space: ``B_i`` is C × channels and every position gets
+``s @ B_i / (H W)``; behind any other read-out (and with ``"per-token"``), one value per element.
+``"per-token"`` draws
 C × (tokens · width), an independent matrix per position; only its mean over tokens
 reaches the output, so most of what it injects is noise to the output.
 
@@ -68,7 +71,7 @@ from .direct_options import BUFFER_DTYPES, DirectOptions, F3Options
 from .feedback_init import feedback_matrix
 from .local_update import linear_block, local_forward, local_gradient
 from .points import FeedbackPoints
-from .read_out import read_positions
+from .read_out import ReadOut, probe_read_out
 from .signals import SIGNALS, DelayedBuffer, Signal
 
 
@@ -183,9 +186,8 @@ class DirectFeedback(Method):
         self.buffer: DelayedBuffer | None = None
         self.points: FeedbackPoints | None = None
         self.sequence: tuple[list[nn.Module], nn.Module] | None = None
-        #: Weights of the token positions of a point's output (:mod:`.read_out`); None: every token alike.
-        self.read_weights: Tensor | None = None
-        self.read_out_found = False
+        #: How the model's read-out uses the last point's positions (:mod:`.read_out`); None until probed.
+        self.read_out: ReadOut | None = None
 
     @property
     def unlocked(self) -> bool:
@@ -219,7 +221,7 @@ class DirectFeedback(Method):
         self.sequence = sequence_segments(model, self.points.names)
         self.feedback = None
         self.buffer = None
-        self.read_weights, self.read_out_found = None, False
+        self.read_out = None
         if self.signal is None:
             return
         if self.signal.classification_only and self.task not in CLASS_TASKS:
@@ -250,18 +252,27 @@ class DirectFeedback(Method):
                                             f"feedback per token needs [batch, {self.tokens}, width]: choose points "
                                             f"whose outputs keep the token axis (--feedback-points)")
             return h.shape[-1]
+        if h.dim() == 4 and self.read_out is not None and self.read_out.pooled:
+            return h.shape[1]
         return h[0].numel() if self.options.token_feedback == "per-token" or h.dim() != 3 else h.shape[-1]
 
     def find_read_out(self, model: nn.Module, x: Tensor) -> None:
-        """Find, once, the token positions the read-out of ``model`` uses (:mod:`.read_out`), probing with
-        two samples of ``x``; nothing to find for signals per token or other ``token_feedback``."""
-        if self.read_out_found or self.tokens is not None or self.options.token_feedback != "read-out":
+        """Find, once, the positions the read-out of ``model`` uses (:mod:`.read_out`), probing with two
+        samples of ``x``; nothing to find for signals per token or another ``token_feedback``."""
+        if self.read_out is not None:
+            return
+        if self.tokens is not None or self.options.token_feedback != "read-out":
+            self.read_out = ReadOut(pooled=self.options.token_feedback == "shared")
             return
         name = self.points.resolve(x)[-1]
         point = dict(model.named_modules())[name]
-        self.read_weights = read_positions(model, point, x[:2],
-                                           f"{self.label}: feedback point '{name}' ({type(point).__name__})")
-        self.read_out_found = True
+        self.read_out = probe_read_out(model, point, x[:2],
+                                       f"{self.label}: feedback point '{name}' ({type(point).__name__})")
+
+    @property
+    def read_weights(self) -> Tensor | None:
+        """The weights of the token positions read (see :mod:`.read_out`); None: every token alike."""
+        return None if self.read_out is None else self.read_out.weights
 
     def _matrix(self, i: int, h: Tensor) -> Tensor:
         """``B_i``, drawn (in block order) the first time block ``i``'s output size is seen."""
@@ -303,6 +314,8 @@ class DirectFeedback(Method):
             grad = grad.to(h.dtype)
         elif grad.shape[1] == h[0].numel():
             grad = grad.view_as(h)
+        elif h.dim() == 4:
+            grad = (grad / h[0, 0].numel())[:, :, None, None].expand_as(h)
         elif self.read_weights is not None:
             grad = grad.unsqueeze(1) * self.read_weights.to(grad.device)[:, None]
         else:
@@ -478,12 +491,13 @@ class DirectFeedback(Method):
         return {
             "feedback": self.feedback,
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
-            "read_out": (self.read_out_found, self.read_weights),
+            "read_out": None if self.read_out is None else vars(self.read_out),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.feedback = state["feedback"]
-        self.read_out_found, self.read_weights = state.get("read_out", (False, None))
+        read_out = state.get("read_out")
+        self.read_out = None if read_out is None else ReadOut(**read_out)
         if (state["buffer"] is None) != (self.buffer is None):
             raise ValueError(f"checkpoint and method '{self.label}' disagree on having a delayed buffer")
         if self.buffer is not None:

@@ -30,10 +30,12 @@ class DirectOptions(FeedbackMatrixOptions, PointOptions):
 
     batch_mean: bool = option(False, GROUP, "divide the injected direct-feedback gradient by the batch size "
                                             "(matters for SGD)", flat="feedback_batch_mean")
-    token_feedback: str = option("read-out", GROUP, "direct feedback on token sequences: one C x width matrix, its "
-                                                    "projection shared by the positions the model's read-out uses "
-                                                    "(read-out: the class token, or all), by every position "
-                                                    "(shared), or one matrix per position", choices=TOKEN_FEEDBACK)
+    token_feedback: str = option("read-out", GROUP, "direct feedback on token sequences and feature maps: one C x "
+                                                    "width (channels) matrix whose projection the positions the "
+                                                    "read-out uses share (read-out: the class token, or all; maps "
+                                                    "behind a global average pool), every position shares "
+                                                    "(shared), or one per position (per-token)",
+                                 choices=TOKEN_FEEDBACK)
     execution: str = option("auto", GROUP, "'forward' updates each block as the forward pass reaches it (signals "
                                            "known in advance), 'autograd' does one backward at the end; auto picks "
                                            "forward where possible", choices=EXECUTIONS)

@@ -35,11 +35,12 @@ is a normalisation layer: ViT, GPT-2), where the rule ``norms`` below chooses th
 
 The rule ``norms`` (``--feedback-points norms``, when no module is called so): every normalisation layer
 with parameters (``LayerNorm``, ``GroupNorm``, batch norms, and other libraries' classes named ``*Norm``)
-that runs once, in running order; the default for models whose stacks hold pre-norm blocks. In a transformer these outputs are the normalised residual stream: in a
-post-norm block the block's output and the sum after attention, in a pre-norm block the input of each
-sublayer and the final norm before the head. Direct feedback that enters there trains a pre-norm
-transformer far better than feedback into the unnormalised residual stream at the blocks' outputs
-(NOTES.md, "Language models"; Launay et al. 2020 fed back after the norms of post-norm blocks).
+that runs once, in running order; the default for models whose stacks hold pre-norm blocks. In a
+transformer these outputs are the normalised residual stream: in a post-norm block the block's output and
+the sum after attention, in a pre-norm block the input of each sublayer and the final norm before the head.
+Direct feedback that enters there trains a pre-norm transformer far better than feedback into the
+unnormalised residual stream at the blocks' outputs (NOTES.md, "Language models"; Launay et al. 2020 fed
+back after the norms of post-norm blocks).
 
 A point's module may return an object (an attention block's tuple, ``nn.LSTM``'s ``(output,
 (h, c))``, a ``ModelOutput``): the signal enters the tensor :mod:`beyondbp.models.outputs`
