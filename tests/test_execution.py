@@ -151,7 +151,7 @@ def test_unlocked_steps_each_block_before_the_next_runs():
     results = {}
     for unlocked in (True, False):
         model, (x, t, index) = deep_model(), batch()
-        method = make_method("drtp", unlocked=unlocked)
+        method = make_method("drtp", unlocked=unlocked, token_feedback="shared")  # no probe: one pass per step
         method.attach(model, num_outputs=3)
         optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
         weight = lambda block: next(m for m in block if isinstance(m, nn.Linear)).weight

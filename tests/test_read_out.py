@@ -171,3 +171,18 @@ def test_dfa_trains_a_class_token_vit_far_above_its_head_alone_and_above_feedbac
     assert dfa > accuracy(tmp_path, "shallow") + 0.25
     assert dfa > accuracy(tmp_path, "dfa", "--token-feedback", "shared",
                           "--feedback-points", "vit.layers.0,vit.layers.1") + 0.2
+
+
+def test_matrices_from_a_checkpoint_without_the_read_out_are_refused_on_a_class_token_model():
+    """Checkpoints written before the read-out was stored drew C x width matrices for tokens sharing the signal;
+    on a model that reads the class token only, resuming would silently change the feedback."""
+    model = Tokens("first")
+    method = make_method("drtp", feedback_points=["block"])
+    method.attach(model, num_outputs=2, num_samples=4)
+    method.load_state_dict({"feedback": [torch.randn(2, 3)], "buffer": None})
+    with pytest.raises(Exception, match="resume it with --token-feedback shared"):
+        method.step(model, torch.randn(4, 4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4), CE)
+    mean = Tokens("mean")
+    method.attach(mean, num_outputs=2, num_samples=4)
+    method.load_state_dict({"feedback": [torch.randn(2, 3)], "buffer": None})
+    method.step(mean, torch.randn(4, 4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4), CE)  # reads every token

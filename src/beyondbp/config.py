@@ -34,7 +34,7 @@ from .tracking import TrackingOptions
 
 #: The version of stored settings (``run_info``): 1 had no ``schema`` key and left out settings added later
 #: at their defaults; 2 holds every setting.
-SCHEMA = 2
+SCHEMA = 3
 
 #: Settings a resumed run may change: they do not change what is computed (or only where).
 VOLATILE = ("epochs", "device", "data_dir", "download", "execution", "watts_per_core", "log")
@@ -159,11 +159,18 @@ def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
     """Stored settings (a checkpoint's or summary's ``run_info``, a search's identity) in today's form.
 
     Schema 1 (no ``schema`` key) left out the settings added after runs were stored while they held their
-    defaults, and every setting added since is new to both: each missing setting takes its default.
+    defaults, and every setting added since is new to both: each missing setting takes its default. Before
+    schema 3, ``token_feedback`` defaulted to ``"shared"``; a stored ``"shared"`` reads as today's default
+    ``"read-out"``: the same feedback for every model whose read-out uses every token (a resumed run of one that
+    reads some positions only is refused by the method, see
+    :meth:`~beyondbp.methods.direct.DirectFeedback.find_read_out`; stored matrices keep their form).
     """
     version = stored.get("schema", 1)
     if version > SCHEMA:
         raise BeyondBPError(f"settings of schema {version} were written by a newer beyondbp (this one reads up to "
                             f"{SCHEMA}): upgrade beyondbp")
     defaults = RunConfig().run_info()
-    return {**defaults, **{k: v for k, v in stored.items() if k in defaults}, "schema": SCHEMA}
+    upgraded = {**defaults, **{k: v for k, v in stored.items() if k in defaults}, "schema": SCHEMA}
+    if version < 3 and upgraded["token_feedback"] == "shared":
+        upgraded["token_feedback"] = "read-out"
+    return upgraded

@@ -258,7 +258,9 @@ class DirectFeedback(Method):
 
     def find_read_out(self, model: nn.Module, x: Tensor) -> None:
         """Find, once, the positions the read-out of ``model`` uses (:mod:`.read_out`), probing with two
-        samples of ``x``; nothing to find for signals per token or another ``token_feedback``."""
+        samples of ``x``; nothing to find for signals per token or another ``token_feedback``. Matrices loaded
+        from a checkpoint written before the read-out was stored were drawn for tokens sharing the signal: a
+        model that reads some positions only is refused then (feature maps keep the matrices' per-element form)."""
         if self.read_out is not None:
             return
         if self.tokens is not None or self.options.token_feedback != "read-out":
@@ -268,6 +270,10 @@ class DirectFeedback(Method):
         point = dict(model.named_modules())[name]
         self.read_out = probe_read_out(model, point, x[:2],
                                        f"{self.label}: feedback point '{name}' ({type(point).__name__})")
+        if self.feedback is not None and self.read_out.weights is not None:  # matrices from an older checkpoint
+            raise BeyondBPError(f"{self.label}: this checkpoint was trained with feedback shared by every token, "
+                                f"and this model's read-out uses only some positions; resume it with "
+                                f"--token-feedback shared")
 
     @property
     def read_weights(self) -> Tensor | None:
