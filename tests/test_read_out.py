@@ -45,6 +45,9 @@ def test_the_positions_read_are_found_by_one_probe_that_changes_nothing(read, ex
     assert (weights is None if expected is None else weights.tolist() == expected)
     assert torch.equal(rng, torch.get_rng_state()) and torch.equal(statistics, model.norm.running_mean)
     assert model.training and all(p.grad is None for p in model.parameters())
+    model.norm.eval()  # a module the user keeps in eval mode stays there
+    probe_read_out(model, model.block, x, "test")
+    assert model.training and not model.norm.training
     nn.init.zeros_(model.head.weight)  # no gradient reaches any position: every position is taken as read
     assert probe_read_out(model, model.block, x, "test").weights is None
 

@@ -53,14 +53,15 @@ def probe_read_out(model: nn.Module, point: nn.Module, x: Tensor, where: str) ->
         return leaf
 
     handle = point.register_forward_hook(lambda module, inputs, output: replace_output_tensor(output, keep, where))
-    training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # a frozen batch norm stays in eval
     model.eval()
     try:
         with torch.enable_grad():
             y = model(x)
     finally:
         handle.remove()
-        model.train(training)
+        for module, training in modes:
+            module.training = training
     h = leaves[0]
     if h.dim() not in (3, 4):
         return ReadOut()
