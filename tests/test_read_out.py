@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from beyondbp.cli import main
+from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods import make_method
 from beyondbp.methods.points import FeedbackPoints
 from beyondbp.methods.read_out import probe_read_out
@@ -85,7 +86,7 @@ def test_a_point_with_another_number_of_tokens_than_the_read_out_is_refused_by_n
     model = Shrinks()
     method = make_method("drtp", feedback_points=["a", "b"])
     method.attach(model, num_outputs=2, num_samples=4)
-    with pytest.raises(Exception, match="feedback point 'a' outputs 4 tokens, the read-out reads 1 of 2"):
+    with pytest.raises(UnsupportedModelError, match="feedback point 'a' outputs 4 tokens, the read-out reads 1 of 2"):
         method.step(model, torch.randn(4, 4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4), CE)
 
 
@@ -183,7 +184,7 @@ def test_matrices_from_a_checkpoint_without_the_read_out_are_refused_on_a_class_
     method = make_method("drtp", feedback_points=["block"])
     method.attach(model, num_outputs=2, num_samples=4)
     method.load_state_dict({"feedback": [torch.randn(2, 3)], "buffer": None})
-    with pytest.raises(Exception, match="resume it with --token-feedback shared"):
+    with pytest.raises(BeyondBPError, match="resume it with --token-feedback shared"):
         method.step(model, torch.randn(4, 4, 3), torch.tensor([0, 1, 0, 1]), torch.arange(4), CE)
     mean = Tokens("mean")
     method.attach(mean, num_outputs=2, num_samples=4)
