@@ -31,6 +31,7 @@ def build(input_shape, num_outputs):
 
 
 not_a_function = 3
+built = Net(4, 2)
 
 
 def returns_a_number(input_shape, num_outputs):
@@ -103,6 +104,7 @@ def test_npz_with_its_own_test_part_and_images(tmp_path):
     (None, ["--model", "{d}/missing.py:build"], r"file .*missing.py does not exist"),
     (None, ["--model", "{d}/net.py:nothing"], "has no 'nothing'; callables there: Net, build"),
     (None, ["--model", "{d}/net.py:not_a_function"], "'not_a_function' is a int, not callable"),
+    (None, ["--model", "{d}/net.py:built"], r"'built' is a built Net; give a function that builds a fresh one"),
     (None, ["--model", "{d}/net.py:returns_a_number"], "returned a int, not a torch.nn.Module"),
     (None, ["--method", "dfa", "--model", "{d}/net.py:build", "--feedback-points", "hidden,nope"],
      "feedback point 'nope' is not a module of the model; its modules are: hidden, hidden.0"),

@@ -8,19 +8,22 @@ same trainer with a :class:`~beyondbp.pipeline.stage.StageExecutor`.
 
 The hooks, in the order the trainer calls them: :meth:`prepare` (once, after the method is attached), then,
 after a resume, :meth:`begin`; per epoch :meth:`batches`, per batch :meth:`gradients` and :meth:`combine`,
-then :meth:`end_steps` and :meth:`epoch_cost`; :meth:`evaluate`; and :meth:`checkpoint` / :meth:`restore`
-for the parts of a checkpoint that depend on the execution (the model and the optimizer).
+then :meth:`end_steps` and :meth:`epoch_cost`; :meth:`recompute_bn` (when asked for) and :meth:`evaluate`;
+and :meth:`checkpoint` / :meth:`restore` for the parts of a checkpoint that depend on the execution (the
+model and the optimizer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from .bn_statistics import recompute_bn_statistics
 from .data import Dataset, loaders
 from .distributed import DataParallel
 from .errors import BeyondBPError
@@ -44,6 +47,7 @@ class Trainer(Protocol):
     task: str
     target_scale: Tensor | None
     device: torch.device
+    recompute_bn: int
 
     def step_segment(self, params: list[nn.Parameter]) -> None: ...
 
@@ -123,6 +127,14 @@ class Executor:
     def epoch_report(self) -> dict[str, Any]:
         """Entries added to each epoch's record after training (data parallel: bytes sent per step)."""
         return {"comm_bytes_per_step": self.parallel.comm_bytes_per_step()} if self.parallel is not None else {}
+
+    def recompute_bn(self, trainer: Trainer, train: Dataset | Iterable, batch_size: int,
+                     generator: torch.Generator) -> None:
+        """Recompute the batch norms' running statistics from ``trainer.recompute_bn`` training batches of
+        ``batch_size`` drawn by ``generator`` (the first ones of an iterable), without augmentation. Every rank
+        of data-parallel training draws the same batches, so the ranks' statistics stay equal."""
+        batches = loaders.iterate(train, batch_size, generator, trainer.device)
+        recompute_bn_statistics(trainer.model, (x for x, _, _ in islice(batches, trainer.recompute_bn)))
 
     def evaluate(self, trainer: Trainer, eval_set: Dataset | Iterable) -> dict[str, float]:
         return evaluate(trainer.model, eval_set, trainer.objective, trainer.task, trainer.target_scale,

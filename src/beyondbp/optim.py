@@ -54,6 +54,10 @@ class TrainingOptions(Section):
                                              "(adamw)")
     clip_grad_norm: float | None = option(None, GROUP, "scale each step's gradient down to this global norm at most",
                                           metavar="NORM")
+    recompute_bn: int = option(0, GROUP, "before each evaluation, recompute the batch norms' running statistics at "
+                                          "the current weights from this many training batches (a cumulative "
+                                          "average; Ioffe & Szegedy 2015, Alg. 2); 0 keeps the running averages",
+                               metavar="BATCHES")
     precision: str = option("fp32", GROUP, "fp32; bf16: each step's forward pass and the method's products under "
                                            "bfloat16 autocast (parameters, gradients and optimizer stay float32); "
                                            "fp16: float16 autocast with dynamic loss scaling (methods that "
@@ -77,6 +81,8 @@ class TrainingOptions(Section):
             raise BeyondBPError(f"{setting('hidden_lr_scale')} must be positive, got {self.hidden_lr_scale}")
         if self.weight_decay < 0:
             raise BeyondBPError(f"{setting('weight_decay')} must be at least 0, got {self.weight_decay}")
+        if self.recompute_bn < 0:
+            raise BeyondBPError(f"{setting('recompute_bn')} must be at least 0, got {self.recompute_bn}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise BeyondBPError(f"{setting('clip_grad_norm')} must be positive, got {self.clip_grad_norm}")
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .bn_statistics import batch_norms, statistics_generator
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
 from .data.augment import CropFlip, augment_generator
@@ -34,6 +35,7 @@ from .methods import Method
 from .models.outputs import ensure_output
 from .objectives import Objective
 from .optim import PRECISIONS
+from .options import setting
 from .schedule import ParametrizationSchedule
 from .tracking import RunLogger, epoch_scalars
 
@@ -110,6 +112,9 @@ class Trainer:
             and the scale halved), for methods whose gradients all come from backpropagating the loss.
         compile: run the method's steps on ``torch.compile(model)`` (same parameters; evaluation and
             checkpoints use the model itself), for methods that declare ``supports_compile``.
+        recompute_bn: at the end of every epoch, before the evaluation and the checkpoint, the batch norms'
+            running statistics are recomputed from this many training batches at the current weights
+            (:mod:`beyondbp.bn_statistics`); 0 keeps the running averages of training.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -122,7 +127,7 @@ class Trainer:
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  executor: Executor | None = None, schedule: ScheduleOptions | None = None,
                  clip_grad_norm: float | None = None, augmentation: CropFlip | None = None,
-                 precision: str = "fp32", compile: bool = False):
+                 precision: str = "fp32", compile: bool = False, recompute_bn: int = 0):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -157,6 +162,11 @@ class Trainer:
             raise BeyondBPError(f"{method.label} cannot run compiled: its step uses hooks or products of its own "
                                 f"that torch.compile would not see; leave out compile")
         self.step_model = torch.compile(self.model) if compile else self.model
+        if recompute_bn and not batch_norms(self.model):
+            raise BeyondBPError(f"{setting('recompute_bn')} recomputes batch-norm statistics, but "
+                                f"{type(self.model).__name__} has no batch norm that keeps running statistics: "
+                                f"leave it at 0")
+        self.recompute_bn = recompute_bn
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -201,6 +211,8 @@ class Trainer:
                           "train_joules": train_joules, **cost}
                 if self.scheduler is not None:
                     record["lr"] = self.optimizer.param_groups[0]["lr"]
+                if self.recompute_bn:
+                    self.executor.recompute_bn(self, train, batch_size, statistics_generator(seed, epoch))
                 self._end_epoch(record, lowrank_events, train, eval_set, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
         if self.logger is not None and self.history:

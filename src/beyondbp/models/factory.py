@@ -57,6 +57,9 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
         raise BeyondBPError(f"model factory '{spec}': {where} has no '{function}'; callables there: "
                             f"{', '.join(found) or 'none'}")
     factory = getattr(module, function)
+    if isinstance(factory, nn.Module):  # one instance would be trained by every run that builds it
+        raise BeyondBPError(f"model factory '{spec}': '{function}' is a built {type(factory).__name__}; give a "
+                            f"function that builds a fresh one: def {function}(input_shape, num_outputs): return ...")
     if not callable(factory):
         raise BeyondBPError(f"model factory '{spec}': '{function}' is a {type(factory).__name__}, not callable")
     return factory

@@ -51,6 +51,7 @@ from ..errors import BeyondBPError
 from ..executor import Batch, Executor
 from ..methods.direct import DirectFeedback
 from ..metrics import evaluate
+from ..options import setting
 from ..train import Trainer
 from .link import Link
 from .split import contiguous_split, describe, parameter_costs, timed_costs
@@ -137,6 +138,9 @@ class StageExecutor(Executor):
         if not isinstance(train, Dataset):
             raise BeyondBPError("stages take in-memory Datasets: every stage must draw the same shuffle, got "
                                 + type(train).__name__)
+        if trainer.recompute_bn:
+            raise BeyondBPError(f"{setting('recompute_bn')} runs training batches through the whole model, which "
+                                f"stages hold in parts: leave it at 0 with stages")
         method = check_method(trainer.method)
         hidden, head = check_sequence(method, trainer.model)
         blocks = [*hidden, head]
