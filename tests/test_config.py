@@ -78,3 +78,15 @@ def test_an_old_checkpoint_resumes_as_if_the_run_had_not_stopped(tmp_path):
     assert stored["schema"] == SCHEMA
     with pytest.raises(BeyondBPError, match="other settings \\(signal_decay\\)"):
         run(RunConfig(**OLD, epochs=3, signal_decay=0.5), tmp_path, resume=True, progress=False)
+
+
+def test_data_go_onto_a_cuda_device_when_they_fit_a_quarter_of_its_free_memory_or_are_told_to():
+    from beyondbp.data import load_dataset
+    from beyondbp.execution import ExecutionOptions
+
+    auto, device, host = (ExecutionOptions(data_placement=p) for p in ("auto", "device", "host"))
+    assert auto.on_device(250, 1000) and not auto.on_device(251, 1000)
+    assert device.on_device(10**12, 0) and not host.on_device(1, 10**12)
+    data = load_dataset("digits")
+    assert device.place(data, torch.device("cpu")) is data  # nothing to move to on the CPU
+    assert "data_placement" not in RunConfig(data_placement="host").run_info()  # the same run either way

@@ -33,3 +33,21 @@ def test_a_step_on_cuda_gives_the_cpu_step_gradients(method):
     assert cpu.shape == cuda.shape
     assert torch.nn.functional.cosine_similarity(cpu, cuda, dim=0) > 0.999
     assert torch.allclose(cpu, cuda, rtol=1e-3, atol=1e-4 * float(cpu.abs().max()))
+
+
+@pytest.mark.parametrize("method", ["bp", "f3"])
+def test_data_moved_onto_the_device_give_the_run_of_data_copied_per_batch(tmp_path, method):
+    """The same batches either way: a run whose data live on the device ends where one copying each batch does
+    (F3 reads its buffer by the batch's sample indices, on the device too)."""
+    from beyondbp import RunConfig, run
+    from beyondbp.data import load_dataset
+    from beyondbp.execution import ExecutionOptions
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    data = load_dataset("digits")
+    placed = ExecutionOptions(data_placement="device").place(data, torch.device("cuda"))
+    assert placed.train.x.is_cuda and placed.test.t.is_cuda
+    common = dict(method=method, dataset="digits", hidden=(64,), epochs=2, seed=3, device="cuda")
+    runs = [run(RunConfig(**common, data_placement=where), tmp_path / where, progress=False)
+            for where in ("device", "host")]
+    assert runs[0]["test_accuracy"] == pytest.approx(runs[1]["test_accuracy"], abs=0.01)

@@ -37,7 +37,7 @@ from .tracking import TrackingOptions
 SCHEMA = 3
 
 #: Settings a resumed run may change: they do not change what is computed (or only where).
-VOLATILE = ("epochs", "device", "data_dir", "download", "execution", "watts_per_core", "log")
+VOLATILE = ("epochs", "device", "data_placement", "data_dir", "download", "execution", "watts_per_core", "log")
 
 
 @dataclass

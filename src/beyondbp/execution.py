@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
+from .data.dataset import DataSplit
 from .errors import BeyondBPError
 from .options import Section, option, setting
 from .pipeline.split import BALANCES
 
 GROUP = "execution"
+PLACEMENTS = ("auto", "device", "host")
+#: ``data_placement auto`` moves the data onto a CUDA device when they take at most this part of its free memory.
+DEVICE_SHARE = 0.25
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,6 +42,10 @@ class ExecutionOptions(Section):
                                    "README", metavar="N")
     balance: str = option("parameters", GROUP, "stages: cut by parameter count or by measured time per block",
                           choices=BALANCES)
+    data_placement: str = option("auto", GROUP, "on a CUDA device, where the in-memory data live: device (moved "
+                                                "once, each batch gathered there), host (each batch gathered in host "
+                                                "memory and copied); auto: device when they take at most a quarter "
+                                                "of its free memory", choices=PLACEMENTS)
 
     def check(self) -> None:
         super().check()
@@ -47,6 +56,21 @@ class ExecutionOptions(Section):
         if self.stages > 1 and self.nproc > 1:
             raise BeyondBPError("stages cannot be combined with data parallelism (nproc)")
         resolve_device(self.device)
+
+    def place(self, data: DataSplit, device: torch.device, free_bytes: int | None = None) -> DataSplit:
+        """``data`` with its training and test sets on ``device`` where :attr:`data_placement` says so (the
+        batches, and so the run, are the same either way: only the copies differ). ``free_bytes`` defaults to
+        the device's free memory."""
+        if device.type != "cuda" or self.data_placement == "host":
+            return data
+        size = sum(part.x.nbytes + part.t.nbytes for part in (data.train, data.test))
+        if not self.on_device(size, torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes):
+            return data
+        return dataclasses.replace(data, train=data.train.to(device), test=data.test.to(device))
+
+    def on_device(self, size: int, free: int) -> bool:
+        """Whether data of ``size`` bytes go onto a CUDA device with ``free`` bytes of free memory."""
+        return self.data_placement == "device" or (self.data_placement == "auto" and size <= DEVICE_SHARE * free)
 
     @property
     def processes(self) -> int:

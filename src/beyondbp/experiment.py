@@ -72,8 +72,8 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
         data = config.data_options().load()
         if launched_rank() == 0:  # where the data came from, whatever the progress display
             print(f"beyondbp: {config.data_options().origin(data)}", file=sys.stderr)
-    data = with_validation(data, validation)
     device = launched_device(resolve_device(config.device))
+    data = config.execution_options().place(with_validation(data, validation), device)
     if config.stages > 1:
         return train_stage(config, method, device, out_dir, resume, progress, data)
     parallel = from_environment(device)

@@ -47,7 +47,7 @@ def unpack(batch: Any, device: torch.device | str) -> Batch:
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
         size = f" of {len(batch)} items" if isinstance(batch, (tuple, list)) else ""
         raise BeyondBPError(f"batches must be (x, t) or (x, t, index), got {type(batch).__name__}{size}")
-    x, t, *rest = (torch.as_tensor(part).to(device) for part in batch)
+    x, t, *rest = (torch.as_tensor(part).to(device, non_blocking=True) for part in batch)  # async from pinned
     return x, t, (rest[0] if rest else None)
 
 
