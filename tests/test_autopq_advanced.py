@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -211,7 +212,7 @@ def test_a_setting_on_by_default_has_a_no_flag():
     assert from_args(AdvancedConfig, build_parser().parse_args([*base, "--no-keep-default"])).keep_default is False
 
 
-def test_a_trial_left_running_by_a_gone_worker_is_reclaimed_and_queued_again(tmp_path):
+def test_a_trial_left_running_by_a_gone_worker_is_reclaimed(tmp_path):
     from optuna.trial import TrialState
 
     from beyondbp.autopq.workers import RECLAIMED, WORKER, reclaim_stale_trials
@@ -224,9 +225,7 @@ def test_a_trial_left_running_by_a_gone_worker_is_reclaimed_and_queued_again(tmp
         trial.set_user_attr(WORKER, {"pid": pid, "host": host})
     assert reclaim_stale_trials(study) == 1  # the living worker's trial stays
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]  # the first one's settings queued
-    queued, first = study.get_trials(deepcopy=False)[2], study.get_trials(deepcopy=False)[0]
-    assert queued.system_attrs["fixed_params"] == first.params
+    assert states == [TrialState.FAIL, TrialState.RUNNING]  # nothing queued: two workers could both take it
     assert study.user_attrs[RECLAIMED] == 1 and reclaim_stale_trials(study) == 0
 
 
@@ -254,3 +253,64 @@ time.sleep(60)
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     pytest.fail("the worker outlived the process that started it")
+
+
+def session_processes(session: int) -> list[int]:
+    """The processes of a session (field 6 of /proc/PID/stat), alive or not yet reaped."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def ended(session: int, seconds: float = 10) -> bool:
+    """Whether every process of ``session`` ends within ``seconds`` (workers and multiprocessing's resource
+    tracker end with their parent, a moment after it)."""
+    deadline = time.monotonic() + seconds
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not session_processes(session)
+
+
+def completed_trials(out) -> int:
+    if not (out / "study.db").is_file():
+        return 0
+    try:
+        study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
+    except Exception:  # the study is being created
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", ["main", "all"])
+def test_a_search_killed_and_started_again_ends_at_its_budget_with_no_process_left(series_csv, tmp_path, kill):
+    """SIGKILL to the main process (its workers die with it) or to all three at once, after two trials; a
+    start right after reclaims the trials left running and ends with exactly the budget counted."""
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "beyondbp", "autopq-advanced", "--csv", str(series_csv), "--time", "when",
+               "--target", "load", "--forecaster", "linear", "--search", "linear,gbt", "--budget-trials", "8",
+               "--cinn-epochs", "2", "--trials", "3", "--baselines", "conformal", "--sampler", "faithful",
+               "--workers", "2", "--no-progress", "--out", str(out)]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while completed_trials(out) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, "the search ended before it could be killed"
+    for pid in (session_processes(first.pid) if kill == "all" else [first.pid]):
+        os.kill(pid, signal.SIGKILL)
+    first.wait()
+    assert ended(first.pid), "a worker outlived the killed search"
+    again = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    summary = json.loads((out / "advanced.json").read_text())
+    assert summary["trials"].get("complete", 0) + summary["trials"].get("pruned", 0) == 8
+    assert summary["reclaimed"] == summary["trials"].get("fail", 0)
+    assert ended(again.pid), "a process outlived the finished search"

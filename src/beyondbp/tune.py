@@ -196,8 +196,9 @@ def open_study(out: Path | None, identity: dict[str, Any], seed: int):
     """The search's Optuna study: in memory, or with ``out`` in ``out/study.db`` (SQLite), so that a search that
     was stopped continues where it stopped and one that finished is read back. A stored study made for other
     settings is refused. Trials left running by a stopped process are marked interrupted (they do not count and
-    are not reported) and their settings are tried again first; the sampler starts afresh from ``seed``, so a
-    resumed search can propose other settings than an uninterrupted one would have."""
+    are not reported; their settings are not queued again, since parallel trials could both take a queued one);
+    the sampler starts afresh from ``seed``, so a resumed search can propose other settings than an
+    uninterrupted one would have."""
     import optuna
     from optuna.trial import TrialState
 
@@ -227,7 +228,6 @@ def open_study(out: Path | None, identity: dict[str, Any], seed: int):
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
         shutil.rmtree(out / "trials" / f"{trial.number:03d}", ignore_errors=True)
     if stale:
         study.set_user_attr("interrupted", study.user_attrs["interrupted"] + [t.number for t in stale])

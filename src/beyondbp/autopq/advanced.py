@@ -26,8 +26,8 @@ of earlier trials at the same step (successive fits). Series forecasters (ETS, S
 The cINN is the same for every trial (it never sees the point forecast): it is trained once and kept in
 ``OUT/cinn.pt``. Workers share the study through Optuna's storage: a SQLite file for workers on one
 machine (the default, ``OUT/study.db``), any database URL for workers on many machines. A worker that dies
-leaves a trial that its heartbeat stops renewing; after the grace period it is marked failed and tried
-again; a local worker's trial is reclaimed at the next start at once (its process is gone:
+leaves a trial that its heartbeat stops renewing; after the grace period it is marked failed (and, in a
+database server's study, tried again); a local worker's trial is reclaimed at the next start at once (its process is gone:
 :mod:`.workers`), and local workers end with the process that started them. Restarting continues the
 study up to its budget (trials, or seconds per worker). A study remembers the series, seed and search
 space it was made for and refuses another.
@@ -145,9 +145,10 @@ def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=30, grace_period=90,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            # a retry is a queued trial, which two workers of one SQLite file can both take: retried on servers only
+            retry = None if url.startswith("sqlite") else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                                                 heartbeat_stale_trial_callback=retry)
     except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
         raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
                             f"{str(error).splitlines()[0]}") from None

@@ -3,8 +3,10 @@ running by a worker that is gone is reclaimed at the next start, so that a resta
 exactly.
 
 Each trial records its worker (``pid`` and ``host``). At a start, a running trial of this host whose process no
-longer exists is marked failed and its settings are queued to run again; trials of other hosts are left to the
-storage's heartbeat (a worker elsewhere cannot be checked directly). The study counts what it reclaimed
+longer exists is marked failed (it does not count against the budget; the sampler proposes the trials that
+replace it); trials of other hosts are left to the storage's heartbeat (a worker elsewhere cannot be checked
+directly). Its settings are not queued to run again: Optuna's queue of waiting trials is not safe for workers
+that share a SQLite study (two can take the same queued trial, and the second one's result is refused). The study counts what it reclaimed
 (user attribute ``reclaimed``), which the report shows.
 """
 
@@ -47,8 +49,8 @@ def alive(pid: int) -> bool:
 
 
 def reclaim_stale_trials(study) -> int:
-    """Mark failed every running trial of this host whose worker process is gone, queue its settings again, and
-    add the count to the study's ``reclaimed``; returns the count."""
+    """Mark failed every running trial of this host whose worker process is gone and add the count to the study's
+    ``reclaimed``; returns the count."""
     from optuna.trial import TrialState
 
     host, count = socket.gethostname(), 0
@@ -57,7 +59,6 @@ def reclaim_stale_trials(study) -> int:
         if worker is None or worker["host"] != host or alive(worker["pid"]):
             continue
         if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            study.enqueue_trial(trial.params, skip_if_exists=False)
             count += 1
     if count:
         study.set_user_attr(RECLAIMED, study.user_attrs.get(RECLAIMED, 0) + count)
