@@ -27,8 +27,8 @@ The cINN is the same for every trial (it never sees the point forecast): it is t
 ``OUT/cinn.pt``. Workers share the study through Optuna's storage: a SQLite file for workers on one
 machine (the default, ``OUT/study.db``), any database URL for workers on many machines. A worker that dies
 leaves a trial that its heartbeat stops renewing; after the grace period it is marked failed (and, in a
-database server's study, tried again); a local worker's trial is reclaimed at the next start at once (its process is gone:
-:mod:`.workers`), and local workers end with the process that started them. Restarting continues the
+database server's study, tried again); a local worker's trial is reclaimed at the next start at once (its
+process is gone: :mod:`.workers`), and local workers end with the process that started them. Restarting continues the
 study up to its budget (trials, or seconds per worker). A study remembers the series, seed and search
 space it was made for and refuses another.
 """

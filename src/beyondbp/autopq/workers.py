@@ -3,11 +3,11 @@ running by a worker that is gone is reclaimed at the next start, so that a resta
 exactly.
 
 Each trial records its worker (``pid`` and ``host``). At a start, a running trial of this host whose process no
-longer exists is marked failed (it does not count against the budget; the sampler proposes the trials that
-replace it); trials of other hosts are left to the storage's heartbeat (a worker elsewhere cannot be checked
-directly). Its settings are not queued to run again: Optuna's queue of waiting trials is not safe for workers
-that share a SQLite study (two can take the same queued trial, and the second one's result is refused). The study counts what it reclaimed
-(user attribute ``reclaimed``), which the report shows.
+longer exists is marked failed (it does not count against the budget; the sampler proposes the trials that replace
+it); trials of other hosts are left to the storage's heartbeat (a worker elsewhere cannot be checked directly). Its
+settings are not queued to run again: Optuna's queue of waiting trials is not safe for workers that share a SQLite
+study (two can take the same queued trial, and the second one's result is refused). The study counts what it
+reclaimed (user attribute ``reclaimed``), which the report shows.
 """
 
 from __future__ import annotations
