@@ -42,18 +42,20 @@ demo: setup data
 		--hidden 500 --activation tanh --epochs 20 --lr 1e-3 --batch-size 50 --out runs/demo
 
 test: setup data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not docs"
 
 test-fast: setup  # everything but the multi-process and subprocess tests
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not docs"
 
 lint: setup
 	$(BIN)/ruff check .
 
 # The documentation site in build/site, from docs/ and mkdocs.yml; strict: a broken link, anchor or reference fails.
-docs: setup
+# Then every documented command and Python example runs at small settings (tests/test_docs_examples.py).
+docs: setup data
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[docs]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	$(BIN)/python -m pytest -q -m docs tests/test_docs_examples.py
 
 # The wheel and sdist, checked by twine, then the wheel installed into a fresh virtual environment that runs
 # `beyondbp list` and a one-epoch `train` (what a project depending on beyondbp gets).

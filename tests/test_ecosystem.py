@@ -195,14 +195,39 @@ def test_bad_hugging_face_settings_are_one_line(transformers, tmp_path, capsys, 
     assert message in last and all(line.startswith("beyondbp: data digits") for line in above)
 
 
+def tiny_gpt2(transformers, tied: bool = True):
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=11, n_positions=8, n_embd=8, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0,
+        tie_word_embeddings=tied))
+
+
 def test_gpt2_tied_embedding_and_head_are_seen_as_shared(transformers):
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=2,
-                                                                 n_head=2, bos_token_id=0, eos_token_id=0))
-    points = FeedbackPoints(model, None, "dfa")
+    """Pre-norm blocks get their points at the norms, unless a weight is shared: the norms do not cut the
+    residual stream, so the loss would reach the tied embedding through every block; the blocks cut it."""
+    points = FeedbackPoints(tiny_gpt2(transformers), None, "dfa")
     assert list(points.shared.values()) == [["transformer.wte.weight", "lm_head.weight"]]
-    assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == [  # pre-norm blocks: the norms
-        "transformer.h.0.ln_1", "transformer.h.0.ln_2", "transformer.h.1.ln_1", "transformer.h.1.ln_2",
-        "transformer.ln_f"]
+    assert points.resolve(torch.zeros(1, 4, dtype=torch.long)) == ["transformer.h.0", "transformer.h.1"]
+    assert FeedbackPoints(tiny_gpt2(transformers, tied=False), None, "dfa").resolve(
+        torch.zeros(1, 4, dtype=torch.long)) == ["transformer.h.0.ln_1", "transformer.h.0.ln_2",
+                                                 "transformer.h.1.ln_1", "transformer.h.1.ln_2", "transformer.ln_f"]
+
+
+@pytest.mark.parametrize("method", ["dfa", "f3:delayed_error_softmax"])
+def test_a_tied_language_model_trains_at_its_blocks_and_refuses_points_that_do_not_cut_the_stream(transformers,
+                                                                                                  method):
+    x = torch.randint(0, 11, (4, 6))
+    t = torch.randint(0, 11, (4, 6))
+    lm = make_objective("ce", "lm")
+    model = tiny_gpt2(transformers)
+    m = make_method(method)
+    m.attach(model, num_outputs=11, num_samples=4, task="lm", tokens=6)
+    m.step(model, x, t, torch.arange(4), lm)
+    assert all(p.grad is not None for p in model.parameters())
+    model, refused = tiny_gpt2(transformers), make_method(method, feedback_points=("norms",))
+    refused.attach(model, num_outputs=11, num_samples=4, task="lm", tokens=6)
+    with pytest.raises(UnsupportedModelError, match=r"transformer.wte.weight = lm_head.weight is shared, and "
+                                                    r"feedback point 'transformer.h.0.ln_2' reaches it past"):
+        refused.step(model, x, t, torch.arange(4), lm)
 
 
 def test_the_norms_rule_puts_points_at_every_normalisation_layer_in_running_order(transformers):

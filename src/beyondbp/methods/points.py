@@ -217,7 +217,7 @@ class FeedbackPoints:
                 [(name, modules[name]) for name in blocks] or list(self.model.named_children())
             order = self._running_order(x, candidates + norms)
             once = running_once(order, candidates)
-            if blocks and pre_norm(blocks, order, set(dict(norms))):
+            if blocks and not self.shared and pre_norm(blocks, order, set(dict(norms))):
                 self.rule, once = "norms", running_once(order, norms)
             self.names = [name for name, _ in once] if blocks or self.rule else default_points(once)
         if not self.names:
@@ -289,6 +289,20 @@ class FeedbackPoints:
             raise UnsupportedModelError(f"{self.method}: feedback point '{self.names[self.fired]}' did not run in "
                                         f"the forward pass; choose modules that the model's forward calls")
 
+    def _check_shared_cut(self, i: int, part: list[nn.Parameter], reached: set[int], taken: set[int]) -> None:
+        """Refuse a shared parameter in a segment whose root reaches parameters of earlier segments: the points
+        do not cut the graph there (points at the norms of a residual stream), so the gradient it would get
+        for the parameter mixes backpropagation through those segments into its feedback."""
+        shared = [p for p in part if id(p) in self.shared]
+        if shared and reached & taken:
+            where = f"feedback point '{self.names[i]}'" if i < len(self.names) else "the loss"
+            raise UnsupportedModelError(
+                f"{self.method}: the parameter {' = '.join(self.shared[id(shared[0])])} is shared, and {where} "
+                f"reaches it past the points before it (the points {','.join(self.names)} do not cut the graph: a "
+                f"residual stream runs around them), so its gradient would mix backpropagation into the "
+                f"feedback; choose points that cut the stream (the blocks, the default for models with shared "
+                f"weights) or untie the weights")
+
     def segment(self, i: int, root: Tensor) -> list[nn.Parameter]:
         """The parameters that point ``i`` (or, with ``i == len(names)``, the loss) trains, given its
         output ``root``; found by walking the graph the first time (points in running order)."""
@@ -305,6 +319,7 @@ class FeedbackPoints:
             if i == len(self.names) and not part:
                 raise UnsupportedModelError(f"{self.method}: no trainable parameter after the last feedback point "
                                             f"'{self.names[-1]}'; the output layer must come after it")
+            self._check_shared_cut(i, part, reached, taken)
             self.segments.append(part)
         return self.segments[i]
 
