@@ -50,7 +50,7 @@ def write_user_files(folder: Path) -> None:
     """The files the pages name, small, in their documented formats."""
     rng = np.random.default_rng(0)
     np.savez(folder / "my_data.npz", x=rng.normal(size=(300, 8, 16)).astype(np.float32), y=np.arange(300) % 3)
-    features = rng.normal(size=(240, 4))
+    features = rng.normal(size=(300, 4))
     table = pd.DataFrame(features, columns=["a", "b", "c", "d"])
     table["label"] = np.where(features[:, 0] + features[:, 1] > 0, "yes", "no")
     table.to_csv(folder / "table.csv", index=False)
