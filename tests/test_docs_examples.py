@@ -1,8 +1,9 @@
 """Every ``beyondbp`` command of README.md and docs/ run as written, page by page in a fresh folder, with small
 settings appended (one epoch, 200 training samples, one seed, a few trials: the last value of a flag wins) and
 small files in the formats the pages name (``my_data.npz``, ``table.csv``, ``my_corpus.txt``, ``my_load.csv``);
-and the Python examples. A renamed flag, a changed default or a broken workflow (a ``generate`` after its
-``train``, a ``--resume``) fails here. ``make docs`` runs these (marker ``docs``); ``make test`` leaves them out.
+the example scripts the pages name, for one epoch; and the Python examples. A renamed flag, a changed default
+or a broken workflow (a ``generate`` after its ``train``, a ``--resume``) fails here. ``make docs`` runs these
+(marker ``docs``); ``make test`` leaves them out.
 
 What is not run says why in :data:`NOT_RUN`: suites that take hours, a database server, the network.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_docs import EXAMPLES, PAGES, ROOT, blocks
+from test_docs import EXAMPLES, PAGES, ROOT, blocks, commands
 
 pytestmark = pytest.mark.docs
 AUTOPQ_DATA = ROOT.parent / "shared" / "data" / "autopq"
@@ -92,6 +93,19 @@ def test_every_command_of_the_page_runs(page, tmp_path):
         done = subprocess.run([sys.executable, "-m", "beyondbp", *words], cwd=tmp_path, capture_output=True,
                               text=True, timeout=600, env=environment)
         assert done.returncode == 0, f"{page.relative_to(ROOT)}: {line}\n{done.stderr[-3000:]}"
+
+
+SCRIPTS = [(page, line) for page in PAGES for block in blocks(page, "bash") for line in commands(block)
+           if line.startswith("python examples/")]
+
+
+@pytest.mark.parametrize("page, line", SCRIPTS, ids=[line.split()[1] for _, line in SCRIPTS])
+def test_every_documented_example_script_runs(page, line, tmp_path):
+    """``python examples/NAME.py ...`` as the page gives it, for one epoch."""
+    words = shlex.split(line)[1:]
+    done = subprocess.run([sys.executable, str(ROOT / words[0]), *words[1:], "--epochs", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{page.relative_to(ROOT)}: {line}\n{done.stderr[-3000:]}"
 
 
 def test_the_python_examples_run(tmp_path):
