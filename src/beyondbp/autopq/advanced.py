@@ -62,7 +62,7 @@ from .samplers import CINNQuantiles
 from .scores import scores
 from .series import Splits
 from .spaces import SPACES
-from .workers import RECLAIMED, die_with_parent, mark_worker, reclaim_stale_trials
+from .workers import RECLAIMED, die_with_parent, marking_sampler, reclaim_stale_trials
 
 #: User attribute of a trial that started after the budget was filled by others (pruned at once, not counted).
 SURPLUS = "surplus"
@@ -152,7 +152,7 @@ def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0)
     except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
         raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
                             f"{str(error).splitlines()[0]}") from None
-    sampler = optuna.samplers.TPESampler(seed=config.seed * 1000 + worker)
+    sampler = marking_sampler(config.seed * 1000 + worker)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     identity = json.dumps(config.identity(), sort_keys=True)
     try:
@@ -220,7 +220,6 @@ class Objective:
         cfg = self.config
         # workers check the budget when a trial ends, so two may start one each for the last place: the trial
         # with the lower number keeps it, the other is pruned unrun and stops its worker
-        mark_worker(trial)
         earlier = [t for t in trials_in_budget(trial.study, running=True) if t.number < trial.number]
         if len(earlier) >= cfg.budget_trials:
             trial.set_user_attr(SURPLUS, True)

@@ -33,9 +33,19 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def mark_worker(trial) -> None:
-    """Record which process runs ``trial``."""
-    trial.set_user_attr(WORKER, {"pid": os.getpid(), "host": socket.gethostname()})
+def marking_sampler(seed: int):
+    """Optuna's TPE sampler, recording in each trial it is asked for which process runs it (``pid`` and
+    ``host``), as soon as the trial exists: a worker killed between creating a trial and starting it still
+    leaves its mark, so the trial can be reclaimed."""
+    import optuna
+
+    class MarkingSampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial) -> None:
+            study._storage.set_trial_user_attr(trial._trial_id, WORKER,
+                                               {"pid": os.getpid(), "host": socket.gethostname()})
+            super().before_trial(study, trial)
+
+    return MarkingSampler(seed=seed)
 
 
 def alive(pid: int) -> bool:
