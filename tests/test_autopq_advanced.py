@@ -293,11 +293,11 @@ def completed_trials(out) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", ["main", "all"])
-def test_a_search_killed_and_started_again_ends_at_its_budget_with_no_process_left(series_csv, tmp_path, kill):
-    """Two workers share one study. SIGKILL to the main process (its workers die with it) or to all three at
-    once, after the first trial; a start right after reclaims the trials left running and ends with exactly the
-    budget counted, not one more."""
+def test_a_search_killed_and_started_again_ends_at_its_budget_with_no_process_left(series_csv, tmp_path):
+    """Two workers share one study. SIGKILL to all three processes at once, after the first trial; a start right
+    after reclaims the trials left running and ends with exactly the budget counted, not one more. (Killing the
+    main process alone ends its workers: test_a_worker_ends_with_the_process_that_started_it; the rest is this
+    case. Both were run end to end by hand, 2026-12-05.)"""
     out = tmp_path / "search"
     command = [sys.executable, "-m", "beyondbp", "autopq-advanced", "--csv", str(series_csv), "--time", "when",
                "--target", "load", "--forecaster", "linear", "--search", "linear", "--budget-trials", "4",
@@ -308,7 +308,7 @@ def test_a_search_killed_and_started_again_ends_at_its_budget_with_no_process_le
     while completed_trials(out) < 1 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert first.poll() is None, "the search ended before it could be killed"
-    for pid in (session_processes(first.pid) if kill == "all" else [first.pid]):
+    for pid in session_processes(first.pid):
         os.kill(pid, signal.SIGKILL)
     first.wait()
     assert ended(first.pid), "a worker outlived the killed search"
