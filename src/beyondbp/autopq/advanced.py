@@ -136,22 +136,34 @@ class AdvancedConfig(AutoPQConfig):
         return self.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
 
 
+def open_storage(url: str, attempts: int = 5):
+    """Optuna's storage at ``url``. Processes that open a new database at once race to create its tables (one
+    gets "table studies already exists" or a duplicate schema version); by the next attempt the schema is
+    there, so a failure is retried after a pause before it is reported."""
+    import optuna
+
+    # a retry is a queued trial, which two workers of one SQLite file can both take: retried on servers only
+    retry = None if url.startswith("sqlite") else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                                                  heartbeat_stale_trial_callback=retry)
+        except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
+            if attempt + 1 == attempts:
+                raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
+                                    f"{str(error).splitlines()[0]}") from None
+            time.sleep(0.2 * (attempt + 1))
+
+
 def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0):
     """The study in the configured storage (created if ``create``), checked against ``config.identity()``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage_url(out)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
-            # a retry is a queued trial, which two workers of one SQLite file can both take: retried on servers only
-            retry = None if url.startswith("sqlite") else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                                                 heartbeat_stale_trial_callback=retry)
-    except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
-        raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
-                            f"{str(error).splitlines()[0]}") from None
+    storage = open_storage(url)
     sampler = marking_sampler(config.seed * 1000 + worker)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     identity = json.dumps(config.identity(), sort_keys=True)
@@ -160,9 +172,13 @@ def open_study(config: AdvancedConfig, out: Path, create: bool, worker: int = 0)
     except KeyError:
         if not create:
             raise BeyondBPError(f"no study '{config.study}' in {url}; start it with --role all (or report)") from None
-        study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction="minimize")
-        study.set_user_attr("identity", identity)
+        try:
+            study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner,
+                                        direction="minimize")
+            study.set_user_attr("identity", identity)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago
+            time.sleep(0.5)
+            study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner)
     if study.user_attrs.get("identity") != identity:
         raise BeyondBPError(f"study '{config.study}' in {url} was made for other settings "
                             f"({study.user_attrs.get('identity')}); give another --study or --storage")
