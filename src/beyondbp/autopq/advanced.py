@@ -142,12 +142,13 @@ def open_storage(url: str, attempts: int = 5):
     there, so a failure is retried after a pause before it is reported."""
     import optuna
 
-    # a retry is a queued trial, which two workers of one SQLite file can both take: retried on servers only
-    retry = None if url.startswith("sqlite") else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable for years
+                # a retry is a queued trial, which two workers of one SQLite file can both take: servers only
+                retry = (None if url.startswith("sqlite")
+                         else optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
                 return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
                                                   heartbeat_stale_trial_callback=retry)
         except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
