@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from beyondbp import RunConfig, run
-from beyondbp.bn_statistics import recompute_bn_statistics, statistics_generator
+from beyondbp.bn_statistics import recompute_bn_statistics
 from beyondbp.checkpoint import load_checkpoint
 from beyondbp.data import load_dataset, loaders
 from beyondbp.errors import BeyondBPError
 from beyondbp.models.registry import MODELS
+from beyondbp.streams import BN_STATISTICS, epoch_generator
 from test_recipe import Stop, StopAfterFirstEpoch
 
 
@@ -57,7 +58,7 @@ def test_a_run_evaluates_with_recomputed_statistics_and_resumes_bit_exactly(tmp_
     model = MODELS.get("resnet20")(data.train.input_shape, data.train.num_outputs)
     model.load_state_dict(b)
     stored = {k: v.clone() for k, v in b.items() if "running" in k}
-    batches = loaders.iterate(data.train, 64, statistics_generator(1, 2), "cpu")
+    batches = loaders.iterate(data.train, 64, epoch_generator(1, 2, BN_STATISTICS), "cpu")
     recompute_bn_statistics(model, (x for x, _, _ in islice(batches, 4)))
     assert all(torch.allclose(model.state_dict()[k], v, rtol=1e-5, atol=1e-6) for k, v in stored.items())
 

@@ -13,7 +13,7 @@ from beyondbp import Trainer, make_method, make_objective
 from beyondbp.data import WithIndex
 from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods.points import default_points
-from beyondbp.train import epoch_generator
+from beyondbp.streams import epoch_generator
 from conftest import blobs
 
 BCE = make_objective("bce", "classification")

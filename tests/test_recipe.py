@@ -13,9 +13,10 @@ from torch import nn
 from beyondbp import RunConfig, Trainer, make_method, make_objective, run
 from beyondbp.checkpoint import load_checkpoint
 from beyondbp.data import Dataset
-from beyondbp.data.augment import CropFlip, augment_generator
+from beyondbp.data.augment import CropFlip
 from beyondbp.errors import BeyondBPError
 from beyondbp.lr_schedule import ScheduleOptions
+from beyondbp.streams import AUGMENT, epoch_generator
 
 
 def test_schedule_factors_by_hand():
@@ -46,13 +47,13 @@ def test_recipe_settings_that_cannot_work_are_refused(tmp_path, settings, messag
 
 def test_crop_flip_gives_a_shifted_and_maybe_mirrored_copy_of_each_image():
     x = torch.arange(5 * 2 * 4 * 5, dtype=torch.float32).view(5, 2, 4, 5)
-    out = CropFlip(padding=1)(x, augment_generator(3, 1))
+    out = CropFlip(padding=1)(x, epoch_generator(3, 1, AUGMENT))
     padded = F.pad(x, (1, 1, 1, 1))
     for image, result in zip(padded, out):
         crops = [image[:, dy:dy + 4, dx:dx + 5] for dy in range(3) for dx in range(3)]
         assert any(torch.equal(result, c) or torch.equal(result, c.flip(-1)) for c in crops)
-    again = CropFlip(padding=1)(x, augment_generator(3, 1))
-    assert torch.equal(out, again) and not torch.equal(out, CropFlip(padding=1)(x, augment_generator(3, 2)))
+    again = CropFlip(padding=1)(x, epoch_generator(3, 1, AUGMENT))
+    assert torch.equal(out, again) and not torch.equal(out, CropFlip(padding=1)(x, epoch_generator(3, 2, AUGMENT)))
 
 
 def test_gradient_clipping_bounds_the_step():

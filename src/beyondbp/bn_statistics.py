@@ -24,12 +24,6 @@ def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def statistics_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator that draws the batches of one epoch's recomputation: a function of the seed and the epoch
-    only, apart from the shuffling and augmentation streams."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) ^ 0x2545F491)
-
-
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, inputs: Iterable[Tensor]) -> int:
     """Replace the running mean and variance of every batch norm of ``model`` by their cumulative average over

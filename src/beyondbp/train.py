@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .bn_statistics import batch_norms, statistics_generator
+from .bn_statistics import batch_norms
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import Dataset, loaders
-from .data.augment import CropFlip, augment_generator
+from .data.augment import CropFlip
 from .distributed import DataParallel
 from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
@@ -37,6 +37,7 @@ from .objectives import Objective
 from .optim import PRECISIONS
 from .options import setting
 from .schedule import ParametrizationSchedule
+from .streams import AUGMENT, BN_STATISTICS, epoch_generator
 from .tracking import RunLogger, epoch_scalars
 
 #: The autocast type of each reduced precision.
@@ -49,11 +50,6 @@ ALIGN_BATCH = 256
 
 class TrainingWarning(UserWarning):
     """Training went on but looks wrong (e.g. the loss rose far above its start)."""
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The shuffling generator of one epoch: a function of the seed and the epoch only."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def changed_settings(stored: dict[str, Any], current: dict[str, Any],
@@ -212,7 +208,7 @@ class Trainer:
                 if self.scheduler is not None:
                     record["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.recompute_bn:
-                    self.executor.recompute_bn(self, train, batch_size, statistics_generator(seed, epoch))
+                    self.executor.recompute_bn(self, train, batch_size, epoch_generator(seed, epoch, BN_STATISTICS))
                 self._end_epoch(record, lowrank_events, train, eval_set, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
         if self.logger is not None and self.history:
@@ -284,7 +280,7 @@ class Trainer:
         total, count, lowrank_events = 0.0, 0, []
         augment = None
         if self.augmentation is not None:
-            generator = augment_generator(seed, epoch)
+            generator = epoch_generator(seed, epoch, AUGMENT)
             augment = lambda x: self.augmentation(x, generator)
         batches = self.executor.batches(train, batch_size, epoch_generator(seed, epoch), self.device, augment)
         for number, (x, t, index) in enumerate(batches, start=1):

@@ -34,7 +34,7 @@ from ..data import loaders
 from ..distributed import TIMEOUT
 from ..optim import OPTIMIZERS
 from ..pipeline.split import contiguous_split, parameter_costs
-from ..train import epoch_generator
+from ..streams import epoch_generator
 
 SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 

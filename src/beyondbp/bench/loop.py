@@ -22,14 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
-from ..data.augment import CropFlip, augment_generator
+from ..data.augment import CropFlip
 from ..execution import resolve_device
 from ..lr_schedule import ScheduleOptions
 from ..methods import make_method
 from ..models.registry import build_model
 from ..objectives import make_objective
+from ..streams import AUGMENT, epoch_generator
 from ..tables import write_rows
-from ..train import Trainer, epoch_generator
+from ..train import Trainer
 from .machine import machine_description
 
 #: The models compared, with the input shape of their generated images.
@@ -57,7 +58,7 @@ def plain_epoch(name: str, x: torch.Tensor, labels: torch.Tensor, batch_size: in
     steps = -(-len(x) // batch_size)
     model, optimizer, schedule = setup(name, tuple(x.shape[1:]), device)
     scheduler = schedule.scheduler(optimizer, 1, steps)
-    augment, generator = CropFlip(), augment_generator(SEED, 1)
+    augment, generator = CropFlip(), epoch_generator(SEED, 1, AUGMENT)
     x, labels = x.to(device), labels.to(device)
     started = time.perf_counter()
     model.train()

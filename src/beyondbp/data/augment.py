@@ -18,12 +18,6 @@ from ..errors import BeyondBPError
 AUGMENTATIONS = ("crop-flip",)
 
 
-def augment_generator(seed: int, epoch: int) -> torch.Generator:
-    """The augmentation generator of one epoch: a function of the seed and the epoch only (not the
-    shuffling generator's stream)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) ^ 0x5DEECE66D)
-
-
 class CropFlip:
     """Random crop after zero padding, and a horizontal flip (see the module docstring)."""
 
