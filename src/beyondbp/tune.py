@@ -8,8 +8,9 @@ trains on the training set minus a held-out validation split (``validation_fract
 ``seed``) and is scored on that split, never on the test set. Optuna's median pruner stops a trial whose
 validation score after an epoch is worse than the median of earlier trials after the same epoch (it
 listens to the run through the :class:`~beyondbp.tracking.RunLogger` interface). With ``jobs > 1`` trials
-run in parallel threads and their order, hence TPE's proposals, depend on timing; with one job the same
-call gives the same trials.
+run ``jobs`` at a time, each in its own process, in rounds (:mod:`.parallel_trials`): the same call with the
+same ``jobs`` gives the same trials (a trial does not see the results of those in its own round, so another
+``jobs`` proposes others).
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ import dataclasses
 import json
 import shutil
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .config import RunConfig, upgrade_settings
-from .errors import BeyondBPError, DivergenceError
+from .errors import BeyondBPError
 from .experiment import run
 from .metrics import HEADLINE
 from .options import setting
+from .parallel_trials import run_rounds
 from .tables import write_rows
 
 #: RunConfig fields that a tuner may not set (they define the budget, the run or the measurement).
@@ -85,20 +89,16 @@ class Range:
 
 
 class PruningReporter:
-    """Reports each epoch's validation score to an Optuna trial and stops the trial when it should be pruned."""
+    """Gives each epoch's validation score to ``report(score, epoch)``, which raises
+    :class:`optuna.TrialPruned` when the trial should stop (:func:`~beyondbp.parallel_trials.report_to`)."""
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric = trial, metric
+    def __init__(self, report: Callable[[float, int], None], metric: str):
+        self.report, self.metric = report, metric
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        import optuna
-
         score = values.get(f"epoch/{self.metric}")
-        if score is None:
-            return
-        self.trial.report(score, step)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {step}: {self.metric} {score:.4g}")
+        if score is not None:
+            self.report(score, step)
 
     def hyperparameters(self, settings: dict[str, Any], metrics: dict[str, float]) -> None:
         pass
@@ -148,21 +148,24 @@ def tune(base: RunConfig, trials: int, lr_bounds: tuple[float, float] = (1e-4, 1
     bar = tqdm(total=trials, initial=min(len(done), trials), desc=f"tuning {base.method}",
                disable=None if progress else True, dynamic_ncols=True)
 
-    def objective(trial) -> float:
-        settings = {"lr": trial.suggest_float("lr", low, high, log=True),
-                    **{r.name: r.suggest(trial) for r in ranges}}
-        config = replace(base, **settings)
-        config.validate()
-        folder = out / "trials" / f"{trial.number:03d}" if out is not None else None
-        summary = run(config, folder, progress=False, data=data, validation=(validation_fraction, seed),
-                      logger=PruningReporter(trial, metric))
-        return summary[metric]
+    def propose(trial) -> dict[str, Any]:
+        return {"lr": trial.suggest_float("lr", low, high, log=True), **{r.name: r.suggest(trial) for r in ranges}}
 
+    evaluate = partial(evaluate_trial, base, out, (validation_fraction, seed), metric)
     with bar:
-        if len(done) < trials:
-            study.optimize(objective, n_trials=trials - len(done), n_jobs=jobs, catch=(DivergenceError,),
-                           callbacks=[lambda s, t: bar.update()])
+        run_rounds(study, propose, evaluate, trials - len(done), jobs, bar.update, data)
     return report_search(study, base, metric, validation_fraction, seed, out)
+
+
+def evaluate_trial(base: RunConfig, out: Path | None, validation: tuple[float, int], metric: str, number: int,
+                   settings: dict[str, Any], data, report: Callable[[float, int], None]) -> float:
+    """One trial: ``base`` with ``settings``, trained on ``data`` less the validation split, scored on it."""
+    config = replace(base, **settings)
+    config.validate()
+    folder = out / "trials" / f"{number:03d}" if out is not None else None
+    summary = run(config, folder, progress=False, data=data, validation=validation,
+                  logger=PruningReporter(report, metric))
+    return summary[metric]
 
 
 def report_search(study, base: RunConfig, metric: str, validation_fraction: float, seed: int,
