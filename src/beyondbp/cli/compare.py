@@ -32,7 +32,7 @@ def add(commands) -> None:
                        help="another numeric setting to search, e.g. momentum=0.5:0.99 (repeatable)")
     tuner.add_argument("--validation-fraction", type=float, default=0.1,
                        help="share of the training set held out to score trials (default 0.1)")
-    tuner.add_argument("--jobs", type=int, default=1, help="trials in parallel threads (default 1: reproducible)")
+    tuner.add_argument("--jobs", type=int, default=1, help="trials at a time, each in its own process (default 1)")
     tuner.add_argument("--out", type=Path, help="output folder (default runs/tune-METHOD-DATASET)")
     add_run_options(tuner)
     tuner.set_defaults(handler=cmd_tune)
