@@ -23,6 +23,14 @@ from beyondbp.data.user_files import MISSING
 FAST = ["--epochs", "1", "--hidden", "4", "--batch-size", "8", "--no-progress"]
 
 
+def series_text(bad_row: int | None = None) -> str:
+    """Twenty days of an hourly series for AutoPQ; ``bad_row`` holds a word instead of a number."""
+    rows = [f"2020-01-{1 + h // 24:02d} {h % 24:02d}:00,{10 + 5 * np.sin(h / 24 * 2 * np.pi):.3f}" for h in range(480)]
+    if bad_row is not None:
+        rows[bad_row] = rows[bad_row].split(",")[0] + ",abc"
+    return "when,load\n" + "\n".join(rows) + "\n"
+
+
 def files(tmp_path: Path) -> dict[str, Path]:
     """Small bad files, written once per test."""
     written = {
@@ -34,6 +42,12 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "one-row.csv": "a,y\n1,0\n",
         "corpus.txt": "a short text",
         "model.py": "def model(shape, n):\n    raise RuntimeError('no model today')\n",
+        "wide.py": "import torch\ndef model(shape, n):\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+                   "torch.nn.Linear(64, 13))\n",
+        "words.csv": "a,b,y\n1,2,cat\n3,4,dog\n5,6,cat\n7,8,dog\n",
+        "mine.txt": "a file of the user's",
+        "series.csv": series_text(),
+        "series-word.csv": series_text(bad_row=100),
     }
     for name, text in written.items():
         (tmp_path / name).write_text(text)
@@ -75,6 +89,64 @@ CASES = [
     (["tune", "--method", "dfa", "--trials", "0"], "at least one trial|trials must be"),
     (["autopq", "--dataset", "nope"], "unknown AutoPQ data set 'nope'"),
     (["generate", "--run", "{nowhere}"], "no checkpoint at"),
+    (["align", "--run", "{nowhere}"], "no checkpoint at"),
+    # the model and the data
+    (["train", "--model", "{wide.py}:model"], r"outputs of shape \(\d+, 13\) .* the data needs \[batch, 10\]"),
+    (["train", "--data", "{words.csv}", "--target", "y", "--task", "regression"], "regression needs numeric targets"),
+    (["train", "--task", "nope"], "invalid choice: 'nope'"),
+    (["train", "--augment", "crop-flip", "--data", "{words.csv}", "--target", "y"], "needs images"),
+    (["train", "--model", "hf:BertForSequenceClassification", "--hf-config", "nosuch=1"],
+     "BertConfig has no setting 'nosuch'"),
+    (["train", "--model", "hf:NoSuchModel"], "transformers has no model class 'NoSuchModel'"),
+    (["train", "--hidden", "0"], "hidden widths must be positive"),
+    (["train", "--activation", "nope"], "known activations:"),
+    (["train", "--recompute-bn", "5"], "has no batch norm"),
+    (["train", "--data", "{corpus.txt}", "--context", "0"], "must be at least 1"),
+    # the recipe
+    (["train", "--batch-size", "0"], "batch size and lr must be positive"),
+    (["train", "--lr-schedule", "cosine", "--warmup-epochs", "5", "--epochs", "2"],
+     r"warm-up \(5 epochs\) is not shorter"),
+    (["train", "--precision", "nope"], "invalid choice: 'nope'"),
+    (["train", "--weight-decay", "-1"], "weight-decay must be at least 0"),
+    (["train", "--clip-grad-norm", "0"], "clip-grad-norm must be positive"),
+    (["train", "--optimizer", "sgd", "--momentum", "2"], r"momentum must be in \[0, 1\)"),
+    (["train", "--method", "dfa", "--compile"], "dfa cannot run compiled"),
+    # methods and executions
+    (["train", "--method", "fg:k0"], "at least one tangent"),
+    (["train", "--method", "f3:nosignal"], "known signals:"),
+    (["train", "--method", "fa", "--exact-modules", "nowhere"], "exact module 'nowhere' is not a module"),
+    (["train", "--method", "dfa", "--feedback-points", "0,0"], "given twice"),
+    (["train", "--stages", "2", "--method", "bp"], "stages need a signal known before the forward pass"),
+    (["train", "--stages", "2", "--nproc", "2", "--method", "f3"], "cannot be combined with data parallelism"),
+    (["train", "--nproc", "0"], "nproc must be at least 1"),
+    (["train", "--device", "nope"], "unknown device 'nope'"),
+    # output folders: nothing of the user's is written over
+    (["train", "--out", "{mine.txt}"], "is an existing file, not a folder"),
+    (["train", "--out", "{mine.txt}/run"], "its part .*mine.txt. is an existing file"),
+    (["tune", "--method", "dfa", "--jobs", "0"], "jobs be at least 1"),
+    (["tune", "--method", "dfa", "--lr-bounds", "1e-2,1e-4"], "0 < low < high"),
+    (["compare", "--methods", "bp,nope"], "unknown method 'nope'"),
+    (["bench", "nope"], "unknown suite 'nope'.*known suites: "),
+    (["bench", "loop", "--models", "nope"], "unknown model 'nope'"),
+    # AutoPQ
+    (["autopq", "--csv", "{nowhere.csv}", "--time", "when", "--target", "load"], "does not exist"),
+    (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "nope"], "has no column 'nope'"),
+    (["autopq", "--csv", "{series-word.csv}", "--time", "when", "--target", "load"],
+     "line 102, column 'load': 'abc' is not a number"),
+    (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--forecaster", "nope"],
+     "known forecasters:"),
+    (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--holidays", "XX"],
+     "unknown holiday region 'XX'"),
+    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--budget-trials", "0"],
+     "budget must be positive"),
+    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--search", "nope"],
+     "unknown forecaster 'nope' in the search space"),
+    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--workers", "0"],
+     "workers must be at least 1"),
+    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--storage", "bad://x"],
+     "cannot open the study storage bad://x"),
+    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--partial", "2"],
+     "partial must lie in"),
 ]
 
 
@@ -83,12 +155,17 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, arguments, phra
     paths = files(tmp_path)
     arguments = [re.sub(r"\{([^}]+)\}", lambda m: str(paths.get(m.group(1), tmp_path / m.group(1))), a)
                  for a in arguments]
-    code = main([*arguments, *(["--out", str(tmp_path / "run")] if arguments[0] in ("train", "tune") else [])])
+    own_folder = arguments[0] in ("train", "tune", "compare") and "--out" not in arguments
+    try:
+        code = main([*arguments, *(["--out", str(tmp_path / "run")] if own_folder else [])])
+    except SystemExit as stop:  # argparse's own refusals
+        code = stop.code
     err = capsys.readouterr().err
     *above, last = err.strip().splitlines()
     assert code == 2 and "Traceback" not in err, err
-    assert last.startswith("beyondbp: error: ") and re.search(phrase, last), last
+    assert re.match(r"beyondbp( [\w-]+)?: error: ", last) and re.search(phrase, last), last
     assert all(line.startswith(("beyondbp: data ", "beyondbp: notice: ")) for line in above), err
+    assert paths["mine.txt"].read_text() == "a file of the user's"
 
 
 # Random small tables: cells that are numbers, words, missing markers or blank, in columns of one kind or mixed.

@@ -30,6 +30,7 @@ from .distributed import (
 )
 from .errors import BeyondBPError
 from .execution import resolve_device
+from .folders import output_folder
 from .launch import launch
 from .methods import Method
 from .options import setting
@@ -54,6 +55,8 @@ def run(config: RunConfig, out_dir: Path | str | None = None, resume: bool = Fal
     (:func:`beyondbp.launch.launch`; ``data`` is then loaded by each process).
     """
     method = config.validate()
+    if out_dir is not None:
+        output_folder(out_dir, "out_dir")
     launched = launched_world() is not None
     if config.stages > 1:
         if align_every:

@@ -79,6 +79,8 @@ class TrainingOptions(Section):
                                 f"{self.batch_size}, {self.lr}")
         if not self.hidden_lr_scale > 0:
             raise BeyondBPError(f"{setting('hidden_lr_scale')} must be positive, got {self.hidden_lr_scale}")
+        if not 0 <= self.momentum < 1:  # at 1 or more the velocity grows without bound
+            raise BeyondBPError(f"{setting('momentum')} must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise BeyondBPError(f"{setting('weight_decay')} must be at least 0, got {self.weight_decay}")
         if self.recompute_bn < 0:

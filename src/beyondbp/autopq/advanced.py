@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from ..energy import EnergyMeter, kwh
 from ..errors import BeyondBPError
+from ..folders import output_folder
 from ..options import option
 from ..tables import write_rows
 from .choice import SCALAR_SAMPLERS, ScalarSampler, candidates
@@ -139,8 +140,9 @@ class AdvancedConfig(AutoPQConfig):
 def open_storage(url: str, attempts: int = 5):
     """Optuna's storage at ``url``. Processes that open a new database at once race to create its tables (one
     gets "table studies already exists" or a duplicate schema version); by the next attempt the schema is
-    there, so a failure is retried after a pause before it is reported."""
+    there, so such a failure (SQLAlchemy's operational or integrity error) is retried after a pause."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
@@ -152,7 +154,7 @@ def open_storage(url: str, attempts: int = 5):
                 return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
                                                   heartbeat_stale_trial_callback=retry)
         except Exception as error:  # SQLAlchemy's errors for unknown dialects, unreachable servers, bad paths
-            if attempt + 1 == attempts:
+            if attempt + 1 == attempts or not isinstance(error, (OperationalError, IntegrityError)):
                 raise BeyondBPError(f"cannot open the study storage {url}: {type(error).__name__}: "
                                     f"{str(error).splitlines()[0]}") from None
             time.sleep(0.2 * (attempt + 1))
@@ -308,9 +310,7 @@ def _work_process(config: AdvancedConfig, out: Path, worker: int) -> int:
 def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = True) -> dict[str, Any]:
     """What ``beyondbp autopq-advanced`` does: search (``role`` all or worker) and report (all or report)."""
     config.validate()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise BeyondBPError(f"out {out} is an existing file, not a folder; choose another path")
+    out = output_folder(out_dir, "out")
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(config, out, create=config.role != "report")
     reclaimed = reclaim_stale_trials(study) if config.role != "report" else 0

@@ -18,6 +18,7 @@ import torch
 
 from ..energy import DEFAULT_WATTS_PER_CORE, EnergyMeter, kwh
 from ..errors import BeyondBPError
+from ..folders import output_folder
 from ..options import check_choices, option
 from ..tables import write_rows
 from .calendar import AUTHORS_REGION, NO_HOLIDAYS, check_region
@@ -203,8 +204,8 @@ def run_autopq(config: AutoPQConfig, out_dir: Path | str | None = None, progress
     ``predict(c)``, or with ``fit_series`` and ``predict_origins`` (see :mod:`.forecasters`). ``cinn_cache``:
     a file where the trained cINN is kept for runs of other forecasters on the same series and seed."""
     config.validate()
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise BeyondBPError(f"out {out_dir} is an existing file, not a folder; choose another path")
+    if out_dir is not None:
+        output_folder(out_dir, "out")
     started, meter = time.perf_counter(), EnergyMeter(config.device, config.watts_per_core)
     torch.manual_seed(config.seed)
     series = series if series is not None else config.series()

@@ -117,6 +117,9 @@ def load_suite(name_or_path: str, seeds: tuple[int, ...] | None = None, suites_d
     if path.suffix != ".toml":
         path = Path(suites_dir) / f"{name_or_path}.toml"
     if not path.is_file():
+        if not Path(suites_dir).is_dir():
+            raise BeyondBPError(f"unknown suite '{name_or_path}': no folder {suites_dir} here; run bench in a clone "
+                                f"of the repository, or give the path of a .toml file")
         known = sorted(p.stem for p in Path(suites_dir).glob("*.toml"))
         raise BeyondBPError(f"unknown suite '{name_or_path}' (no {path}); known suites: {', '.join(known) or 'none'}")
     raw = _extended(tomllib.loads(path.read_text()), path, Path(suites_dir))

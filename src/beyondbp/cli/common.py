@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import RunConfig
-from ..errors import BeyondBPError
+from ..folders import output_folder as checked_folder
 from ..options import add_options, from_args
 
 
@@ -34,10 +34,7 @@ def data_name(args: argparse.Namespace) -> str:
 
 def output_folder(given: Path | None, default: Path) -> Path:
     """``--out`` (or the default), refused when it names an existing file: nothing of the user's is overwritten."""
-    out = given or default
-    if out.exists() and not out.is_dir():
-        raise BeyondBPError(f"--out {out} is an existing file, not a folder; choose another path")
-    return out
+    return checked_folder(given or default)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
