@@ -92,7 +92,8 @@ CASES = [
     (["align", "--run", "{nowhere}"], "no checkpoint at"),
     # the model and the data
     (["train", "--model", "{wide.py}:model"], r"outputs of shape \(\d+, 13\) .* the data needs \[batch, 10\]"),
-    (["train", "--data", "{words.csv}", "--target", "y", "--task", "regression"], "regression needs numeric targets"),
+    (["train", "--data", "{words.csv}", "--target", "y", "--task", "regression"],
+     "regression needs numeric targets; 4 of the 4 are not numbers, e.g. 'cat'"),
     (["train", "--task", "nope"], "invalid choice: 'nope'"),
     (["train", "--augment", "crop-flip", "--data", "{words.csv}", "--target", "y"], "needs images"),
     (["train", "--model", "hf:BertForSequenceClassification", "--hf-config", "nosuch=1"],
@@ -166,6 +167,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, arguments, phra
     assert re.match(r"beyondbp( [\w-]+)?: error: ", last) and re.search(phrase, last), last
     assert all(line.startswith(("beyondbp: data ", "beyondbp: notice: ")) for line in above), err
     assert paths["mine.txt"].read_text() == "a file of the user's"
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # a refused run leaves no half-written record
 
 
 # Random small tables: cells that are numbers, words, missing markers or blank, in columns of one kind or mixed.

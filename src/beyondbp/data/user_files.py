@@ -159,7 +159,10 @@ def make_split(name: str, arrays: dict[str, np.ndarray], task: str | None, split
     if task == "classification":
         return _classification(name, x, y, arrays, axes, split_seed)
     if not np.issubdtype(y.dtype, np.number):
-        raise DataFormatError(f"data '{name}': regression needs numeric targets, got {y.dtype}")
+        words = [str(v) for v in y.ravel() if not is_number(str(v))]
+        raise DataFormatError(f"data '{name}': regression needs numeric targets; {len(words)} of the {y.size} are "
+                              f"not numbers, e.g. '{words[0]}'" if words else
+                              f"data '{name}': regression needs numeric targets, got {y.dtype}")
     return _regression(name, x, y, arrays, axes, split_seed)
 
 
