@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from beyondbp import Trainer, make_method
+from beyondbp import RunConfig, Trainer, make_method, run
 from beyondbp.cli import main
 from beyondbp.data import Dataset
 from beyondbp.data.corpus import Vocabulary, chunks, text_split
@@ -287,6 +287,21 @@ def test_a_bpe_vocabulary_is_trained_on_the_training_part_and_round_trips():
     assert text_split("argparse", text(), 32, "bpe", bpe_size=300).vocabulary == vocabulary  # the same merges
     with pytest.raises(BeyondBPError, match="at least 257 tokens"):
         text_split("argparse", text(), 32, "bpe", bpe_size=100)
+
+
+def test_a_run_reports_bits_per_character_whatever_the_tokenizer(tmp_path):
+    """Bits per token over the characters each token spells: a BPE token spells several, a character one."""
+    pytest.importorskip("tokenizers")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text()[:20000])
+    settings = dict(data=str(corpus), context=16, model="gpt", depth=1, width=16, heads=2, mlp=32, epochs=1)
+    bpe = run(RunConfig(**settings, tokenizer="bpe", bpe_size=300), progress=False)
+    split = text_split("corpus", text()[:20000], 16, "bpe", bpe_size=300)
+    test_text = split.vocabulary.decode(split.test.t.flatten().tolist())
+    assert bpe["test_bits_per_character"] == pytest.approx(bpe["test_bits"] * split.test.t.numel() / len(test_text))
+    assert bpe["test_bits_per_character"] < 0.6 * bpe["test_bits"]  # about two characters per token
+    char = run(RunConfig(**settings, tokenizer="char"), progress=False)
+    assert char["test_bits_per_character"] == pytest.approx(char["test_bits"])
 
 
 @pytest.mark.slow

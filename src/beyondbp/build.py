@@ -15,6 +15,7 @@ import torch
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .config import RunConfig, upgrade_settings
 from .data import DataSplit
+from .data.corpus import characters_per_token
 from .errors import BeyondBPError
 from .execution import resolve_device
 from .methods import Method
@@ -95,6 +96,9 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         summary["test_rmse"] = last["test_rmse"]
     if data.task == "lm":
         summary.update({k: last[k] for k in ("test_perplexity", "test_bits", "test_accuracy")})
+        if data.vocabulary is not None:
+            summary["test_bits_per_character"] = last["test_bits"] / characters_per_token(data.vocabulary,
+                                                                                           data.test.t)
     if getattr(method, "buffer", None) is not None:
         summary["buffer_bytes"] = method.buffer.nbytes
     if "trainable_fraction" in last:

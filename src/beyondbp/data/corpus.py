@@ -92,6 +92,14 @@ class Vocabulary:
         return "".join(self.symbols[int(i)] for i in ids)
 
 
+def characters_per_token(vocabulary: Vocabulary, targets: torch.Tensor) -> float:
+    """How many characters the target tokens ``targets`` spell, per token (padding, a negative id, left out):
+    1 for char level, the bytes per character's inverse for byte level, above 1 for BPE. A loss in bits per
+    token divided by it is in bits per character, comparable across tokenizers."""
+    ids = targets[targets >= 0].tolist()
+    return len(vocabulary.decode(ids)) / max(len(ids), 1)
+
+
 def train_bpe(text: str, size: int):
     """A byte-level BPE tokenizer of ``size`` tokens trained on ``text`` (every byte stays a token: no unknowns)."""
     try:
