@@ -34,6 +34,8 @@ def run_rounds(study, propose: Callable, evaluate: Callable, count: int, jobs: i
     fails, one that the pruner stops is pruned; any other error is raised once its round's trials are told."""
     from optuna.trial import TrialState
 
+    if count <= 0:
+        return
     if jobs == 1:
         def start(trial, settings):
             return outcome(lambda: evaluate(trial.number, settings, data, report_to(trial)))
