@@ -131,8 +131,8 @@ class ForwardGradientOptions(PointOptions):
                           f"{setting('perturb', 'activities')})", UserWarning, stacklevel=2)
 
 
-#: Forward-mode AD keeps its levels in process-wide state: two steps in threads of one process (a search's
-#: parallel trials) must not interleave theirs.
+#: Forward-mode AD keeps its levels in process-wide state: two steps in threads of one process (a user's own
+#: threads; a search runs parallel trials in processes) must not interleave theirs.
 FORWARD_MODE = threading.Lock()
 
 
