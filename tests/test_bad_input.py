@@ -240,3 +240,19 @@ def output_width(run: Path) -> int:
     """The number of outputs a finished run trained: its checkpoint's last weight's rows."""
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     return [v for k, v in state["model"].items() if k.endswith("weight")][-1].shape[0]
+
+
+@pytest.mark.parametrize("arguments, patched, message", [
+    (["train", "--epochs", "1"], "beyondbp.cli.train.run",
+     "beyondbp: interrupted; run again with --resume to continue"),
+    (["tune", "--method", "dfa", "--trials", "1"], "beyondbp.cli.compare.tune",
+     "beyondbp: interrupted; the same command continues the search"),
+    (["compare", "--methods", "bp"], "beyondbp.cli.compare.compare", "beyondbp: interrupted"),
+])
+def test_an_interrupted_command_says_how_it_continues(tmp_path, capsys, monkeypatch, arguments, patched, message):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(patched, interrupted)
+    assert main([*arguments, "--out", str(tmp_path / "run"), "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message

@@ -23,7 +23,9 @@ def add(commands, output_folder) -> None:
         parser.add_argument("--out", type=Path, help=f"output folder (default {default})")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
         add_options(parser, config_class)
-        parser.set_defaults(handler=lambda args, c=config_class: command(args, c, output_folder))
+        parser.set_defaults(handler=lambda args, c=config_class: command(args, c, output_folder),
+                            continues="the same command continues the search" if config_class is AdvancedConfig
+                            else None)
 
 
 def command(args: argparse.Namespace, config_class: type, output_folder) -> int:

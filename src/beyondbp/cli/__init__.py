@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"beyondbp: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("beyondbp: interrupted; run again with --resume to continue", file=sys.stderr)
+        print(f"beyondbp: interrupted{'; ' + args.continues if getattr(args, 'continues', None) else ''}",
+              file=sys.stderr)
         return 130
     finally:
         os.environ.pop(FLAGS_ENVIRONMENT, None)

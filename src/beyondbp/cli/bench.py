@@ -27,7 +27,7 @@ def add(commands) -> None:
     bench.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     bench.add_argument("--report-only", action="store_true",
                        help="autopq: report the finished runs (naming the missing ones) without running any")
-    bench.set_defaults(handler=cmd_bench)
+    bench.set_defaults(handler=cmd_bench, continues="the same command continues the suite")
 
     speed = commands.add_parser("bench speed", help="step time and memory of methods against the first")
     add_shape(speed, "benchmarks/results/speed-MODEL-depthD")

@@ -35,7 +35,7 @@ def add(commands) -> None:
     tuner.add_argument("--jobs", type=int, default=1, help="trials at a time, each in its own process (default 1)")
     tuner.add_argument("--out", type=Path, help="output folder (default runs/tune-METHOD-DATASET)")
     add_run_options(tuner)
-    tuner.set_defaults(handler=cmd_tune)
+    tuner.set_defaults(handler=cmd_tune, continues="the same command continues the search")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ def add(commands) -> None:
     train.add_argument("--align-every", type=int, default=0, metavar="N",
                        help="every N epochs, log alignment with backprop into metrics.jsonl and plot alignment.png")
     add_run_options(train)
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=cmd_train, continues="run again with --resume to continue")
 
     align = commands.add_parser("align", help="alignment of a trained run's method with backprop")
     align.add_argument("--run", type=Path, required=True, help="output folder of 'beyondbp train'")
