@@ -57,6 +57,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {name: tmp_path / name for name in [*written, "nan.npz", "no-y.npz", "short-y.npz"]}
 
 
+SERIES = ["--csv", "{series.csv}", "--time", "when", "--target", "load"]  # an AutoPQ series that is fine
 CASES = [
     (["train", "--method", "nope"], "known methods: bp"),
     (["train", "--dataset", "nope"], "known datasets:"),
@@ -134,20 +135,13 @@ CASES = [
     (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "nope"], "has no column 'nope'"),
     (["autopq", "--csv", "{series-word.csv}", "--time", "when", "--target", "load"],
      "line 102, column 'load': 'abc' is not a number"),
-    (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--forecaster", "nope"],
-     "known forecasters:"),
-    (["autopq", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--holidays", "XX"],
-     "unknown holiday region 'XX'"),
-    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--budget-trials", "0"],
-     "budget must be positive"),
-    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--search", "nope"],
-     "unknown forecaster 'nope' in the search space"),
-    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--workers", "0"],
-     "workers must be at least 1"),
-    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--storage", "bad://x"],
-     "cannot open the study storage bad://x"),
-    (["autopq-advanced", "--csv", "{series.csv}", "--time", "when", "--target", "load", "--partial", "2"],
-     "partial must lie in"),
+    (["autopq", *SERIES, "--forecaster", "nope"], "known forecasters:"),
+    (["autopq", *SERIES, "--holidays", "XX"], "unknown holiday region 'XX'"),
+    (["autopq-advanced", *SERIES, "--budget-trials", "0"], "budget must be positive"),
+    (["autopq-advanced", *SERIES, "--search", "nope"], "unknown forecaster 'nope' in the search space"),
+    (["autopq-advanced", *SERIES, "--workers", "0"], "workers must be at least 1"),
+    (["autopq-advanced", *SERIES, "--storage", "bad://x"], "cannot open the study storage bad://x"),
+    (["autopq-advanced", *SERIES, "--partial", "2"], "partial must lie in"),
 ]
 
 

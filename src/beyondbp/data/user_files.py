@@ -160,9 +160,8 @@ def make_split(name: str, arrays: dict[str, np.ndarray], task: str | None, split
         return _classification(name, x, y, arrays, axes, split_seed)
     if not np.issubdtype(y.dtype, np.number):
         words = [str(v) for v in y.ravel() if not is_number(str(v))]
-        raise DataFormatError(f"data '{name}': regression needs numeric targets; {len(words)} of the {y.size} are "
-                              f"not numbers, e.g. '{words[0]}'" if words else
-                              f"data '{name}': regression needs numeric targets, got {y.dtype}")
+        found = f"{len(words)} of the {y.size} are not numbers, e.g. '{words[0]}'" if words else f"got {y.dtype}"
+        raise DataFormatError(f"data '{name}': regression needs numeric targets; {found}")
     return _regression(name, x, y, arrays, axes, split_seed)
 
 
