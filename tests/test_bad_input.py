@@ -103,6 +103,7 @@ CASES = [
     (["train", "--hidden", "0"], "hidden widths must be positive"),
     (["train", "--activation", "nope"], "known activations:"),
     (["train", "--recompute-bn", "5"], "has no batch norm"),
+    (["train", "--eval-every", "0"], "--eval-every must be at least 1, got 0"),
     (["train", "--data", "{corpus.txt}", "--context", "0"], "must be at least 1"),
     # the recipe
     (["train", "--batch-size", "0"], "batch size and lr must be positive"),

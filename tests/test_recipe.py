@@ -196,3 +196,21 @@ def test_label_smoothing_is_pytorchs_for_samples_and_tokens_and_keeps_the_target
                                torch.stack([reference[0, :2].mean(), reference[1].mean()]))
     with pytest.raises(BeyondBPError, match="label smoothing applies to loss ce, not bce"):
         make_objective("bce", "classification", label_smoothing=0.1)
+
+
+def test_evaluating_every_few_epochs_trains_the_same_and_reports_the_evaluated_epochs(tmp_path):
+    """``eval_every=2`` over 3 epochs evaluates after epochs 2 and 3 only; the weights end equal to those of a
+    run evaluated after every epoch, the summary's best is taken over the evaluated epochs, and a run may be
+    resumed with another ``eval_every``."""
+    common = dict(method="dfa", dataset="digits", hidden=(32,), loss="ce", batch_size=64, seed=3, epochs=3)
+    every = run(RunConfig(**common), tmp_path / "every", progress=False)
+    with pytest.raises(Stop):
+        run(RunConfig(**common, eval_every=2), tmp_path / "sparse", progress=False, logger=StopAfterFirstEpoch())
+    sparse = run(RunConfig(**common, eval_every=3), tmp_path / "sparse", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt", "cpu") for name in ("every", "sparse"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [("test_accuracy" in r) for r in b["history"]] == [False, False, True]
+    assert sparse["test_accuracy"] == every["test_accuracy"]
+    assert sparse["best_test_accuracy"] == sparse["test_accuracy"] <= every["best_test_accuracy"]
+    with pytest.raises(BeyondBPError, match="eval.every must be at least 1, got 0"):
+        run(RunConfig(**common, eval_every=0), tmp_path / "never", progress=False)

@@ -64,9 +64,10 @@ def restore_run(run_dir: Path | str, data_dir: str | None = None, device: str = 
 
 def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
               history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's ``summary.json``: its settings, the last epoch's metrics and the best headline metric."""
+    """The run's ``summary.json``: its settings, the last epoch's metrics and the best headline metric of the
+    evaluated epochs."""
     metric, larger_is_better = HEADLINE[data.task]
-    values = [r[metric] for r in history]
+    values = [r[metric] for r in history if metric in r]  # the evaluated epochs
     last = history[-1]
     summary = {
         "method": method.label,

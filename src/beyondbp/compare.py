@@ -23,7 +23,7 @@ from .config import RunConfig
 from .errors import BeyondBPError, UnsupportedModelError
 from .experiment import run
 from .metrics import HEADLINE
-from .plots import plot_curves
+from .plots import metric_curve, plot_curves
 from .tables import mean_std, write_rows
 from .train import METRICS_NAME
 
@@ -70,7 +70,7 @@ def compare(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], out_d
             continue
         summaries.append(summary)
         history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()]
-        curves.setdefault(summary["method"], []).append([r[summary["metric"]] for r in history])
+        curves.setdefault(summary["method"], []).append(metric_curve(history, summary["metric"]))
     if not summaries:
         raise BeyondBPError("every method refused: " + "; ".join(refused.values()))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -126,9 +126,9 @@ def train_here(config: RunConfig, method: Method, device: torch.device, parallel
 
 def recipe(config: RunConfig, data: DataSplit) -> dict[str, Any]:
     """The Trainer's recipe arguments: the learning-rate schedule, gradient clipping, augmentation, precision,
-    compilation, batch-norm statistics."""
+    compilation, batch-norm statistics, how often to evaluate."""
     return {"schedule": config.schedule_options(), "clip_grad_norm": config.clip_grad_norm,
-            "recompute_bn": config.recompute_bn,
+            "recompute_bn": config.recompute_bn, "eval_every": config.eval_every,
             "augmentation": config.data_options().augmentation(data), "precision": config.precision,
             "compile": config.compile}
 

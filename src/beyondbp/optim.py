@@ -58,6 +58,9 @@ class TrainingOptions(Section):
                                           "the current weights from this many training batches (a cumulative "
                                           "average; Ioffe & Szegedy 2015, Alg. 2); 0 keeps the running averages",
                                metavar="BATCHES")
+    eval_every: int = option(1, GROUP, "evaluate on the test set every N epochs and after the last (training is "
+                                       "the same; fewer evaluations save their time on large test sets)",
+                             metavar="N")
     precision: str = option("fp32", GROUP, "fp32; bf16: each step's forward pass and the method's products under "
                                            "bfloat16 autocast (parameters, gradients and optimizer stay float32); "
                                            "fp16: float16 autocast with dynamic loss scaling (methods that "
@@ -83,6 +86,8 @@ class TrainingOptions(Section):
             raise BeyondBPError(f"{setting('momentum')} must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise BeyondBPError(f"{setting('weight_decay')} must be at least 0, got {self.weight_decay}")
+        if self.eval_every < 1:
+            raise BeyondBPError(f"{setting('eval_every')} must be at least 1, got {self.eval_every}")
         if self.recompute_bn < 0:
             raise BeyondBPError(f"{setting('recompute_bn')} must be at least 0, got {self.recompute_bn}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:

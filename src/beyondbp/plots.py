@@ -33,13 +33,19 @@ def figure(path: Path, xlabel: str, ylabel: str, title: str, legend_title: str |
         plt.close(fig)
 
 
-def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], metric: str, path: Path, title: str = "") -> None:
-    """One line per label: the mean over seeds of ``metric`` per epoch, with a band of ± one std."""
+def metric_curve(history: Sequence[Mapping[str, Any]], metric: str) -> dict[int, float]:
+    """``metric`` of each evaluated epoch of a run's records (``metrics.jsonl``), by epoch."""
+    return {r["epoch"]: r[metric] for r in history if metric in r}
+
+
+def plot_curves(curves: Mapping[str, Sequence[Mapping[int, float]]], metric: str, path: Path,
+                title: str = "") -> None:
+    """One line per label: the mean over seeds of ``metric`` at the epochs all its runs evaluated
+    (:func:`metric_curve`), with a band of ± one std."""
     with figure(path, "epoch", metric.replace("_", " "), title) as ax:
         for label, runs in curves.items():
-            length = min(len(r) for r in runs)
-            values = np.array([r[:length] for r in runs], dtype=float)
-            epochs = np.arange(1, length + 1)
+            epochs = sorted(set.intersection(*(set(r) for r in runs)))
+            values = np.array([[r[e] for e in epochs] for r in runs], dtype=float)
             mean, std = values.mean(axis=0), values.std(axis=0)
             ax.plot(epochs, mean, label=label)
             if len(runs) > 1:

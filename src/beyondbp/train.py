@@ -108,9 +108,11 @@ class Trainer:
             and the scale halved), for methods whose gradients all come from backpropagating the loss.
         compile: run the method's steps on ``torch.compile(model)`` (same parameters; evaluation and
             checkpoints use the model itself), for methods that declare ``supports_compile``.
-        recompute_bn: at the end of every epoch, before the evaluation and the checkpoint, the batch norms'
-            running statistics are recomputed from this many training batches at the current weights
+        recompute_bn: at the end of every epoch that is evaluated (and of the last), before the evaluation
+            and the checkpoint, the batch norms' running statistics are recomputed from this many training batches at the current weights
             (:mod:`beyondbp.bn_statistics`); 0 keeps the running averages of training.
+        eval_every: ``eval_set`` is evaluated after every N-th epoch and after the last; the other epochs'
+            records have no test metrics.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -123,7 +125,8 @@ class Trainer:
                  upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  executor: Executor | None = None, schedule: ScheduleOptions | None = None,
                  clip_grad_norm: float | None = None, augmentation: CropFlip | None = None,
-                 precision: str = "fp32", compile: bool = False, recompute_bn: int = 0):
+                 precision: str = "fp32", compile: bool = False, recompute_bn: int = 0,
+                 eval_every: int = 1):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -163,6 +166,9 @@ class Trainer:
                                 f"{type(self.model).__name__} has no batch norm that keeps running statistics: "
                                 f"leave it at 0")
         self.recompute_bn = recompute_bn
+        if eval_every < 1:
+            raise BeyondBPError(f"eval_every must be at least 1, got {eval_every}")
+        self.eval_every = eval_every
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self.watts_per_core = watts_per_core
@@ -207,9 +213,10 @@ class Trainer:
                           "train_joules": train_joules, **cost}
                 if self.scheduler is not None:
                     record["lr"] = self.optimizer.param_groups[0]["lr"]
-                if self.recompute_bn:
+                due = epoch % self.eval_every == 0 or epoch == epochs
+                if self.recompute_bn and due:
                     self.executor.recompute_bn(self, train, batch_size, epoch_generator(seed, epoch, BN_STATISTICS))
-                self._end_epoch(record, lowrank_events, train, eval_set, align_every)
+                self._end_epoch(record, lowrank_events, train, eval_set if due else None, align_every)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("test_")})
         if self.logger is not None and self.history:
             final = {k: v for k, v in self.history[-1].items() if k.startswith("test_") and isinstance(v, float)}

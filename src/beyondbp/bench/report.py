@@ -40,7 +40,7 @@ def percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
 
 
-def plot_suite(name: str, curves: dict[tuple[str, str, str], dict[str, list[list[float]]]],
+def plot_suite(name: str, curves: dict[tuple[str, str, str], dict[str, list[dict[int, float]]]],
                results_dir: Path) -> None:
     """One plot per (dataset, model, metric): the test metric per epoch of every method."""
     for (dataset, model, metric), by_method in curves.items():

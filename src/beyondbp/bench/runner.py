@@ -34,6 +34,7 @@ from ..errors import BeyondBPError, DivergenceError
 from ..experiment import run
 from ..metrics import HEADLINE
 from ..ngram import ngram_losses
+from ..plots import metric_curve
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
 from .machine import machine_description
@@ -260,7 +261,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
             final, best = outcome[metric], outcome[f"best_{metric}"]
             history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
             curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
-                [r[metric] for r in history])
+                metric_curve(history, metric))
             cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
                               "joules_per_epoch": outcome["train_joules"] / c.epochs if "train_joules" in outcome
                               else "", "energy_source": outcome.get("energy_source", ""),
