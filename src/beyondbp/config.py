@@ -38,7 +38,8 @@ SCHEMA = 3
 
 #: Settings a resumed run may change: they do not change what is computed (or only where), or, like
 #: ``eval_every``, only which epochs are evaluated.
-VOLATILE = ("epochs", "eval_every", "device", "data_placement", "data_dir", "download", "execution", "watts_per_core", "log")
+VOLATILE = ("epochs", "eval_every", "device", "data_placement", "data_dir", "download", "execution",
+            "watts_per_core", "log")
 
 
 @dataclass

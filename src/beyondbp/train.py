@@ -109,8 +109,8 @@ class Trainer:
         compile: run the method's steps on ``torch.compile(model)`` (same parameters; evaluation and
             checkpoints use the model itself), for methods that declare ``supports_compile``.
         recompute_bn: at the end of every epoch that is evaluated (and of the last), before the evaluation
-            and the checkpoint, the batch norms' running statistics are recomputed from this many training batches at the current weights
-            (:mod:`beyondbp.bn_statistics`); 0 keeps the running averages of training.
+            and the checkpoint, the batch norms' running statistics are recomputed from this many training
+            batches at the current weights (:mod:`beyondbp.bn_statistics`); 0 keeps the running averages.
         eval_every: ``eval_set`` is evaluated after every N-th epoch and after the last; the other epochs'
             records have no test metrics.
     """
