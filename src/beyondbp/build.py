@@ -88,6 +88,7 @@ def summarize(config: RunConfig, method: Method, loss: str, data: DataSplit,
         "train_seconds": last["train_seconds"],
         **({"train_joules": last["train_joules"], "energy_source": last["energy_source"]}
            if "train_joules" in last else {}),
+        **({"step_memory_mb": history[0]["step_memory_mb"]} if "step_memory_mb" in history[0] else {}),
         "metric": metric,
         "test_loss": last["test_loss"],
         metric: last[metric],

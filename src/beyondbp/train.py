@@ -31,6 +31,7 @@ from .energy import DEFAULT_WATTS_PER_CORE, EnergyMeter
 from .errors import BeyondBPError, DivergenceError
 from .executor import Executor
 from .lr_schedule import ScheduleOptions
+from .memory import peak_bytes
 from .methods import Method
 from .models.outputs import ensure_output
 from .objectives import Objective
@@ -46,6 +47,9 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
 ALIGN_BATCH = 256
+#: The training step whose gradient estimate's peak memory a run records as ``step_memory_mb`` (the first
+#: epoch's second step, after the first step's one-time allocations; the first in an epoch of one batch).
+MEMORY_STEP = 2
 
 
 class TrainingWarning(UserWarning):
@@ -171,6 +175,7 @@ class Trainer:
         self.eval_every = eval_every
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
+        self._step_memory: int | None = None
         self.watts_per_core = watts_per_core
         self.logger = logger if self.writes else None
         self._logged_steps = 0
@@ -260,6 +265,8 @@ class Trainer:
         epoch = record["epoch"]
         if epoch == 1:
             record["first_step_loss"] = self._first_step_loss
+            if self._step_memory is not None:
+                record["step_memory_mb"] = self._step_memory / 2 ** 20
         self._check_health(record, epoch)
         if self.lowrank is not None:
             record.update({self.lowrank.name: lowrank_events, **self.lowrank.report(self.model)})
@@ -296,7 +303,11 @@ class Trainer:
                 self.method.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
             with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
                                 enabled=self.precision != "fp32"):
-                loss = self.executor.gradients(self, x, t, index)
+                if epoch == 1 and number <= MEMORY_STEP:
+                    loss, self._step_memory = peak_bytes(lambda: self.executor.gradients(self, x, t, index),
+                                                         self.device)
+                else:
+                    loss = self.executor.gradients(self, x, t, index)
             if loss is not None:
                 if epoch == 1 and number == 1:
                     self._first_step_loss = loss

@@ -187,9 +187,12 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         lines += [f"![sweep {key}]({image_prefix}{suite.name}-{key}-sweep.png)" for key in sweep_points(suite, rows)]
         lines.append("")
     lines.append("'Final' is the test metric after the last epoch; 'best epoch' is the best test value over "
-                 "epochs, shown for reference only (choosing it would tune on the test set). 's / epoch': training "
-                 "seconds per epoch (runs shared the machine with the other jobs, so compare within a suite only); "
+                 "the evaluated epochs, shown for reference only (choosing it would tune on the test set). "
+                 "'s / epoch': training seconds per epoch (runs shared the machine with the other jobs, so compare "
+                 "within a suite only); "
                  "'trainable': the fraction of parameters trained at the end (below 100% with low-rank training); "
+                 "'step MB': the peak memory of one training step's gradient estimate beyond parameters and "
+                 "optimizer state (activations, graph, temporaries, new gradients; docs/usage.md); "
                  "'bytes sent / step' (data-parallel runs): what each rank sent per step, averaged over the run."
                  + (f" 'J / epoch': training energy per epoch, and its ratio to the table's first method; measured "
                     f"by {'; '.join(energy_sources)} (runs shared the machine, so an estimate from CPU time is "
@@ -201,14 +204,15 @@ def table_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, An
                 cost_rows: list[dict[str, Any]], communicates: bool, energy_sources: list[str],
                 title: str) -> list[str]:
     """One (data set, model) cell's table: each method's learning rate, final and best metric, cost and energy."""
-    lines = [title, "",
-             "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
-             + (" bytes sent / step |" if communicates else "") + (" J / epoch (× first) |" if energy_sources
-                                                                    else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if communicates else "") + ("---|" if energy_sources
-                                                                                   else "")]
     costs_of = lambda method: [r for r in cost_rows
                                if (r["dataset"], r["model"], r["method"]) == (dataset, model, method)]
+    measured = any(r.get("step_memory_mb") for m in by_method for r in costs_of(m))
+    lines = [title, "",
+             "| method | lr | final (mean ± std) | best epoch (mean ± std) | seeds | s / epoch | trainable |"
+             + (" step MB |" if measured else "") + (" bytes sent / step |" if communicates else "")
+             + (" J / epoch (× first) |" if energy_sources else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if measured else "") + ("---|" if communicates else "")
+             + ("---|" if energy_sources else "")]
     joules = {m: mean([float(r["joules_per_epoch"]) for r in costs_of(m)])
               for m in by_method if costs_of(m) and all(r.get("joules_per_epoch") for r in costs_of(m))}
     reference = joules.get(next(iter(by_method)))
@@ -221,9 +225,16 @@ def table_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, An
                      f"{mean_std([r['final'] for r in runs])} | {mean_std([r['best'] for r in runs])} | "
                      f"{len(runs)} | {cost('seconds_per_epoch', '{:.3g}')} | "
                      f"{cost('trainable_fraction', '{:.0%}')} |"
+                     + (f" {step_memory(costs)} |" if measured else "")
                      + (f" {cost('comm_bytes_per_step', '{:,.0f}')} |" if communicates else "")
                      + (f" {energy} |" if energy_sources else ""))
     return lines
+
+
+def step_memory(costs: list[dict[str, Any]]) -> str:
+    """The mean of the runs' ``step_memory_mb`` (runs from before it was measured have none: –)."""
+    values = [float(r["step_memory_mb"]) for r in costs if r.get("step_memory_mb")]
+    return f"{mean(values):.3g}" if values else "–"
 
 
 def corpus_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, Any]]],

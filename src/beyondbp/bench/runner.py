@@ -265,6 +265,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
             cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
                               "joules_per_epoch": outcome["train_joules"] / c.epochs if "train_joules" in outcome
                               else "", "energy_source": outcome.get("energy_source", ""),
+                              "step_memory_mb": outcome.get("step_memory_mb", ""),
                               "trainable_fraction": outcome.get("trainable_fraction", 1.0),
                               "comm_bytes_per_step": outcome.get("comm_bytes_per_step", 0.0)})
             if suite.align:

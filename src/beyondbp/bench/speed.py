@@ -5,11 +5,9 @@ Time: the median wall time of a whole training step (``zero_grad``, ``method.ste
 step by step so that drift of the machine (frequency, other load) hits all of them alike.
 
 Memory: the peak of memory allocated during ``method.step`` beyond what existed before
-it: parameters, optimizer state and gradients (these are allocated beforehand, so they
-are not counted; the step accumulates into them). That is the memory of activations, the
-autograd graph and temporaries. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
-allocation before the step. On CPU: the profiler's record of every allocation and free
-(``profile_memory=True``), summed in time order; the peak of that running sum.
+it (:func:`beyondbp.memory.peak_bytes`): parameters, optimizer state and gradients are
+allocated beforehand, so they are not counted (the step accumulates into them). That is
+the memory of activations, the autograd graph and temporaries.
 
 Energy: the mean energy of the timed steps (:class:`~beyondbp.energy.EnergyMeter` read around each one),
 labelled with its source.
@@ -18,21 +16,18 @@ labelled with its source.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from ..energy import EnergyMeter
 from ..execution import resolve_device
+from ..memory import peak_bytes
 from ..methods import make_method
 from ..models import build_model
 from ..objectives import make_objective
@@ -42,20 +37,6 @@ from .machine import machine_description
 SPEED_COLUMNS = ("method", "step_time_ms", "step_time_ratio", "step_memory_mb", "step_memory_ratio",
                  "step_energy_mj", "step_energy_ratio", "energy_source")
 NUM_OUTPUTS = 10
-
-
-@contextmanager
-def profiler_chatter_hidden() -> Iterator[None]:
-    """The CPU profiler's native code prints start/stop lines on file descriptor 2; hide them."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 class Setup:
@@ -97,22 +78,7 @@ class Setup:
         """Peak bytes allocated by one ``method.step`` beyond parameters, gradients and optimizer state."""
         for p in self.model.parameters():
             p.grad = torch.zeros_like(p)
-        if self.device.type == "cuda":
-            self.synchronize()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            before = torch.cuda.memory_allocated(self.device)
-            self.method_step()
-            self.synchronize()
-            return torch.cuda.max_memory_allocated(self.device) - before
-        with profiler_chatter_hidden(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            self.method_step()
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                        if e.name() == "[memory]")
-        running = peak = 0
-        for _, nbytes in events:
-            running += nbytes
-            peak = max(peak, running)
-        return peak
+        return peak_bytes(self.method_step, self.device)[1]
 
 
 def measure_speed(methods: Sequence[str], depth: int, width: int, batch_size: int, steps: int = 30,
