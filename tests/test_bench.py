@@ -123,6 +123,8 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert all(float(r["joules_per_epoch"]) > 0 and r["energy_source"] for r in costs)
     bp_row = next(line for line in md.splitlines() if line.startswith("| bp |"))
     assert bp_row.endswith("(1.00×) |") and "J / epoch (× first)" in md and costs[0]["energy_source"] in md
+    # and its step memory (the suite's runs recorded it)
+    assert all(float(r["step_memory_mb"]) > 0 for r in costs) and "| step MB |" in md
 
     # an edited suite does not report its old runs under its new settings
     (suites / "tiny.toml").write_text(TINY.replace('width = 16', 'width = 16\nactivation = "relu"'))
@@ -356,3 +358,21 @@ def test_a_corpus_suite_reports_the_ngram_floors_and_a_sample_per_method(tmp_pat
     md = (results / "corpus.md").read_text()
     assert f"| bp | {rows['bp'] / math.log(2):.3f} |" in md  # bits per token
     assert "unigram" in md and "**dfa**" in md and "```text" in md
+
+
+def test_bench_memory_measures_each_method_and_fills_the_suite_table_of_runs_that_lack_it(tmp_path):
+    """Two batches per method with the suite's settings; its first method is the ratio's reference; a suite's
+    cost rows without ``step_memory_mb`` (runs from before it was recorded) take the measured value."""
+    from beyondbp.bench.memory import run_memory_bench
+    from beyondbp.bench.report import with_measured_memory
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    path = run_memory_bench(load_suite(str(tmp_path / "tiny.toml")), tmp_path / "results", device="cpu")
+    rows = list(csv.DictReader(open(path)))
+    assert [r["method"] for r in rows] == ["bp", "drtp", "f3:delayed_error"]
+    assert all(float(r["step_memory_mb"]) > 0 for r in rows) and rows[0]["ratio"] == "1.0"
+    assert "beyondbp bench memory tiny" in path.with_name("tiny-memory-meta.json").read_text()
+    old = [{"dataset": "digits", "model": "mlp-1x16", "method": m, "step_memory_mb": ""} for m in ("bp", "drtp")]
+    old[1]["step_memory_mb"] = 9.5  # recorded by the run itself: kept
+    filled = with_measured_memory(old, path)
+    assert float(filled[0]["step_memory_mb"]) == float(rows[0]["step_memory_mb"]) and filled[1]["step_memory_mb"] == 9.5

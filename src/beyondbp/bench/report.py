@@ -231,6 +231,16 @@ def table_lines(dataset: str, model: str, by_method: dict[str, list[dict[str, An
     return lines
 
 
+def with_measured_memory(cost_rows: list[dict[str, Any]], memory_path: Path) -> list[dict[str, Any]]:
+    """``cost_rows`` whose runs recorded no ``step_memory_mb`` take the one ``bench memory`` measured for
+    their (data set, model, method), where there is such a file."""
+    if not memory_path.is_file():
+        return cost_rows
+    measured = {(r["dataset"], r["model"], r["method"]): r["step_memory_mb"] for r in read_rows(memory_path)}
+    return [r if r.get("step_memory_mb") else {**r, "step_memory_mb": measured.get(
+        (r["dataset"], r["model"], r["method"]), "")} for r in cost_rows]
+
+
 def step_memory(costs: list[dict[str, Any]]) -> str:
     """The mean of the runs' ``step_memory_mb`` (runs from before it was measured have none: –)."""
     values = [float(r["step_memory_mb"]) for r in costs if r.get("step_memory_mb")]
@@ -322,7 +332,8 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         alignment_path = results_dir / f"{suite.name}-alignment.csv"
         alignment_rows = read_rows(alignment_path) if alignment_path.is_file() else None
         cost_path = results_dir / f"{suite.name}-cost.csv"
-        cost_rows = read_rows(cost_path) if cost_path.is_file() else None
+        cost_rows = (with_measured_memory(read_rows(cost_path), results_dir / f"{suite.name}-memory.csv")
+                     if cost_path.is_file() else None)
         floor_path = results_dir / f"{suite.name}-floors.csv"
         floor_rows = read_rows(floor_path) if floor_path.is_file() else None
         samples_path = results_dir / f"{suite.name}-samples.csv"

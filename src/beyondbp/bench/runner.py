@@ -38,7 +38,7 @@ from ..plots import metric_curve
 from ..tables import read_rows, write_rows
 from ..train import METRICS_NAME, changed_settings
 from .machine import machine_description
-from .report import SAMPLE, plot_suite, plot_sweeps, suite_markdown, write_suite_csv
+from .report import SAMPLE, plot_suite, plot_sweeps, suite_markdown, with_measured_memory, write_suite_csv
 from .suite import Suite
 
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -274,6 +274,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
         rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
     write_rows(cost_rows, results_dir / f"{suite.name}-cost.csv")
+    cost_rows = with_measured_memory(cost_rows, results_dir / f"{suite.name}-memory.csv")
     floor_rows, sample_rows = corpus_extras(suite, jobs, results_dir)
     if suite.align:
         write_rows(alignment_rows, results_dir / f"{suite.name}-alignment.csv")

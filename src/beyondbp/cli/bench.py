@@ -1,4 +1,5 @@
-"""``beyondbp bench SUITE``, ``bench speed``, ``bench pipeline`` and ``results``: one parser each."""
+"""``beyondbp bench SUITE``, ``bench speed``, ``bench pipeline``, ``bench loop``, ``bench memory`` and
+``results``: one parser each."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from ..autopq.advanced_bench import run_advanced_suite
 from ..autopq.bench import run_autopq_suite
 from ..bench import load_suite, run_suite, write_results_md
 from ..bench.loop import LOOP_MODELS, loop_markdown, run_loop_bench
+from ..bench.memory import memory_markdown, run_memory_bench
 from ..bench.pipeline import PIPELINE_DEFAULTS, SCHEDULES, run_pipeline_bench
 from ..bench.runner import RESULTS_DIR
 from ..bench.speed import run_speed, speed_markdown
 from ..errors import BeyondBPError
 from ..options import int_list, name_list
+from ..tables import read_rows
 
 #: Commands of two words: ``beyondbp bench speed`` is parsed by the parser named "bench speed".
-SUBCOMMANDS = ("bench speed", "bench pipeline", "bench loop")
+SUBCOMMANDS = ("bench speed", "bench pipeline", "bench loop", "bench memory")
 
 
 def add(commands) -> None:
@@ -59,6 +62,11 @@ def add(commands) -> None:
     loop.add_argument("--device", default="auto", help="auto, cpu, cuda")
     loop.add_argument("--out", type=Path, help="default benchmarks/results/loop")
     loop.set_defaults(handler=cmd_loop)
+
+    memory = commands.add_parser("bench memory", help="step memory of each of a suite's methods (two batches each)")
+    memory.add_argument("suite", help="suite name (e.g. lm) or path to a .toml file")
+    memory.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    memory.set_defaults(handler=cmd_memory)
 
     results = commands.add_parser("results", help="regenerate benchmarks/RESULTS.md from benchmarks/results/")
     results.set_defaults(handler=cmd_results)
@@ -118,6 +126,14 @@ def cmd_loop(args: argparse.Namespace) -> int:
     rows = run_loop_bench(args.models, args.samples, args.batch_size, args.rounds, out, device=args.device)
     print(loop_markdown(rows, json.loads((out / "meta.json").read_text())), end="")
     print(f"results: {out / 'loop.csv'}")
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    path = run_memory_bench(load_suite(args.suite), RESULTS_DIR, device=args.device)
+    meta = json.loads(path.with_name(f"{path.stem}-meta.json").read_text())
+    print(memory_markdown(read_rows(path), meta), end="")
+    print(f"results: {path}; updated {updated_results()}")
     return 0
 
 
