@@ -371,7 +371,7 @@ def test_bench_memory_measures_each_method_and_fills_the_suite_table_of_runs_tha
     rows = list(csv.DictReader(open(path)))
     assert [r["method"] for r in rows] == ["bp", "drtp", "f3:delayed_error"]
     assert all(float(r["step_memory_mb"]) > 0 for r in rows) and rows[0]["ratio"] == "1.0"
-    assert "beyondbp bench memory tiny" in path.with_name("tiny-memory-meta.json").read_text()
+    assert "beyondbp bench memory tiny" in path.with_suffix(".json").read_text()
     old = [{"dataset": "digits", "model": "mlp-1x16", "method": m, "step_memory_mb": ""} for m in ("bp", "drtp")]
     old[1]["step_memory_mb"] = 9.5  # recorded by the run itself: kept
     filled = with_measured_memory(old, path)

@@ -41,14 +41,15 @@ def measure_suite_memory(suite: Suite, device: str = "auto") -> list[dict[str, A
 
 
 def run_memory_bench(suite: Suite, results_dir: Path, device: str = "auto") -> Path:
-    """Measure and write ``SUITE-memory.csv`` and ``SUITE-memory-meta.json`` into ``results_dir``."""
+    """Measure and write ``SUITE-memory.csv`` and ``SUITE-memory.json`` (command, machine, date) into
+    ``results_dir``."""
     rows = measure_suite_memory(suite, device)
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{suite.name}-memory.csv"
     write_rows(rows, path, MEMORY_COLUMNS)
     meta = {"command": f"beyondbp bench memory {suite.name} --device {device}", "machine": machine_description(),
             "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    path.with_name(f"{suite.name}-memory-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    path.with_name(f"{suite.name}-memory.json").write_text(json.dumps(meta, indent=2) + "\n")
     return path
 
 

@@ -131,7 +131,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 def cmd_memory(args: argparse.Namespace) -> int:
     path = run_memory_bench(load_suite(args.suite), RESULTS_DIR, device=args.device)
-    meta = json.loads(path.with_name(f"{path.stem}-meta.json").read_text())
+    meta = json.loads(path.with_suffix(".json").read_text())
     print(memory_markdown(read_rows(path), meta), end="")
     print(f"results: {path}; updated {updated_results()}")
     return 0
