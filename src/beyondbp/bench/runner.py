@@ -230,6 +230,34 @@ def corpus_extras(suite: Suite, jobs: list[Job], results_dir: Path) -> tuple[lis
     return floor_rows, sample_rows
 
 
+def collect_outcomes(jobs: list[Job], outcomes: list[dict[str, Any]], align: bool) -> tuple[list, dict, list, list]:
+    """The finished runs as the suite's rows (final and best metric), test curves per (data set, model, metric)
+    and method, alignment rows (where measured) and cost rows."""
+    rows, curves, alignment_rows, cost_rows = [], {}, [], []
+    for job, outcome in zip(jobs, outcomes):
+        c = job.config
+        metric = HEADLINE[cached_data(c).task][0]
+        key = {"dataset": c.dataset, "model": job.model, "method": job.method, "seed": c.seed}
+        if "diverged" in outcome:
+            final = best = math.nan
+        else:
+            final, best = outcome[metric], outcome[f"best_{metric}"]
+            history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
+            curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
+                metric_curve(history, metric))
+            cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
+                              "joules_per_epoch": outcome["train_joules"] / c.epochs if "train_joules" in outcome
+                              else "", "energy_source": outcome.get("energy_source", ""),
+                              "step_memory_mb": outcome.get("step_memory_mb", ""),
+                              "trainable_fraction": outcome.get("trainable_fraction", 1.0),
+                              "comm_bytes_per_step": outcome.get("comm_bytes_per_step", 0.0)})
+            if align:
+                alignment_rows += [{**key, "layer": layer, "cosine": values["cosine"], "angle": values["angle"]}
+                                   for layer, values in history[-1]["alignment"]["layers"].items()]
+        rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
+    return rows, curves, alignment_rows, cost_rows
+
+
 def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_dir: Path = RESULTS_DIR) -> Path:
     """Run the whole suite and write ``results_dir/SUITE.csv``, ``-lr.csv``, ``-cost.csv`` (training seconds
     per epoch, trainable fraction and bytes sent per step per run), ``.md``, ``-meta.json`` and plots (and
@@ -250,28 +278,7 @@ def run_suite(suite: Suite, n_jobs: int = 1, runs_dir: Path = RUNS_DIR, results_
                             run_dir(runs_dir, dataset, model, method, f"seed{seed}-lr{lr:g}"),
                             model=model, method=method, align_every=epochs if suite.align else 0))
     outcomes, ran = execute(jobs, n_jobs, f"{suite.name}: runs")
-    rows, curves, alignment_rows, cost_rows = [], {}, [], []
-    for job, outcome in zip(jobs, outcomes):
-        c = job.config
-        metric = HEADLINE[cached_data(c).task][0]
-        key = {"dataset": c.dataset, "model": job.model, "method": job.method, "seed": c.seed}
-        if "diverged" in outcome:
-            final = best = math.nan
-        else:
-            final, best = outcome[metric], outcome[f"best_{metric}"]
-            history = [json.loads(line) for line in (job.out_dir / METRICS_NAME).read_text().splitlines()]
-            curves.setdefault((c.dataset, job.model, metric), {}).setdefault(job.method, []).append(
-                metric_curve(history, metric))
-            cost_rows.append({**key, "seconds_per_epoch": outcome["train_seconds"] / c.epochs,
-                              "joules_per_epoch": outcome["train_joules"] / c.epochs if "train_joules" in outcome
-                              else "", "energy_source": outcome.get("energy_source", ""),
-                              "step_memory_mb": outcome.get("step_memory_mb", ""),
-                              "trainable_fraction": outcome.get("trainable_fraction", 1.0),
-                              "comm_bytes_per_step": outcome.get("comm_bytes_per_step", 0.0)})
-            if suite.align:
-                alignment_rows += [{**key, "layer": layer, "cosine": values["cosine"], "angle": values["angle"]}
-                                   for layer, values in history[-1]["alignment"]["layers"].items()]
-        rows.append({**key, "epochs": c.epochs, "metric": metric, "final": final, "best": best})
+    rows, curves, alignment_rows, cost_rows = collect_outcomes(jobs, outcomes, suite.align)
     write_suite_csv(rows, results_dir / f"{suite.name}.csv")
     write_rows(cost_rows, results_dir / f"{suite.name}-cost.csv")
     cost_rows = with_measured_memory(cost_rows, results_dir / f"{suite.name}-memory.csv")
