@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods import Backprop, DirectFeedback, FeedbackAlignment, make_method
 from beyondbp.objectives import make_objective
 
@@ -212,6 +213,40 @@ def test_dfa_feeds_back_the_softmax_error_under_cross_entropy(tiny):
     logits.requires_grad_(True)
     ce(logits, t).backward()
     torch.testing.assert_close(softmax_error, -len(x) * logits.grad)
+
+
+def test_dfa_from_the_head_input_carries_the_error_back_through_the_head_first(tiny):
+    """``feedback_from="head-input"`` (Launay et al. 2020): the hidden block receives (e J_head) B with
+    J_head the head's Jacobian at this pass (here a Linear and a sigmoid: e ⊙ σ'(a2) W2), and B is 3 × 3."""
+    model, x, t, index = tiny
+    ce = make_objective("ce", "classification")
+    model[1][1] = torch.nn.Identity()
+    method = make_method("dfa", feedback_from="head-input")
+    method.attach(model, num_outputs=2, num_samples=4)
+    b1 = torch.tensor([[0.3, -0.5, 0.9], [-0.7, 0.2, 0.4], [0.1, 0.8, -0.6]])
+    method.feedback = [b1]
+    model.zero_grad()
+    method.step(model, x, t, index, ce)
+    h1, _, w2 = forward_by_hand(model, x)
+    error = t - torch.softmax(h1 @ w2.T + model[1][0].bias.detach(), dim=1)
+    delta_a1 = (error @ w2 @ b1) * (1 - h1 ** 2)
+    torch.testing.assert_close(model[0][0].weight.grad, delta_a1.T @ x)
+    assert method.signal_width == 3 and method.execution == "autograd"
+
+
+def test_feedback_from_the_head_input_is_refused_where_it_cannot_work(tiny):
+    with pytest.raises(BeyondBPError, match="carried back through the head at this pass"):
+        make_method("drtp", feedback_from="head-input", execution="forward")
+    with pytest.raises(BeyondBPError, match="buffer_rank store keeps only r dimensions"):
+        make_method("f3:delayed_error_softmax", feedback_from="head-input", buffer_rank=4)
+    from beyondbp.models.vit import MeanTokens
+    tokens = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 4)),
+                                 torch.nn.Sequential(MeanTokens(), torch.nn.Linear(4, 2)))
+    method = make_method("dfa", feedback_from="head-input")
+    method.attach(tokens, num_outputs=2, num_samples=4)
+    with pytest.raises(UnsupportedModelError, match=r"shaped like the signal but for its width, \[4\] \+ \[width\]"):
+        method.step(tokens, torch.randn(4, 3, 2), torch.eye(2)[[0, 1, 0, 1]], None,
+                    make_objective("ce", "classification"))
 
 
 def _token_model():

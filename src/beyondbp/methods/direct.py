@@ -32,6 +32,13 @@ C × width and each token's signal enters that token's position, ``s_t @ B_i`` (
 et al. 2020); a point must then output ``[batch, T, width]``. Feedback per block (the
 default points) or per sublayer (attention and MLP as points) is a choice of points.
 
+Where the signal is taken (``feedback_from``): ``"output"`` projects the signal over the C outputs (Nøkland
+2016). ``"head-input"`` first carries it back through the head (everything after the last point) by the head's
+exact backward, ``s_h = J_headᵀ s``, and projects that: ``B_i`` then has the head input's width as rows.
+Launay et al. (2020) train their language models this way (their feedback enters before the projection to
+the vocabulary, whose size would make ``B_i`` huge); it needs the head's Jacobian at this pass, so it runs in
+autograd execution, and the head's input must be ``[batch, width]`` (``[batch, T, width]`` per token).
+
 Any ``nn.Module`` works: the signal enters at its feedback points (module names, see
 :mod:`.points`; default: every block but the last of a sequence of blocks, or the
 top-level children of any other module in the order they run).
@@ -170,10 +177,15 @@ class DirectFeedback(Method):
         if options.buffer_rank and self.signal.one_hot:
             raise BeyondBPError(f"buffer_rank: signal '{self.signal.name}' multiplies the stored error with the "
                                 f"target class by class, which needs the full error; use e.g. delayed_error_softmax")
-        in_advance = self.signal is None or self.signal.known_in_advance
+        self.from_head = options.feedback_from == "head-input"
+        if self.from_head and options.buffer_rank:
+            raise BeyondBPError("feedback_from head-input carries the signal over the C outputs back through the "
+                                "head; a buffer_rank store keeps only r dimensions of it: leave out one of them")
+        in_advance = self.signal is None or (self.signal.known_in_advance and not self.from_head)
         if options.execution == "forward" and not in_advance:
-            raise BeyondBPError(f"{name}'s signal '{self.signal.name}' is only known after the forward pass; "
-                                f"use execution 'autograd'")
+            why = ("is only known after the forward pass" if not self.from_head else
+                   "is carried back through the head at this pass (feedback_from head-input)")
+            raise BeyondBPError(f"{name}'s signal '{self.signal.name}' {why}; use execution 'autograd'")
         execution = options.execution
         self.execution = ("forward" if in_advance else "autograd") if execution == "auto" else execution
         if options.unlocked and self.execution != "forward":
@@ -188,6 +200,8 @@ class DirectFeedback(Method):
         self.sequence: tuple[list[nn.Module], nn.Module] | None = None
         #: How the model's read-out uses the last point's positions (:mod:`.read_out`); None until probed.
         self.read_out: ReadOut | None = None
+        #: feedback_from head-input: the width of the head's input, the rows of every ``B_i``.
+        self.head_width: int | None = None
 
     @property
     def unlocked(self) -> bool:
@@ -240,8 +254,9 @@ class DirectFeedback(Method):
 
     @property
     def signal_width(self) -> int:
-        """The rows of each ``B_i``: the number of outputs, or the delayed buffer's rank."""
-        return self.options.buffer_rank or self.num_outputs
+        """The rows of each ``B_i``: the number of outputs, the delayed buffer's rank, or the head input's
+        width (``feedback_from`` head-input)."""
+        return self.head_width or self.options.buffer_rank or self.num_outputs
 
     def _feedback_width(self, i: int, h: Tensor) -> int:
         """The columns of ``B_i`` for point ``i``'s output ``h`` (see the module docstring)."""
@@ -452,12 +467,16 @@ class DirectFeedback(Method):
             for p in model.parameters():
                 p.grad = None  # only the segment just updated may carry a gradient when it is stepped
         outputs: list[Tensor] = []
+        head_inputs: list[Tensor] = []
 
         def at_point(i: int, h: Tensor) -> Tensor:
             if self.execution == "forward":
                 self._inject(i, h, s)
             else:
                 outputs.append(h)
+            if self.from_head and i == len(points.names) - 1:
+                head_inputs.append(h.detach().requires_grad_())
+                return head_inputs[-1]
             return h.detach()
 
         with points.hooked(at_point):
@@ -468,6 +487,8 @@ class DirectFeedback(Method):
             current = self.signal.after_pass(y.detach(), t, index, objective, self.buffer)
             if s is None and current is not None:  # DFA's error exists only now
                 s = signal_of(current, t, self.options.center_signal)
+        if self.from_head and s is not None:
+            s = self._through_head(y, head_inputs[-1], s)
         segments = [points.segment(i, h) for i, h in enumerate(outputs)]
         torch.autograd.backward(loss, inputs=points.segment(len(points.names), loss))
         if s is not None:  # the matrices are drawn in point order, then the injections run last first
@@ -477,6 +498,20 @@ class DirectFeedback(Method):
                     torch.autograd.backward(h, self.injected(s, b, h), inputs=params)
                 self._drop_excluded(params)
         return y.detach(), loss
+
+    def _through_head(self, y: Tensor, head_input: Tensor, s: Tensor) -> Tensor:
+        """``J_headᵀ s``: the signal over the outputs carried back to the head's input (``feedback_from``
+        head-input), checked to be one row per sample (per token for a signal per token)."""
+        if not head_input.requires_grad or not y.requires_grad:
+            raise UnsupportedModelError(f"{self.label}: feedback_from head-input needs a head with a path from the "
+                                        f"last feedback point '{self.points.names[-1]}' to the output")
+        carried = torch.autograd.grad(y, head_input, grad_outputs=s.to(y.dtype), retain_graph=True)[0]
+        if carried.dim() != s.dim() or carried.shape[:-1] != s.shape[:-1]:
+            raise UnsupportedModelError(f"{self.label}: feedback_from head-input needs the head's input "
+                                        f"(the output of '{self.points.names[-1]}') shaped like the signal but for "
+                                        f"its width, {list(s.shape[:-1])} + [width]; got {list(carried.shape)}")
+        self.head_width = carried.shape[-1]
+        return carried.detach()
 
     def _inject(self, i: int, h: Tensor, s: Tensor | None) -> None:
         """Forward execution in a hook: point ``i``'s segment gets its gradient from ``s @ B_i`` now."""

@@ -18,6 +18,7 @@ DEFAULT_F3_SIGNAL = "delayed_error_one_hot"
 BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 EXECUTIONS = ("auto", "autograd", "forward")
 TOKEN_FEEDBACK = ("read-out", "shared", "per-token")
+FEEDBACK_FROM = ("output", "head-input")
 #: Parameter kinds that ``feedback_exclude`` can keep out of direct feedback.
 EXCLUDABLE = ("bias", "norm")
 
@@ -41,6 +42,10 @@ class DirectOptions(FeedbackMatrixOptions, PointOptions):
                                            "forward where possible", choices=EXECUTIONS)
     unlocked: bool = option(False, GROUP, "with forward execution: step each block's optimizer as soon as its "
                                           "gradient exists")
+    feedback_from: str = option("output", GROUP, "the signal projected: output (over the C outputs) or "
+                                                 "head-input (carried back through the head, everything after the "
+                                                 "last point, to its input; Launay et al. 2020's transformers)",
+                                choices=FEEDBACK_FROM)
     center_signal: bool = option(False, GROUP, "remove each sample's mean over classes from the signal (not in the "
                                                "papers)")
     feedback_exclude: tuple[str, ...] = option((), GROUP, "parameter kinds of hidden blocks kept out of the "
