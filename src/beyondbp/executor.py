@@ -55,6 +55,9 @@ class Trainer(Protocol):
 class Executor:
     """Steps in this process; with ``parallel``, as one rank of data-parallel training."""
 
+    #: Whether the trainer measures a step's memory (``step_memory_mb``) around :meth:`gradients`.
+    measures_step_memory = True
+
     def __init__(self, parallel: DataParallel | None = None):
         self.parallel = parallel
 

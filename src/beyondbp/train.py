@@ -303,7 +303,7 @@ class Trainer:
                 self.method.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
             with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
                                 enabled=self.precision != "fp32"):
-                if epoch == 1 and number <= MEMORY_STEP:
+                if epoch == 1 and number <= MEMORY_STEP and self.executor.measures_step_memory:
                     loss, self._step_memory = peak_bytes(lambda: self.executor.gradients(self, x, t, index),
                                                          self.device)
                 else:

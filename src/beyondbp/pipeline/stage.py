@@ -115,7 +115,11 @@ def on_cpu(value: Any) -> Any:
 class StageExecutor(Executor):
     """This process's stage of a pipelined run: its blocks, its optimizer (made by ``make_optimizer`` from the
     blocks' parameters once the cut is known) and its links to the neighbouring stages. ``balance`` chooses
-    the cut (:mod:`.split`); ``announce`` prints it on stage 0."""
+    the cut (:mod:`.split`); ``announce`` prints it on stage 0. Each stage reports its own peak memory with
+    the epoch (``stages``), so no step is profiled (with the CPU profiler around a stage's step, which sends
+    and receives, a stage process died without a message)."""
+
+    measures_step_memory = False
 
     def __init__(self, make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
                  balance: str = "parameters", announce: bool = True):
