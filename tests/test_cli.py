@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 from torch import nn
@@ -27,6 +28,27 @@ def test_train_writes_summary_metrics_and_checkpoint(tmp_path, capsys):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "checkpoint.pt").is_file()
     assert "test_accuracy" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_not_written_over_and_sgd_direct_feedback_is_warned(tmp_path, capsys):
+    """A second ``train`` into a folder that holds a run is refused (exit 2, the run untouched) unless it
+    resumes; direct feedback under SGD without --feedback-batch-mean is warned about, with it not."""
+    args = ["train", "--method", "dfa", "--optimizer", "sgd", "--out", str(tmp_path), *FAST]
+    with pytest.warns(UserWarning, match="a step 50 times the mean loss's gradient"):
+        assert main(args) == 0
+    capsys.readouterr()
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    assert main(args + ["--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{tmp_path} already holds a run (checkpoint.pt): --resume continues it, another --out "
+                        f"starts a new one (or delete the folder)") and "Traceback" not in err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
+    assert main(args + ["--epochs", "3", "--resume", "--feedback-batch-mean"]) == 2  # another setting: refused
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "--method", "dfa", "--optimizer", "sgd", "--feedback-batch-mean",
+                     "--out", str(tmp_path / "mean"), *FAST]) == 0
+    assert not [w for w in caught if "mean loss's gradient" in str(w.message)]
 
 
 def test_train_regression_summary(tmp_path):

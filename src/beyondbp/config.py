@@ -16,6 +16,7 @@ written by older versions into today's form, in one place.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,11 @@ class RunConfig(_RunFields):
             raise BeyondBPError(f"{setting('lowrank', 'ab')} needs data-parallel training on at least 2 processes: "
                                 f"set {setting('nproc', 2)} (or launch with torchrun)")
         lowrank.check_method(method)
+        if (self.optimizer == "sgd" and getattr(method, "signal", None) is not None and not self.feedback_batch_mean
+                and self.batch_size > 1):
+            warnings.warn(f"{method.label} with sgd: each sample's feedback s B_i is summed over the batch, a step "
+                          f"{self.batch_size} times the mean loss's gradient that bp follows at the same learning "
+                          f"rate; --feedback-batch-mean divides it by the batch size", stacklevel=1)
         return method
 
     def run_info(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ..build import restore_run
 from ..checkpoint import CHECKPOINT_NAME
 from ..diagnostics import alignment
 from ..distributed import launched_rank, launched_world
+from ..errors import BeyondBPError
 from ..experiment import run
 from ..methods import method_flags
 from .common import add_run_options, config_from, data_name, markdown_table, output_folder
@@ -51,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
     out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
+    if not args.resume and (out / CHECKPOINT_NAME).is_file():  # a run's hours are not written over by a typo
+        raise BeyondBPError(f"{out} already holds a run ({CHECKPOINT_NAME}): --resume continues it, another --out "
+                            f"starts a new one (or delete the folder)")
     if args.resume and not (out / CHECKPOINT_NAME).is_file() and launched_rank() == 0:
         print(f"beyondbp: --resume: no checkpoint in {out}; starting from epoch 1", file=sys.stderr)
     summary = run(config, out, resume=args.resume, progress=not args.no_progress, align_every=args.align_every)
