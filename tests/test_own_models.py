@@ -301,9 +301,11 @@ def test_layerwise_methods_refuse_to_step_before_attach_and_start_afresh_when_at
 
 
 def test_a_data_loader_run_equals_the_in_memory_run_with_the_same_order():
+    """The same order through a DataLoader, also one with worker processes (and pinned memory where there is a
+    GPU to copy to), gives the in-memory run's weights."""
     data = blobs()
     weights = []
-    for kind in ("memory", "loader"):
+    for kind in ("memory", "loader", "workers"):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Sequential(nn.Linear(4, 8), nn.Tanh()), nn.Sequential(nn.Linear(8, 3), nn.Sigmoid()))
         trainer = Trainer(model, make_method("f3"), torch.optim.Adam(model.parameters(), 1e-2), BCE, progress=False)
@@ -314,12 +316,14 @@ def test_a_data_loader_run_equals_the_in_memory_run_with_the_same_order():
             labels = data.train.t.argmax(1)  # class indices, converted by the objective
             # its own generator: a DataLoader without one draws its seed from the global RNG, which also
             # draws the feedback matrices
+            workers = {"num_workers": 2, "pin_memory": torch.cuda.is_available()} if kind == "workers" else {}
             loader = DataLoader(WithIndex(TensorDataset(data.train.x, labels)), batch_size=20, sampler=order,
-                                generator=torch.Generator())
+                                generator=torch.Generator(), **workers)
             trainer.fit(loader, epochs=1)
         weights.append([p.detach().clone() for p in model.parameters()])
-    for a, b in zip(*weights):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_trainer_takes_a_subclass_and_a_loader_of_pairs_and_dfa_beats_shallow():
