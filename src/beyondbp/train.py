@@ -117,6 +117,8 @@ class Trainer:
             batches at the current weights (:mod:`beyondbp.bn_statistics`); 0 keeps the running averages.
         eval_every: ``eval_set`` is evaluated after every N-th epoch and after the last; the other epochs'
             records have no test metrics.
+        step_memory: record ``step_memory_mb`` in the first epoch's record (:data:`MEMORY_STEP`); on a CPU the
+            profiler this takes adds a few seconds to the first epoch, so a timing of the loop turns it off.
     """
 
     def __init__(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer | None,
@@ -130,7 +132,7 @@ class Trainer:
                  executor: Executor | None = None, schedule: ScheduleOptions | None = None,
                  clip_grad_norm: float | None = None, augmentation: CropFlip | None = None,
                  precision: str = "fp32", compile: bool = False, recompute_bn: int = 0,
-                 eval_every: int = 1):
+                 eval_every: int = 1, step_memory: bool = True):
         self.model = ensure_output(model).to(device)
         self.method = method
         self.optimizer = optimizer
@@ -176,6 +178,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._first_step_loss: float | None = None
         self._step_memory: int | None = None
+        self.measures_step_memory = step_memory and self.executor.measures_step_memory
         self.watts_per_core = watts_per_core
         self.logger = logger if self.writes else None
         self._logged_steps = 0
@@ -303,7 +306,7 @@ class Trainer:
                 self.method.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
             with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
                                 enabled=self.precision != "fp32"):
-                if epoch == 1 and number <= MEMORY_STEP and self.executor.measures_step_memory:
+                if epoch == 1 and number <= MEMORY_STEP and self.measures_step_memory:
                     loss, self._step_memory = peak_bytes(lambda: self.executor.gradients(self, x, t, index),
                                                          self.device)
                 else:
