@@ -51,6 +51,18 @@ def test_a_finished_run_is_not_written_over_and_sgd_direct_feedback_is_warned(tm
     assert not [w for w in caught if "mean loss's gradient" in str(w.message)]
 
 
+def test_a_run_without_out_starts_beside_the_earlier_ones_and_resume_continues_the_first(tmp_path, monkeypatch,
+                                                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert main(["train", "--method", "drtp", *FAST]) == 0
+    assert "outputs in runs/drtp-digits-seed0-2" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "drtp-digits-seed0" / "checkpoint.pt").is_file()
+    assert main(["train", "--method", "drtp", *FAST, "--epochs", "3", "--resume"]) == 0
+    assert "after 3 epochs" in capsys.readouterr().out
+    assert json.loads((tmp_path / "runs" / "drtp-digits-seed0" / "summary.json").read_text())["epochs"] == 3
+
+
 def test_train_regression_summary(tmp_path):
     assert main(["train", "--dataset", "diabetes", "--method", "drtp", "--out", str(tmp_path), *FAST]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

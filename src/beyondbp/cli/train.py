@@ -39,6 +39,16 @@ def add(commands) -> None:
     align.set_defaults(handler=cmd_align)
 
 
+def unused_folder(default: Path) -> Path:
+    """``default``, or ``default-2``, ``-3``, ... if it holds a run: a new run without ``--out`` starts afresh
+    beside the earlier ones (``--resume`` without ``--out`` continues ``default`` itself)."""
+    folder, number = default, 1
+    while (folder / CHECKPOINT_NAME).is_file():
+        number += 1
+        folder = default.with_name(f"{default.name}-{number}")
+    return folder
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args, args.method, args.seed)
     config.validate()
@@ -51,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{'is' if len(unused) == 1 else 'are'} ignored; its options: {options}", file=sys.stderr)
     if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
-    out = output_folder(args.out, Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}")
+    default = Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}"
+    out = output_folder(args.out, default if args.resume or args.out else unused_folder(default))
     if not args.resume and (out / CHECKPOINT_NAME).is_file():  # a run's hours are not written over by a typo
         raise BeyondBPError(f"{out} already holds a run ({CHECKPOINT_NAME}): --resume continues it, another --out "
                             f"starts a new one (or delete the folder)")
