@@ -78,6 +78,18 @@ def resumable_checkpoint(path: Path | None, device: torch.device, run_info: dict
     return state
 
 
+def checked_precision(precision: str, method: Method) -> str:
+    """``precision``, refused where ``method`` cannot train under it."""
+    if precision not in PRECISIONS:
+        raise BeyondBPError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not method.supports_autocast:
+        raise BeyondBPError(f"{method.label} does not run under {precision} autocast yet; use precision fp32")
+    if precision == "fp16" and not method.supports_loss_scaling:
+        raise BeyondBPError(f"{method.label} fills gradients that do not all come from backpropagating the loss, "
+                            f"so fp16's loss scaling cannot protect them from underflow; use precision bf16 or fp32")
+    return precision
+
+
 class Trainer:
     """Trains ``model`` with any :class:`~beyondbp.methods.Method` and any ``torch.optim`` optimizer.
 
@@ -153,15 +165,7 @@ class Trainer:
         self.writes = self.executor.writes
         self.schedule, self.scheduler = schedule, None
         self.clip_grad_norm, self.augmentation = clip_grad_norm, augmentation
-        if precision not in PRECISIONS:
-            raise BeyondBPError(f"unknown precision '{precision}'; known: {', '.join(PRECISIONS)}")
-        if precision != "fp32" and not method.supports_autocast:
-            raise BeyondBPError(f"{method.label} does not run under {precision} autocast yet; use precision fp32")
-        if precision == "fp16" and not method.supports_loss_scaling:
-            raise BeyondBPError(f"{method.label} fills gradients that do not all come from backpropagating the loss, "
-                                f"so fp16's loss scaling cannot protect them from underflow; use precision bf16 "
-                                f"or fp32")
-        self.precision = precision
+        self.precision = checked_precision(precision, method)
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         if compile and not method.supports_compile:
             raise BeyondBPError(f"{method.label} cannot run compiled: its step uses hooks or products of its own "
