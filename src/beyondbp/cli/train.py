@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if launched_world() is not None and config.stages == 1:  # launched by torchrun: one rank of the run
         config.nproc = launched_world()
     default = Path("runs") / f"{args.method.replace(':', '-')}-{data_name(args)}-seed{args.seed}"
-    out = output_folder(args.out, default if args.resume or args.out else unused_folder(default))
+    out = output_folder(args.out, default if args.resume else unused_folder(default))
     if not args.resume and (out / CHECKPOINT_NAME).is_file():  # a run's hours are not written over by a typo
         raise BeyondBPError(f"{out} already holds a run ({CHECKPOINT_NAME}): --resume continues it, another --out "
                             f"starts a new one (or delete the folder)")
