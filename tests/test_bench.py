@@ -376,3 +376,14 @@ def test_bench_memory_measures_each_method_and_fills_the_suite_table_of_runs_tha
     old[1]["step_memory_mb"] = 9.5  # recorded by the run itself: kept
     filled = with_measured_memory(old, path)
     assert float(filled[0]["step_memory_mb"]) == float(rows[0]["step_memory_mb"]) and filled[1]["step_memory_mb"] == 9.5
+
+
+def test_bench_memory_leaves_empty_the_cells_of_pipeline_stages_which_measure_none(tmp_path, monkeypatch):
+    from beyondbp.bench import memory
+
+    measured = {"bp": {"step_memory_mb": 2.0}, "drtp": {}, "f3": {"step_memory_mb": 1.0}}
+    monkeypatch.setattr(memory, "run", lambda config, out, progress: measured[config.method.split(":")[0]])
+    (tmp_path / "tiny.toml").write_text(TINY)
+    rows = memory.measure_suite_memory(load_suite(str(tmp_path / "tiny.toml")), device="cpu")
+    assert [(r["step_memory_mb"], r["ratio"]) for r in rows] == [(2.0, 1.0), ("", ""), (1.0, 0.5)]
+    assert "| drtp | – | – |" in memory.memory_markdown(rows, {"command": "c", "machine": "m", "finished": "f"})

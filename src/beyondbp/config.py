@@ -27,6 +27,7 @@ from .execution import ExecutionOptions
 from .lowrank_options import LowRankOptions
 from .lr_schedule import ScheduleOptions
 from .methods import METHOD_SECTIONS, Method, build_method, method_options, method_section
+from .methods.direct import DirectFeedback
 from .models.options import ModelOptions
 from .optim import TrainingOptions
 from .options import Section, check_choices, compose, flat_name, option, setting
@@ -134,7 +135,7 @@ class RunConfig(_RunFields):
             raise BeyondBPError(f"{setting('lowrank', 'ab')} needs data-parallel training on at least 2 processes: "
                                 f"set {setting('nproc', 2)} (or launch with torchrun)")
         lowrank.check_method(method)
-        if (self.optimizer == "sgd" and getattr(method, "signal", None) is not None and not self.feedback_batch_mean
+        if (self.optimizer == "sgd" and isinstance(method, DirectFeedback) and not method.options.batch_mean
                 and self.batch_size > 1):
             warnings.warn(f"{method.label} with sgd: each sample's feedback s B_i is summed over the batch, a step "
                           f"{self.batch_size} times the mean loss's gradient that bp follows at the same learning "

@@ -48,7 +48,8 @@ METRICS_NAME = "metrics.jsonl"
 #: Size of the fixed batch on which ``align_every`` measures alignment.
 ALIGN_BATCH = 256
 #: The training step whose gradient estimate's peak memory a run records as ``step_memory_mb`` (the first
-#: epoch's second step, after the first step's one-time allocations; the first in an epoch of one batch).
+#: epoch's second step, after the first step's one-time allocations; the first in an epoch of one batch). Only
+#: that step runs under the profiler.
 MEMORY_STEP = 2
 
 
@@ -206,6 +207,7 @@ class Trainer:
         batch: the first ``ALIGN_BATCH`` training samples (the first batch of an iterable).
         """
         steps = self._start(train, epochs, batch_size, resume, num_outputs, num_samples)
+        self._memory_step = min(MEMORY_STEP, steps) if steps else MEMORY_STEP
         bar = tqdm(total=epochs * steps if steps else None, initial=len(self.history) * (steps or 0),
                    desc=self.executor.describe(self.method.label), disable=None if self.progress else True,
                    dynamic_ncols=True, leave=False)
@@ -310,7 +312,7 @@ class Trainer:
                 self.method.loss_scale = self.scaler.scale(torch.ones((), device=self.device))
             with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
                                 enabled=self.precision != "fp32"):
-                if epoch == 1 and number <= MEMORY_STEP and self.measures_step_memory:
+                if epoch == 1 and number == self._memory_step and self.measures_step_memory:
                     loss, self._step_memory = peak_bytes(lambda: self.executor.gradients(self, x, t, index),
                                                          self.device)
                 else:

@@ -1,10 +1,11 @@
 """``beyondbp bench memory SUITE``: the step memory of each of a suite's methods on each of its models.
 
 Every run records ``step_memory_mb`` (:mod:`beyondbp.memory`: the peak memory of one gradient estimate beyond
-parameters and optimizer state). A suite whose runs predate it can have it
-measured on its own: one epoch of two batches per (data set, model, method), with the suite's settings and
-its first seed, in this process, one after another. Step memory depends on the model, the method, the batch
-and the data's shape, not on how long a run trains, so two batches measure what the suite's runs allocate.
+parameters and optimizer state; not measured for pipeline stages, whose cells stay empty). A suite whose runs
+predate it can have it measured on its own: one epoch of two batches per (data set, model, method), with the
+suite's settings and its first seed, in this process, one after another. Step memory depends on the model, the
+method, the batch and the data's shape, not on how long a run trains, so two batches measure what the suite's
+runs allocate.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ def measure_suite_memory(suite: Suite, device: str = "auto") -> list[dict[str, A
         config = suite.config(dataset, model, method, suite.seeds[0], lr=1e-3, epochs=1)
         config = dataclasses.replace(config, train_samples=2 * config.batch_size, device=device)
         summary = run(config, None, progress=False)
+        measured = summary.get("step_memory_mb")  # none for pipeline stages, each in a process of its own
         rows.append({"dataset": dataset, "model": model, "method": method,
-                     "step_memory_mb": round(summary["step_memory_mb"], 2)})
+                     "step_memory_mb": "" if measured is None else round(measured, 2)})
     for row in rows:
         first = next(r for r in rows if (r["dataset"], r["model"]) == (row["dataset"], row["model"]))
-        row["ratio"] = round(row["step_memory_mb"] / first["step_memory_mb"], 3)
+        both = row["step_memory_mb"] != "" and first["step_memory_mb"] not in ("", 0)
+        row["ratio"] = round(row["step_memory_mb"] / first["step_memory_mb"], 3) if both else ""
     return rows
 
 
@@ -56,8 +59,8 @@ def run_memory_bench(suite: Suite, results_dir: Path, device: str = "auto") -> P
 def memory_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Command: `{meta['command']}`. Machine: {meta['machine']}. Finished {meta['finished']}.", "",
              "| data set | model | method | step memory (MiB) | × first |", "|---|---|---|---|---|"]
-    lines += [f"| {r['dataset']} | {r['model']} | {r['method']} | {r['step_memory_mb']} | {r['ratio']} |"
-              for r in rows]
+    lines += [f"| {r['dataset']} | {r['model']} | {r['method']} | {r['step_memory_mb'] or '–'} | "
+              f"{r['ratio'] or '–'} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
