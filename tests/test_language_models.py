@@ -227,13 +227,16 @@ def test_a_point_that_loses_the_token_axis_is_named():
     (["--data", "{corpus}", "--context", "8", "--model", "mlp"], "fails on the data's first samples \\(torch.int64"),
     (["--data", "{corpus}", "--context", "8", "--model", "{short}:model"],
      "\\(2, 7, 61\\).*\\[2, 8, 61\\] \\(the token axes differ"),
+    (["--data", "{corpus}", "--context", "8", "--model", "{short}:small"],
+     "index out of range in self \\(token ids go up to \\d+: an embedding needs \\d+ rows\\)"),
 ])
 def test_bad_language_model_input_is_one_line(tmp_path, capsys, arguments, message):
     corpus, short = tmp_path / "corpus.txt", tmp_path / "short.py"
     corpus.write_text(text()[:3000])
     short.write_text("from torch import nn\n\n\nclass Last(nn.Module):\n    def forward(self, x):\n"
                      "        return x[:, 1:]\n\n\ndef model(shape, n):\n"
-                     "    return nn.Sequential(nn.Embedding(n, 4), nn.Linear(4, n), Last())\n")
+                     "    return nn.Sequential(nn.Embedding(n, 4), nn.Linear(4, n), Last())\n\n\n"
+                     "def small(shape, n):\n    return nn.Sequential(nn.Embedding(3, 4), nn.Linear(4, n))\n")
     arguments = [a.format(corpus=corpus, short=short) for a in arguments]
     assert main(["train", *arguments, "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

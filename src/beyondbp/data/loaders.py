@@ -108,8 +108,10 @@ def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device
         with torch.no_grad():
             y = model(x[:2])
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        ids = isinstance(error, IndexError) and not x.is_floating_point()
+        hint = f" (token ids go up to {int(x.max())}: an embedding needs {int(x.max()) + 1} rows)" if ids else ""
         raise BeyondBPError(f"the model ({name}) fails on the data's first samples ({x.dtype} of shape "
-                            f"{tuple(x[:2].shape)}): {str(error).splitlines()[0]}") from None
+                            f"{tuple(x[:2].shape)}): {str(error).splitlines()[0]}{hint}") from None
     finally:
         model.train(was_training)
     needed = data.num_outputs if isinstance(data, Dataset) else None
