@@ -229,6 +229,8 @@ def test_a_point_that_loses_the_token_axis_is_named():
      "\\(2, 7, 61\\).*\\[2, 8, 61\\] \\(the token axes differ"),
     (["--data", "{corpus}", "--context", "8", "--model", "{short}:small"],
      "index out of range in self \\(token ids go up to \\d+: an embedding needs \\d+ rows\\)"),
+    (["--dataset", "digits", "--train-samples", "100", "--model", "{short}:small"],
+     "float32 .*\\(the model embeds token ids; these samples are numbers"),
 ])
 def test_bad_language_model_input_is_one_line(tmp_path, capsys, arguments, message):
     corpus, short = tmp_path / "corpus.txt", tmp_path / "short.py"

@@ -96,6 +96,15 @@ def tokens(data: Dataset | Iterable, device: torch.device | str) -> int | None:
     return t.shape[1] if not t.is_floating_point() and t.dim() == 2 else None
 
 
+def _hint(error: Exception, x: torch.Tensor) -> str:
+    """What a model's failure on token ids, or on numbers where it embeds ids, most likely means."""
+    if isinstance(error, IndexError) and not x.is_floating_point():
+        return f" (token ids go up to {int(x.max())}: an embedding needs {int(x.max()) + 1} rows)"
+    if x.is_floating_point() and "'indices'" in str(error):
+        return " (the model embeds token ids; these samples are numbers: a text corpus with --context gives ids)"
+    return ""
+
+
 def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device | str) -> int:
     """The number of outputs, checked once against the model before training: the Dataset's target width must
     be the model's output width on the first samples (for an iterable, that width is the number); for targets
@@ -108,10 +117,8 @@ def num_outputs(data: Dataset | Iterable, model: nn.Module, device: torch.device
         with torch.no_grad():
             y = model(x[:2])
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
-        ids = isinstance(error, IndexError) and not x.is_floating_point()
-        hint = f" (token ids go up to {int(x.max())}: an embedding needs {int(x.max()) + 1} rows)" if ids else ""
         raise BeyondBPError(f"the model ({name}) fails on the data's first samples ({x.dtype} of shape "
-                            f"{tuple(x[:2].shape)}): {str(error).splitlines()[0]}{hint}") from None
+                            f"{tuple(x[:2].shape)}): {str(error).splitlines()[0]}{_hint(error, x)}") from None
     finally:
         model.train(was_training)
     needed = data.num_outputs if isinstance(data, Dataset) else None
