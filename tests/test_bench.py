@@ -296,6 +296,23 @@ def test_every_committed_suite_expands_to_valid_runs(name):
         assert not own & set(config.inapplicable()), (model, method, own & set(config.inapplicable()))
 
 
+def test_a_suite_report_with_a_diverged_run_says_so(tmp_path):
+    """A run that diverged records a NaN metric; the suite's table says so instead of failing on its spread."""
+    from beyondbp.bench.report import suite_markdown
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    suite = load_suite(str(tmp_path / "tiny.toml"))
+    finals = {"bp": (0.9, 0.92), "drtp": (0.8, 0.82), "f3:delayed_error": (0.5, math.nan)}
+    rows = [{"dataset": "digits", "model": "mlp-1x16", "method": method, "seed": seed, "epochs": 4,
+             "metric": "test_accuracy", "final": final, "best": final}
+            for method, values in finals.items() for seed, final in zip((1, 2), values)]
+    meta = {"machine": "m", "finished": "f", "wall_seconds": 60, "jobs": 1}
+    chosen = [{"dataset": "digits", "model": "mlp-1x16", "method": m, "lr": 1e-3, "chosen": True} for m in finals]
+    text = suite_markdown(suite, rows, chosen, meta)
+    assert "| f3:delayed_error | 0.001 | diverged in 1 of 2 runs |" in text
+    assert "| bp | 0.001 | 0.9100 ± 0.0141 |" in text
+
+
 def test_a_nan_cell_says_what_it_means():
     from beyondbp.tables import mean_std
 

@@ -28,6 +28,13 @@ def mean(values: list[float]) -> float:
     return statistics.fmean(values) if values and not any(math.isnan(v) for v in values) else math.nan
 
 
+def spread(values: list[float]) -> float:
+    """The sample standard deviation; NaN where a run diverged (its metric is NaN), 0 for one run."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def gap_closed(method: float, baseline: float, bp: float, larger_is_better: bool = True) -> float:
     """Fraction of the gap between ``baseline`` and BP that ``method`` closes:
     ``(method - baseline) / (bp - baseline)``; the same formula holds for errors (signs cancel).
@@ -175,8 +182,7 @@ def suite_markdown(suite: Suite, rows: list[dict[str, Any]], lr_rows: list[dict[
         lines += table_lines(dataset, model, by_method, chosen, cost_rows or [], communicates, energy_sources,
                              f"{heading}# {dataset}, {model}: {metric} ({'higher' if larger else 'lower'} is better)")
         means = {m: mean([r["final"] for r in runs]) for m, runs in by_method.items()}
-        spreads = {m: statistics.stdev([r["final"] for r in runs]) if len(runs) > 1 else 0.0
-                   for m, runs in by_method.items()}
+        spreads = {m: spread([r["final"] for r in runs]) for m, runs in by_method.items()}
         lines += corpus_lines(dataset, model, by_method, cost_rows or [], floor_rows or [])
         lines += sample_lines([r for r in sample_rows or [] if (r["dataset"], r["model"]) == (dataset, model)])
         lines += [""] + gap_lines(means, suite.goal_gap_closed, larger, spreads)
