@@ -48,6 +48,8 @@ def test_a_finished_run_is_not_written_over_and_sgd_direct_feedback_is_warned(tm
         warnings.simplefilter("always")
         assert main(["train", "--method", "dfa", "--optimizer", "sgd", "--feedback-batch-mean",
                      "--out", str(tmp_path / "mean"), *FAST]) == 0
+        assert main(["train", "--method", "shallow", "--optimizer", "sgd", "--out", str(tmp_path / "shallow"),
+                     *FAST]) == 0  # shallow injects no feedback: nothing to warn about
     assert not [w for w in caught if "mean loss's gradient" in str(w.message)]
 
 

@@ -135,8 +135,8 @@ class RunConfig(_RunFields):
             raise BeyondBPError(f"{setting('lowrank', 'ab')} needs data-parallel training on at least 2 processes: "
                                 f"set {setting('nproc', 2)} (or launch with torchrun)")
         lowrank.check_method(method)
-        if (self.optimizer == "sgd" and isinstance(method, DirectFeedback) and not method.options.batch_mean
-                and self.batch_size > 1):
+        injects = isinstance(method, DirectFeedback) and method.signal is not None  # not shallow: nothing injected
+        if self.optimizer == "sgd" and injects and not method.options.batch_mean and self.batch_size > 1:
             warnings.warn(f"{method.label} with sgd: each sample's feedback s B_i is summed over the batch, a step "
                           f"{self.batch_size} times the mean loss's gradient that bp follows at the same learning "
                           f"rate; --feedback-batch-mean divides it by the batch size", stacklevel=1)
