@@ -3,7 +3,9 @@
 ``beyondbp bench autopq --jobs 2`` reads ``benchmarks/suites/autopq.toml`` (``datasets``, ``forecasters``,
 ``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields), runs
 every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS`` (a finished run, one whose
-``summary.json`` holds the same settings, is not run again; the first forecaster's runs go first, and the
+``summary.json`` holds the same settings, is not run again, nor one whose summary is recorded in
+``benchmarks/results/autopq/runs/``, where each run's summary is copied as it finishes; the first
+forecaster's runs go first, and the
 forecasters of one data set and seed share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``), and
 writes
 ``benchmarks/results/autopq/``: ``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BeyondBPError
 from ..tables import write_rows
-from .run import AutoPQConfig, completed_run, run_autopq
+from .run import AutoPQConfig, completed_run, matching_summary, run_autopq
 
 SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq"
@@ -69,6 +71,26 @@ def _run_one(config: AutoPQConfig, out: Path, cinn_cache: Path, threads: int) ->
     return 1
 
 
+def record_path(results: Path, cell: tuple[str, str, int]) -> Path:
+    """Where the suite keeps a finished run's summary beside its tables (committed, so a fresh clone goes on
+    from the runs finished elsewhere)."""
+    dataset, forecaster, seed = cell
+    return results / "runs" / f"{dataset}-{forecaster}-seed{seed}.json"
+
+
+def finished(cell: tuple[str, str, int], config: AutoPQConfig, out: Path, results: Path) -> dict[str, Any] | None:
+    """The summary of ``cell``'s finished run with ``config``'s settings: from its run folder ``out``, else
+    from its record in ``results``; a run folder's summary is recorded there."""
+    summary = completed_run(out, config)
+    record = record_path(results, cell)
+    if summary is None:
+        return matching_summary(record, config)
+    if matching_summary(record, config) != summary:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return summary
+
+
 def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS,
                      report_only: bool = False) -> Path:
     """Run what is not finished (unless ``report_only``) and report every finished run; the report names the
@@ -78,19 +100,22 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     cells = [(d, f, s) for f in suite["forecasters"] for d in suite["datasets"] for s in suite["seeds"]]
     configs = {cell: config(suite, *cell) for cell in cells}
     outs = {cell: runs / cell[0] / cell[1] / f"seed{cell[2]}" for cell in cells}
-    pending = [] if report_only else [cell for cell in cells if completed_run(outs[cell], configs[cell]) is None]
+    done = {cell: finished(cell, configs[cell], outs[cell], results) for cell in cells}
+    pending = [] if report_only else [cell for cell in cells if done[cell] is None]
     jobs_of = {cell: (configs[cell], outs[cell], runs / cell[0] / f"cinn-seed{cell[2]}.pt") for cell in pending}
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with tqdm(total=len(cells), initial=len(cells) - len(pending), desc="autopq suite", dynamic_ncols=True) as bar:
         if jobs <= 1:
-            for job in jobs_of.values():
+            for cell, job in jobs_of.items():
                 bar.update(_run_one(*job, threads))
+                finished(cell, configs[cell], outs[cell], results)
         else:
             with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_run_one, *job, threads) for job in jobs_of.values()]
+                futures = {pool.submit(_run_one, *job, threads): cell for cell, job in jobs_of.items()}
                 for future in as_completed(futures):
                     bar.update(future.result())
-    summaries = {cell: completed_run(outs[cell], configs[cell]) for cell in cells}
+                    finished(futures[future], configs[futures[future]], outs[futures[future]], results)
+    summaries = {cell: finished(cell, configs[cell], outs[cell], results) for cell in cells}
     missing = [cell for cell in cells if summaries[cell] is None]
     cells = [cell for cell in cells if summaries[cell] is not None]
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
@@ -102,8 +127,9 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     write_rows(rows, results / "autopq.csv")
     for dataset in dict.fromkeys(d for d, f, s in cells if f == suite["forecasters"][0]):
         first = outs[next(c for c in cells if c[0] == dataset and c[1] == suite["forecasters"][0])]
-        for picture in ("fan", "reliability"):
-            shutil.copyfile(first / f"{picture}.png", results / f"{dataset}-{picture}.png")
+        for picture in ("fan", "reliability"):  # a run known from its record only left its pictures here
+            if (first / f"{picture}.png").is_file():
+                shutil.copyfile(first / f"{picture}.png", results / f"{dataset}-{picture}.png")
     meta_path = results / "meta.json"
     if pending or not meta_path.is_file() or report_only:
         meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "jobs": jobs,

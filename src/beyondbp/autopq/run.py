@@ -158,7 +158,11 @@ class AutoPQConfig:
 def completed_run(out: Path, config: AutoPQConfig) -> dict[str, Any] | None:
     """The summary of a finished run in ``out`` made with ``config``'s settings, or None. A setting added
     after the run was made counts as run with its default."""
-    path = out / SUMMARY_NAME
+    return matching_summary(out / SUMMARY_NAME, config)
+
+
+def matching_summary(path: Path, config: AutoPQConfig) -> dict[str, Any] | None:
+    """The run summary stored in the file ``path`` if it was made with ``config``'s settings, else None."""
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
