@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -226,6 +227,15 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     assert "Not run yet (left out of every table): Load-BW/linear/seed2." in partial.read_text()
     assert "`beyondbp bench autopq --report-only` over the runs finished" in partial.read_text()
     assert not (tmp_path / "runs" / "Load-BW" / "linear" / "seed2").exists()
+    record = tmp_path / "results" / "runs" / "Load-BW-linear-seed1.json"
+    assert json.loads(record.read_text()) == json.loads(summary.read_text())
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: the run is known from its committed record only
+    suite.write_text(suite.read_text().replace("seeds = [1, 2]", "seeds = [1]"))
+    again = run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
+    assert not (tmp_path / "runs").exists() and "Not run yet" not in again.read_text()
+    suite.write_text(suite.read_text().replace("trials = 2", "trials = 3"))
+    with pytest.raises(BeyondBPError, match="none of its 1 runs has finished with the suite's settings"):
+        run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results", report_only=True)
 
 
 @pytest.mark.parametrize("name", ["naive", "linear", "mlp", "svr", "gbt", "ets", "sarimax", "nhits"])

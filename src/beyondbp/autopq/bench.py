@@ -1,15 +1,14 @@
 """Suite ``autopq``: the paper's series × point forecasters × seeds, AutoPQ-default against the baselines.
 
 ``beyondbp bench autopq --jobs 2`` reads ``benchmarks/suites/autopq.toml`` (``datasets``, ``forecasters``,
-``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields), runs
-every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS`` (a finished run, one whose
-``summary.json`` holds the same settings, is not run again, nor one whose summary is recorded in
-``benchmarks/results/autopq/runs/``, where each run's summary is copied as it finishes; the first
-forecaster's runs go first, and the
-forecasters of one data set and seed share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``), and
-writes
-``benchmarks/results/autopq/``: ``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ± std over
-seeds, the goal's verdict, the cost), ``meta.json`` and the fan chart and reliability plot of each data set's first run.
+``seeds``, ``data_dir`` and a table ``[settings]`` of :class:`~beyondbp.autopq.AutoPQConfig` fields) and runs
+every combination into ``runs/bench/autopq/DATASET/FORECASTER/seedS``; the first forecaster's runs go first, and
+the forecasters of one data set and seed share one cINN, kept in ``runs/bench/autopq/DATASET/cinn-seedS.pt``.
+Each finished run's summary is recorded in ``benchmarks/results/autopq/runs/`` as it finishes; a run whose
+folder or record holds the suite's settings is not run again, so a fresh clone goes on where another stopped.
+It writes ``benchmarks/results/autopq/``: ``autopq.csv`` (one row per run and method), ``autopq.md`` (mean ±
+std over seeds, the goal's verdict, the cost), ``meta.json`` and the fan chart and reliability plot of each
+data set's first run.
 """
 
 from __future__ import annotations
@@ -118,6 +117,9 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
     summaries = {cell: finished(cell, configs[cell], outs[cell], results) for cell in cells}
     missing = [cell for cell in cells if summaries[cell] is None]
     cells = [cell for cell in cells if summaries[cell] is not None]
+    if not cells:
+        raise BeyondBPError(f"suite autopq: none of its {len(missing)} runs has finished with the suite's settings;"
+                            " `beyondbp bench autopq` runs them")
     rows = [{"dataset": d, "forecaster": f, "seed": s, "method": method, **{k: values[k] for k in REPORTED},
              "sampler": summaries[(d, f, s)]["sampler"] if method == AUTOPQ else "",
              "wall_seconds": summaries[(d, f, s)].get("cost_seconds", summaries[(d, f, s)]["wall_seconds"]),
@@ -131,10 +133,12 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
             if (first / f"{picture}.png").is_file():
                 shutil.copyfile(first / f"{picture}.png", results / f"{dataset}-{picture}.png")
     meta_path = results / "meta.json"
-    if pending or not meta_path.is_file() or report_only:
+    missing_names = [f"{d}/{f}/seed{s}" for d, f, s in missing]
+    stale = not meta_path.is_file() or json.loads(meta_path.read_text()).get("missing") != missing_names
+    if pending or stale or report_only:
         meta = {"finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "jobs": jobs,
                 "wall_seconds": round(time.time() - started), "runs": len(cells), "ran": len(pending),
-                "missing": [f"{d}/{f}/seed{s}" for d, f, s in missing], "report_only": report_only}
+                "missing": missing_names, "report_only": report_only}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     meta = json.loads(meta_path.read_text())
     (results / "autopq.md").write_text(autopq_markdown(suite, rows, meta))
