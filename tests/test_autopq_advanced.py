@@ -139,6 +139,9 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     assert (tmp_path / "results" / "crps-kwh.png").is_file()
     advanced = json.loads((tmp_path / "runs" / "Load-BW" / "seed1" / "advanced.json").read_text())
     assert float(rows[1]["test_crps"]) == pytest.approx(advanced["metrics"]["advanced"]["crps"])
+    ensemble = advanced["metrics"]["advanced"]["crps_ensemble"]
+    assert float(rows[1]["test_crps_ensemble"]) == pytest.approx(ensemble)
+    assert f"{advanced['metrics']['advanced']['crps']:.4f} / {ensemble:.4f}" in report  # both estimators
     # another session, without the run folders: the finished data set and seed come from the results
     shutil.rmtree(tmp_path / "runs")
     monkeypatch.setattr(advanced_bench, "run_advanced", lambda *a, **k: pytest.fail("ran again"))

@@ -378,7 +378,9 @@ def report(config: AdvancedConfig, out: Path, progress: bool = True) -> dict[str
                "metrics": metrics,
                "default": {"forecaster": default["forecaster"], "parameter": default_parameter(config, default),
                            "validation_crps": default["validation_crps"],
-                           "test_crps": default["metrics"]["autopq"]["crps"], "energy_kwh": default["energy_kwh"]},
+                           "test_crps": default["metrics"]["autopq"]["crps"],
+                           "test_crps_ensemble": default["metrics"]["autopq"]["crps_ensemble"],
+                           "energy_kwh": default["energy_kwh"]},
                "search_seconds": sum(float(r["seconds"]) for r in rows if r["seconds"] != ""),
                "energy_kwh": kwh(total), "energy_cost": kwh(total) * config.price_per_kwh,
                "energy_source": meter.source, "report_seconds": time.perf_counter() - started}
