@@ -147,6 +147,10 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     monkeypatch.setattr(advanced_bench, "run_advanced", lambda *a, **k: pytest.fail("ran again"))
     run_advanced_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")
     assert list(csv.DictReader(open(tmp_path / "results" / "autopq-advanced.csv"))) == rows
+    assert advanced_bench.plan_changed(advanced_bench.load_advanced_suite(suite), tmp_path / "results") == []
+    suite.write_text(suite.read_text().replace("budget_trials = 3", "budget_trials = 4"))
+    changed = advanced_bench.plan_changed(advanced_bench.load_advanced_suite(suite), tmp_path / "results")
+    assert changed == ["budget_trials: 3 -> 4"]  # the report says its tables were made with another plan
 
 
 @pytest.mark.parametrize("sampler, grid", [("faithful", (0.01, 0.1, 1.0, 3.0)), ("mix", (0.01, 0.3, 0.7, 1.0))])

@@ -94,11 +94,28 @@ def resolved_settings(suite: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in ignored}))
 
 
+def suite_plan(suite: dict[str, Any]) -> dict[str, Any]:
+    """What decides the suite's numbers: its data, seeds and every setting."""
+    return {**{k: suite.get(k) for k in ("datasets", "seeds", "data_dir")}, "settings": resolved_settings(suite)}
+
+
+def plan_changed(suite: dict[str, Any], results: Path) -> list[str]:
+    """The settings whose value in the suite file differs from the plan the results in ``results`` were made
+    with (``plan.json``), as ``name: then -> now``."""
+    plan_path = results / "plan.json"
+    if not plan_path.is_file():
+        return []
+    flat = lambda plan: {**{k: v for k, v in plan.items() if k != "settings"}, **plan["settings"]}
+    then, now = flat(json.loads(plan_path.read_text())), flat(suite_plan(suite))
+    return [f"{k}: {then.get(k, 'absent')} -> {now.get(k, 'absent')}" for k in sorted(set(then) | set(now))
+            if then.get(k, "absent") != now.get(k, "absent")]
+
+
 def kept_rows(suite: dict[str, Any], results: Path) -> list[dict[str, Any]]:
     """Rows of an earlier invocation with the same plan (data, seeds, every setting), so that a suite
     interrupted in one session continues in the next even without its run folders; ``plan.json`` records
     the plan."""
-    plan = {**{k: suite.get(k) for k in ("datasets", "seeds", "data_dir")}, "settings": resolved_settings(suite)}
+    plan = suite_plan(suite)
     plan_path, csv_path = results / "plan.json", results / "autopq-advanced.csv"
     same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
     results.mkdir(parents=True, exist_ok=True)
@@ -149,8 +166,15 @@ def advanced_section(results: Path, document_dir: Path) -> str:
     """The suite's report as a section of a document in ``document_dir`` (RESULTS.md)."""
     prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
     scaling = read_rows(results / "scaling.csv") if (results / "scaling.csv").is_file() else []
-    return advanced_markdown(load_advanced_suite(), read_rows(results / "autopq-advanced.csv"), scaling,
+    suite = load_advanced_suite()
+    text = advanced_markdown(suite, read_rows(results / "autopq-advanced.csv"), scaling,
                              json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix)
+    changed = plan_changed(suite, results)
+    if changed:  # the tables are older than the suite file: say which settings they were not made with
+        note = (f"- **Made with an earlier plan** (`{results.name}/plan.json`); the suite file has changed since "
+                f"({'; '.join(changed)}), and `beyondbp bench autopq-advanced` runs it again.")
+        text = text.replace("\n- Energy:", f"\n{note}\n- Energy:", 1)
+    return text
 
 
 def chosen(row: dict[str, Any]) -> str:
