@@ -352,3 +352,23 @@ def test_other_quantile_levels_are_scored_and_written(tmp_path):
     assert [c for c in written.columns if c.startswith("q")] == ["q2.5", "q50", "q97.5"]
     assert (written["q2.5"] <= written["q50"]).all() and (written["q50"] <= written["q97.5"]).all()
     assert set(summary["metrics"]) == {"autopq", "conformal"}
+
+
+def test_the_report_judges_each_overview_by_its_own_estimator():
+    """AutoPQ below the baseline in our CRPS only: 'yes' in our overview, 'no' in the ensemble one, and the
+    goal counts both."""
+    from beyondbp.autopq.bench import REPORTED, autopq_markdown
+
+    def row(method: str, crps: float, ensemble: float) -> dict:
+        scores = dict.fromkeys(REPORTED, 0.1) | {"crps": crps, "crps_ensemble": ensemble}
+        return {"dataset": "WP", "forecaster": "mlp", "seed": 1, "method": method, **scores,
+                "sampler": "mix" if method == "autopq" else "", "wall_seconds": 1.0}
+
+    suite = {"datasets": ["WP"], "forecasters": ["mlp"], "seeds": [1]}
+    meta = {"finished": "now", "runs": 1, "report_only": True}
+    text = autopq_markdown(suite, [row("autopq", 0.30, 0.35), row("conformal", 0.31, 0.34)], meta)
+    ours, ensemble = text.split("Overview: test CRPS")[1:3]
+    assert "| WP | mlp | **0.3000** | 0.3100 | yes | mix ×1 |" in ours
+    assert "| WP | mlp | 0.3500 | **0.3400** | no | mix ×1 |" in ensemble
+    assert "- mlp: 1 of 1 data sets (0 in the authors' estimator)" in text
+    assert "below every baseline's (in the authors' estimator: not below)" in text
