@@ -261,9 +261,7 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
     text += [f"{heading}# Goal", "", "AutoPQ (the sampler chosen on validation) below each baseline's CRPS, with a "
              "coverage error no worse than the best baseline's, on at least 4 of the 6 data sets with the same "
              "forecaster (mean over seeds):", ""]
-    for forecaster in suite["forecasters"]:
-        count = {key: sum(all(wins((d, forecaster), key)) for d in suite["datasets"] if (d, forecaster) in ran)
-                 for key in ("crps", "crps_ensemble")}
-        text.append(f"- {forecaster}: {count['crps']} of {len(suite['datasets'])} data sets "
-                    f"({count['crps_ensemble']} in the authors' estimator)")
+    count = lambda f, key: sum(all(wins((d, f), key)) for d in suite["datasets"] if (d, f) in ran)
+    text += [f"- {f}: {count(f, 'crps')} of {len(suite['datasets'])} data sets ({count(f, 'crps_ensemble')} in the "
+             "authors' estimator)" for f in suite["forecasters"]]
     return "\n".join(text) + "\n"
