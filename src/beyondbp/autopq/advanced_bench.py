@@ -167,14 +167,9 @@ def advanced_section(results: Path, document_dir: Path) -> str:
     prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
     scaling = read_rows(results / "scaling.csv") if (results / "scaling.csv").is_file() else []
     suite = load_advanced_suite()
-    text = advanced_markdown(suite, read_rows(results / "autopq-advanced.csv"), scaling,
-                             json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix)
-    changed = plan_changed(suite, results)
-    if changed:  # the tables are older than the suite file: say which settings they were not made with
-        note = (f"- **Made with an earlier plan** (`{results.name}/plan.json`); the suite file has changed since "
-                f"({'; '.join(changed)}), and `beyondbp bench autopq-advanced` runs it again.")
-        text = text.replace("\n- Energy:", f"\n{note}\n- Energy:", 1)
-    return text
+    return advanced_markdown(suite, read_rows(results / "autopq-advanced.csv"), scaling,
+                             json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix,
+                             changed=plan_changed(suite, results))
 
 
 def chosen(row: dict[str, Any]) -> str:
@@ -193,7 +188,10 @@ def both_crps(rows: list[dict[str, Any]]) -> str:
 
 
 def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling: list[dict[str, Any]],
-                      meta: dict[str, Any], heading: str = "#", image_prefix: str = "") -> str:
+                      meta: dict[str, Any], heading: str = "#", image_prefix: str = "",
+                      changed: list[str] = ()) -> str:
+    """The suite's report; ``changed`` lists the settings the suite file has changed since the results were
+    made (:func:`plan_changed`)."""
     mean = lambda values: statistics.mean(float(v) for v in values)
     settings = suite.get("settings", {})
     sources = "; ".join(sorted({r["energy_source"] for r in rows}))
@@ -203,6 +201,8 @@ def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling
             "energy each configuration took, its cINN's training included.", "",
             f"- Command: `beyondbp bench autopq-advanced`; suite file `{SUITE_PATH}`; data sets "
             f"{', '.join(suite['datasets'])}; seeds {', '.join(map(str, suite['seeds']))}; settings {settings}.",
+            *([f"- **Made with an earlier plan** (`{image_prefix}plan.json`); the suite file has changed since "
+               f"({'; '.join(changed)}), and `beyondbp bench autopq-advanced` runs it again."] if changed else []),
             f"- Energy: {sources}.", f"- Finished {meta['finished']}; the last invocation took "
             f"{meta['wall_seconds'] / 60:.0f} min.", "",
             "CRPS: ours (the pinball loss integrated over the levels) / the authors' (an ensemble CRPS of the 17 "

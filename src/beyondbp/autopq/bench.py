@@ -107,14 +107,15 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
         if jobs <= 1:
             for cell, job in jobs_of.items():
                 bar.update(_run_one(*job, threads))
-                finished(cell, configs[cell], outs[cell], results)
+                done[cell] = finished(cell, configs[cell], outs[cell], results)
         else:
             with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
                 futures = {pool.submit(_run_one, *job, threads): cell for cell, job in jobs_of.items()}
                 for future in as_completed(futures):
                     bar.update(future.result())
-                    finished(futures[future], configs[futures[future]], outs[futures[future]], results)
-    summaries = {cell: finished(cell, configs[cell], outs[cell], results) for cell in cells}
+                    cell = futures[future]
+                    done[cell] = finished(cell, configs[cell], outs[cell], results)
+    summaries = done
     missing = [cell for cell in cells if summaries[cell] is None]
     cells = [cell for cell in cells if summaries[cell] is not None]
     if not cells:
