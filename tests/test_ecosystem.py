@@ -16,6 +16,7 @@ from beyondbp.data import Dataset
 from beyondbp.errors import BeyondBPError, UnsupportedModelError
 from beyondbp.methods import make_method
 from beyondbp.methods.points import FeedbackPoints
+from beyondbp.models.hf import build_hf_model, parse_settings
 from beyondbp.models.outputs import select_output
 from beyondbp.objectives import make_objective
 
@@ -187,12 +188,25 @@ def test_a_hugging_face_model_trains_from_the_command_line(transformers, tmp_pat
     (["--model", "hf:ViTForImageClassification", "--hf-config", HF_VIT, "--output-key", "pooled"],
      "output key 'pooled' is not a tensor that the model returns"),
     (["--hf-config", "hidden_size=32"], "apply to hf:CLASS models"),
+    (["--model", "hf:ResNetForImageClassification", "--hf-config", "depths=[1,1"], "a '[' without its ']'"),
+    (["--model", "hf:ResNetForImageClassification", "--hf-config", "depths=[[1],1]"], "(not nested)"),
 ])
 def test_bad_hugging_face_settings_are_one_line(transformers, tmp_path, capsys, arguments, message):
     assert main(["train", "--method", "bp", "--dataset", "digits", "--epochs", "1", *arguments,
                  "--out", str(tmp_path / "run")]) == 2
     *above, last = capsys.readouterr().err.strip().splitlines()
     assert message in last and all(line.startswith("beyondbp: data digits") for line in above)
+
+
+def test_list_settings_build_a_batchnorm_resnet_of_hugging_face(transformers):
+    """Stage widths and depths are lists: ``key=[a,b]`` between the commas of the other settings."""
+    assert parse_settings("embedding_size=8,hidden_sizes=[8, 16],depths=[1,2],layer_type=basic") == {
+        "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 2], "layer_type": "basic"}
+    spec = "hf:ResNetForImageClassification"
+    model = build_hf_model(spec, parse_settings("embedding_size=8,hidden_sizes=[8,16],depths=[1,2]"), None,
+                           (1, 8, 8), 3)
+    assert [len(stage.layers) for stage in model.resnet.encoder.stages] == [1, 2]
+    assert model.config.hidden_sizes == [8, 16] and model.config.num_channels == 1
 
 
 def tiny_gpt2(transformers, tied: bool = True):

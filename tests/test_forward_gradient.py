@@ -157,6 +157,27 @@ def test_k_separate_passes_give_the_batched_estimate(perturb):
     assert grads[0].abs().sum() > 0
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_every_tangent_sees_the_same_dropout_mask(batched):
+    """With dropout inside, each derivative is of one sampled function: the one autograd differentiates from the
+    same random state (HF models train with dropout on)."""
+    weight, z, tangents = torch.randn(10), torch.randn(10), torch.randn(3, 10)
+
+    def f(z):
+        return (nn.functional.dropout(z * weight, 0.5) ** 2).sum(), ()
+
+    torch.manual_seed(3)
+    value, derivatives, _ = directional_derivatives(f, z, tangents, batched)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    leaf = z.clone().requires_grad_()
+    exact = f(leaf)[0]
+    gradient, = torch.autograd.grad(exact, leaf)
+    torch.testing.assert_close(value, exact.detach())
+    torch.testing.assert_close(derivatives, tangents @ gradient, rtol=1e-5, atol=1e-6)
+    assert torch.equal(after, torch.rand(1))  # the random state moved on as one forward pass moves it
+
+
 def test_weight_perturbation_builds_no_autograd_graph():
     model = tiny_model()
     x, t, index = batch()

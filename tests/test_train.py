@@ -130,6 +130,31 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, blob_data):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+class OverflowOnce(Backprop):
+    """Backprop whose first gradient estimate overflows (as FA's does on a deep BatchNorm network)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def step(self, model, x, t, index, objective):
+        self.calls += 1
+        result = super().step(model, x, t, index, objective)
+        if self.calls == 1:
+            for p in model.parameters():
+                p.grad.fill_(float("inf"))
+        return result
+
+
+def test_an_overflowed_gradient_is_reported_as_divergence_with_the_parameter(tmp_path, blob_data):
+    """The next step's outputs are NaN; the BCE loss on them keeps its graph, so the method's backward runs
+    and the trainer, not autograd, reports it."""
+    trainer = make_trainer("bp", tmp_path)
+    trainer.method = OverflowOnce()
+    with pytest.raises(DivergenceError, match=r"loss is nan at epoch 1, batch 2 \(bp\); parameter 0\.1\.weight "
+                                              r"is no longer finite"):
+        trainer.fit(blob_data.train, epochs=1, batch_size=20)
+
+
 def test_regression_reports_errors_in_original_units():
     data = load_dataset("diabetes")
     summary = run(RunConfig(method="bp", dataset="diabetes", hidden=(64,), epochs=30, lr=3e-3, batch_size=32),

@@ -124,8 +124,8 @@ class BinaryCrossEntropy(Objective):
         return nn.Sigmoid()
 
     def per_sample(self, y: Tensor, t: Tensor) -> Tensor:
-        if y.isnan().any():  # a diverged output: a NaN loss, which the trainer reports as divergence
-            return torch.full(y.shape[:1], float("nan"), device=y.device)
+        if y.isnan().any():  # a diverged output: a NaN loss (its graph kept for the method's backward), which
+            return (y * float("nan")).mean(dim=1)  # the trainer reports as divergence
         if len(y) and (y.min() < 0 or y.max() > 1):
             raise BeyondBPError(f"loss 'bce' needs outputs in [0, 1] (a sigmoid output layer); the model's outputs "
                                 f"range from {y.min().item():.3g} to {y.max().item():.3g}: end the model in "

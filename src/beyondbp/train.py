@@ -394,7 +394,10 @@ class Trainer:
     def _divergence_message(self, loss: float | str, epoch: int, batch: int | str) -> str:
         kept = (f"last good checkpoint kept: {self.checkpoint_path} (epoch {len(self.history)})"
                 if self.checkpoint_path and self.history else "no checkpoint was written yet")
-        return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}); "
+        bad = next((name for name, p in self.model.named_parameters()
+                    if isinstance(loss, float) and not p.is_meta and not torch.isfinite(p).all()), None)
+        cause = f"; parameter {bad} is no longer finite (a step's gradient estimate overflowed)" if bad else ""
+        return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}){cause}; "
                 f"{kept}; try a smaller learning rate")
 
     def _save(self, parts: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ computed once, the k tangents in one batched pass. They are combined by
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections.abc import Callable
@@ -57,15 +58,22 @@ def directional_derivatives(f: Callable[[Tensor], tuple[Tensor, Any]], primal: T
 
     ``batched``: one forward-mode pass with the k tangents vmapped and the primal computed
     once. Otherwise k separate passes, each recomputing the primal: the reference that the
-    batched pass must beat (``fg:...-loop``).
+    batched pass must beat (``fg:...-loop``). Random operations inside ``f`` (dropout) draw the
+    same values for every tangent, so that all k derivatives are of one sampled function.
     """
     def along(tangent: Tensor):
         value, derivative, aux = jvp(f, (primal,), (tangent,), has_aux=True)
         return value, derivative, aux
 
     if batched:
-        return vmap(along, out_dims=(None, 0, None))(tangents)
-    passes = [along(tangent) for tangent in tangents]
+        return vmap(along, out_dims=(None, 0, None), randomness="same")(tangents)
+    accelerators = [primal.device] if primal.device.type != "cpu" else []  # the CPU's state is always kept
+    passes = []
+    for j, tangent in enumerate(tangents):
+        last = j == len(tangents) - 1  # the last pass moves the random state on, as the batched pass does
+        with contextlib.nullcontext() if last else torch.random.fork_rng(accelerators,
+                                                                           device_type=primal.device.type):
+            passes.append(along(tangent))
     value, _, aux = passes[-1]
     return value, torch.stack([derivative for _, derivative, _ in passes]), aux
 

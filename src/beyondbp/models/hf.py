@@ -47,9 +47,15 @@ def hf_class(spec: str) -> type:
     return cls
 
 
-def parse_value(text: str) -> Any:
-    """``"32"`` → 32, ``"0.1"`` → 0.1, ``"true"`` → True, ``"none"`` → None, anything else the string."""
-    lowered = text.strip().lower()
+def parse_value(text: str, flag: str = "--hf-config") -> Any:
+    """``"32"`` → 32, ``"0.1"`` → 0.1, ``"true"`` → True, ``"none"`` → None, ``"[16,32]"`` → [16, 32] (a list of
+    such values), anything else the string."""
+    text = text.strip()
+    if text.startswith("["):
+        if not text.endswith("]") or "[" in text[1:-1]:
+            raise BeyondBPError(f"{flag}: a list is [value,value,...] (not nested), got '{text}'")
+        return [parse_value(part, flag) for part in split_items(text[1:-1], flag)]
+    lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null"):
@@ -59,17 +65,32 @@ def parse_value(text: str) -> Any:
             return kind(text)
         except ValueError:
             pass
-    return text.strip()
+    return text
+
+
+def split_items(text: str, flag: str) -> list[str]:
+    """``text`` split at the commas outside ``[...]``; empty items dropped."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            raise BeyondBPError(f"{flag}: a ']' without its '[' in '{text}'")
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise BeyondBPError(f"{flag}: a '[' without its ']' in '{text}'")
+    return [item.strip() for item in [*items, text[start:]] if item.strip()]
 
 
 def parse_settings(text: str, flag: str = "--hf-config") -> dict[str, Any]:
-    """``"hidden_size=32,num_hidden_layers=2"`` as a dict."""
+    """``"hidden_size=32,num_hidden_layers=2"`` as a dict; a list value in brackets: ``"depths=[1,1]"``."""
     settings = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in split_items(text, flag):
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
-            raise BeyondBPError(f"{flag}: expected key=value,key=value, got '{item}'")
-        settings[key.strip()] = parse_value(value)
+            raise BeyondBPError(f"{flag}: expected key=value,key=value (a list as key=[a,b]), got '{item}'")
+        settings[key.strip()] = parse_value(value, flag)
     return settings
 
 
