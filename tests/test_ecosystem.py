@@ -319,25 +319,25 @@ import torch
 from torch import nn
 
 
-class Scale(nn.Module):
+class Mix(nn.Module):
     def __init__(self, width):
         super().__init__()
-        self.gain = nn.Parameter(torch.ones(width))
+        self.mixing = nn.Parameter(torch.eye(width) + 0.1 * torch.randn(width, width))
 
     def forward(self, x):
-        return x * self.gain
+        return x @ self.mixing
 
 
 def model(input_shape, num_outputs):
     width = 1
     for size in input_shape:
         width *= size
-    return nn.Sequential(nn.Flatten(), nn.Linear(width, 32), nn.Tanh(), Scale(32), nn.Linear(32, num_outputs))
+    return nn.Sequential(nn.Flatten(), nn.Linear(width, 32), nn.Tanh(), Mix(32), nn.Linear(32, num_outputs))
 """
 
 
 def test_compare_lists_the_methods_that_refuse_the_model_and_runs_the_others(tmp_path):
-    """fa has no rule for a module that multiplies by its own parameter: it is listed as refused, with the way
+    """fa has no rule for a module that multiplies by its own matrix: it is listed as refused, with the way
     out; the others run from the same command line, points included (bp ignores them)."""
     factory = tmp_path / "scaled.py"
     factory.write_text(SCALED)
@@ -346,35 +346,70 @@ def test_compare_lists_the_methods_that_refuse_the_model_and_runs_the_others(tmp
                  "--feedback-points", "3", "--dataset", "digits", "--epochs", "1", "--no-progress",
                  "--out", str(out)]) == 0
     table = (out / "results.md").read_text()
-    assert "| fa | refused: fa cannot handle layer '3' (Scale)" in table and "--exact-modules 3" in table
+    assert "| fa | refused: fa cannot handle layer '3' (Mix)" in table and "--exact-modules 3" in table
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "±" in line] \
         == ["bp", "dfa"]
     assert json.loads((out / "refused.json").read_text()).keys() == {"fa"}
 
 
 def test_exact_modules_keep_the_true_backward_inside_them():
-    """fa with the Scale module declared exact: by hand, the output layer sends δ_y B back (fa's rule), Scale's
-    gain gets its true local gradient from it, Σ_batch (δ_y B) ⊙ h, and sends (δ_y B) ⊙ gain on."""
+    """fa with the Mix module declared exact: by hand, the output layer sends δ_y B back (fa's rule), Mix's
+    matrix M gets its true local gradient from it, hᵀ (δ_y B), and sends (δ_y B) Mᵀ on."""
     namespace: dict = {}
     exec(SCALED, namespace)
     torch.manual_seed(0)
     model = namespace["model"]((4,), 3)
     x, t = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    with pytest.raises(UnsupportedModelError, match="exact module 'gain' is not a module"):
-        make_method("fa", exact_modules=["gain"]).attach(model, num_outputs=3)
+    with pytest.raises(UnsupportedModelError, match="exact module 'mixing' is not a module"):
+        make_method("fa", exact_modules=["mixing"]).attach(model, num_outputs=3)
     method = make_method("fa", exact_modules=["3"])
     method.attach(model, num_outputs=3)
     method.step(model, x, t, None, CE)
     assert set(method.feedback) == {"1", "4"}
     with torch.no_grad():
         h = torch.tanh(model[1](x))
-        y = model[4](h * model[3].gain)
+        y = model[4](h @ model[3].mixing)
         delta_y = (torch.softmax(y, 1) - nn.functional.one_hot(t, 3)) / len(x)
-        delta_scaled = delta_y @ method.feedback["4"]
-        delta_h = delta_scaled * model[3].gain
+        delta_mixed = delta_y @ method.feedback["4"]
+        delta_h = delta_mixed @ model[3].mixing.T
         delta_a = delta_h * (1 - h**2)
-    assert torch.allclose(model[3].gain.grad, (delta_scaled * h).sum(0), rtol=1e-5, atol=1e-8)
-    assert torch.allclose(model[1].weight.grad, delta_a.T @ x, rtol=1e-5, atol=1e-8)
+    assert torch.allclose(model[3].mixing.grad, h.T @ delta_mixed, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(model[1].weight.grad, delta_a.T @ x, rtol=1e-5, atol=1e-7)
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's and CaiT's per-channel gain: a module of its own whose only parameter is a vector."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.gain = nn.Parameter(1 + 0.1 * torch.randn(width))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+def test_modules_with_vector_parameters_keep_their_exact_backward_and_say_so():
+    """Without a declaration, fa treats a layer scale as it treats a norm's affine weights (exact backward) and
+    names it: the gradients equal those with the module declared exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), LayerScale(8), nn.Linear(8, 3))
+    x, t = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    grads = []
+    for exact in ([], ["2"]):
+        model.zero_grad()
+        method = make_method("fa", exact_modules=exact)
+        torch.manual_seed(1)  # the same feedback matrices for both
+        if exact:
+            method.attach(model, num_outputs=3)
+        else:
+            with pytest.warns(UserWarning, match=r"fa keeps the exact backward of 1 module\(s\) whose own "
+                                                 r"parameters are vectors.*: 2$"):
+                method.attach(model, num_outputs=3)
+        method.step(model, x, t, None, CE)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert grads[0][2].abs().sum() > 0  # the gain learns
 
 
 def test_gpt2_conv1d_gets_the_linear_rule_with_its_weight_transposed(transformers):

@@ -11,8 +11,11 @@ transposed).
 
 Modules with their own parameters that no rule covers keep their exact backward where no
 weight transport is involved: normalisation and lookups (:data:`PASS_THROUGH`, and classes
-named ``*Norm*`` or ``*Embedding*``, such as ViT's and BERT's embeddings with their class
-token and positions, which are added or looked up). Any other such module is refused by name
+named ``*Norm*``, ``*Embedding*`` or ``*PositionBias*``, such as ViT's and BERT's embeddings
+with their class token and positions, which are added or looked up, and Swin's relative
+position bias table), and modules whose own parameters are all vectors, which can only scale
+or shift their input elementwise (ConvNeXt's layer scale), as a norm's affine weights do.
+Any other such module is refused by name
 unless the user declares it exact (``exact_modules``, ``--exact-modules NAME,...``): inside a
 declared module, every layer keeps its true backward.
 
@@ -30,6 +33,7 @@ declared module, every layer keeps its true backward.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +57,7 @@ from .points import check_point_names
 #: a lookup whose input takes no gradient): they keep their exact backward.
 PASS_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, PositionEmbedding, nn.Embedding)
 #: Class names of other libraries' normalisation and embedding modules, which keep their exact backward.
-EXACT_BY_NAME = re.compile(r"Norm|Embedding")
+EXACT_BY_NAME = re.compile(r"Norm|Embedding|PositionBias")
 SUPPORTED = (nn.Linear, nn.Conv2d)
 EXACT_GROUP = "layer-wise feedback (fa, usf, frsf, brsf, ldfa)"
 
@@ -95,6 +99,11 @@ def is_transposed_linear(module: nn.Module) -> bool:
 
 def keeps_exact_backward(module: nn.Module) -> bool:
     return isinstance(module, PASS_THROUGH) or EXACT_BY_NAME.search(type(module).__name__) is not None
+
+
+def elementwise_only(module: nn.Module) -> bool:
+    """Whether all of ``module``'s own parameters are vectors (scales, shifts, gates: elementwise)."""
+    return all(p.dim() <= 1 for p in module.parameters(recurse=False))
 
 
 class _LinearWithFeedback(torch.autograd.Function):
@@ -182,6 +191,7 @@ class LayerwiseFeedback(Method):
             setattr(self, key, {})
         self.layers, self.attentions = {}, []
         exact = check_point_names(model, self.exact_modules, self.name, "exact module")
+        elementwise = []
         for name, module in model.named_modules():
             if any(name == e or name.startswith(e + ".") for e in exact):
                 continue
@@ -195,12 +205,20 @@ class LayerwiseFeedback(Method):
             elif isinstance(module, nn.MultiheadAttention):
                 self.layers.update(projections(name, module))
                 self.attentions.append(module)
-            elif list(module.parameters(recurse=False)) and not keeps_exact_backward(module):
+            elif not list(module.parameters(recurse=False)) or keeps_exact_backward(module):
+                continue
+            elif elementwise_only(module):
+                elementwise.append(name)
+            else:
                 raise UnsupportedModelError(
                     f"{self.name} cannot handle layer '{name}' ({type(module).__name__}); it supports Linear, "
                     f"Conv2d, MultiheadAttention and Conv1D layers; to keep its exact backward: "
                     f"--exact-modules {name} (Python: exact_modules=['{name}'])"
                 )
+        if elementwise:
+            warnings.warn(f"{self.name} keeps the exact backward of {len(elementwise)} module(s) whose own "
+                          f"parameters are vectors, used elementwise like a norm's affine weights: "
+                          f"{', '.join(elementwise[:3])}{', ...' if len(elementwise) > 3 else ''}", stacklevel=3)
         for name, layer in self.layers.items():
             self.init_layer(name, layer)
 
