@@ -13,9 +13,9 @@ Modules with their own parameters that no rule covers keep their exact backward 
 weight transport is involved: normalisation and lookups (:data:`PASS_THROUGH`, and classes
 named ``*Norm*``, ``*Embedding*`` or ``*PositionBias*``, such as ViT's and BERT's embeddings
 with their class token and positions, which are added or looked up, and Swin's relative
-position bias table), and modules whose own parameters are all vectors, which can only scale
-or shift their input elementwise (ConvNeXt's layer scale), as a norm's affine weights do.
-Any other such module is refused by name
+position bias table). Modules whose own parameters are all vectors (ConvNeXt's layer scale, a
+gate, a learned query) keep theirs too, as a norm's affine weights do, with a warning that
+names them. Any other such module is refused by name
 unless the user declares it exact (``exact_modules``, ``--exact-modules NAME,...``): inside a
 declared module, every layer keeps its true backward.
 
@@ -102,7 +102,7 @@ def keeps_exact_backward(module: nn.Module) -> bool:
 
 
 def elementwise_only(module: nn.Module) -> bool:
-    """Whether all of ``module``'s own parameters are vectors (scales, shifts, gates: elementwise)."""
+    """Whether all of ``module``'s own parameters are vectors (scales, shifts, gates, a query)."""
     return all(p.dim() <= 1 for p in module.parameters(recurse=False))
 
 
@@ -217,7 +217,7 @@ class LayerwiseFeedback(Method):
                 )
         if elementwise:
             warnings.warn(f"{self.name} keeps the exact backward of {len(elementwise)} module(s) whose own "
-                          f"parameters are vectors, used elementwise like a norm's affine weights: "
+                          f"parameters are vectors, as it keeps a norm's affine weights: "
                           f"{', '.join(elementwise[:3])}{', ...' if len(elementwise) > 3 else ''}", stacklevel=3)
         for name, layer in self.layers.items():
             self.init_layer(name, layer)
