@@ -88,8 +88,9 @@ def check_method(method) -> DirectFeedback:
 def check_sequence(method: DirectFeedback, model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
     """The attached method's ``(hidden blocks, head)``, if the model is a sequence of blocks a pipeline can cut."""
     if method.sequence is None:
+        points = f" with feedback points {','.join(method.points.names)}" if method.points.names else ""
         raise BeyondBPError(f"stages need a model that is an nn.Sequential cut at its children (one block per "
-                            f"child); {type(model).__name__} with feedback points {method.points.names} is not")
+                            f"child); {type(model).__name__}{points} is not")
     return method.sequence
 
 
