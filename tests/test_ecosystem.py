@@ -190,6 +190,8 @@ def test_a_hugging_face_model_trains_from_the_command_line(transformers, tmp_pat
     (["--hf-config", "hidden_size=32"], "apply to hf:CLASS models"),
     (["--model", "hf:ResNetForImageClassification", "--hf-config", "depths=[1,1"], "a '[' without its ']'"),
     (["--model", "hf:ResNetForImageClassification", "--hf-config", "depths=[[1],1]"], "(not nested)"),
+    (["--model", "hf:ResNetForImageClassification", "--hf-config", "depths=[]"],
+     "hf:ResNetForImageClassification: building it from its settings failed: IndexError"),
 ])
 def test_bad_hugging_face_settings_are_one_line(transformers, tmp_path, capsys, arguments, message):
     assert main(["train", "--method", "bp", "--dataset", "digits", "--epochs", "1", *arguments,

@@ -142,5 +142,7 @@ def build_hf_model(spec: str, settings: dict[str, Any], pretrained: str | None, 
         if pretrained:
             return cls.from_pretrained(pretrained, ignore_mismatched_sizes=True, **config)
         return cls(cls.config_class(**config))
-    except (OSError, ValueError, TypeError) as error:
-        raise BeyondBPError(f"--model {spec}: building it failed: {type(error).__name__}: {error}") from None
+    except Exception as error:  # transformers checks a configuration its own way (or fails inside the model)
+        message = " ".join(str(error).split())
+        raise BeyondBPError(f"--model {spec}: building it from its settings failed: {type(error).__name__}: "
+                            f"{message[:300]}{'...' if len(message) > 300 else ''}") from None
