@@ -131,15 +131,15 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, blob_data):
 
 
 class OverflowOnce(Backprop):
-    """Backprop whose first gradient estimate overflows (as FA's does on a deep BatchNorm network)."""
+    """Backprop whose ``n``-th gradient estimate overflows (as FA's does on a deep BatchNorm network)."""
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, n: int = 1):
+        self.n, self.calls = n, 0
 
     def step(self, model, x, t, index, objective):
         self.calls += 1
         result = super().step(model, x, t, index, objective)
-        if self.calls == 1:
+        if self.calls == self.n:
             for p in model.parameters():
                 p.grad.fill_(float("inf"))
         return result
@@ -152,6 +152,11 @@ def test_an_overflowed_gradient_is_reported_as_divergence_with_the_parameter(tmp
     trainer.method = OverflowOnce()
     with pytest.raises(DivergenceError, match=r"loss is nan at epoch 1, batch 2 \(bp\); parameter 0\.1\.weight "
                                               r"is no longer finite"):
+        trainer.fit(blob_data.train, epochs=1, batch_size=20)
+    trainer = make_trainer("bp", tmp_path / "last")
+    trainer.method = OverflowOnce(n=9)  # the epoch's last step: its loss was finite, the parameters are not
+    with pytest.raises(DivergenceError, match=r"loss is finite, but parameter 0\.1\.weight is not at epoch 1, "
+                                              r"batch end \(bp\); no checkpoint"):
         trainer.fit(blob_data.train, epochs=1, batch_size=20)
 
 

@@ -381,9 +381,9 @@ class Trainer:
         """Stop on non-finite parameters (the last good checkpoint stays); warn when the epoch's training loss
         ends at more than twice the first step's, a sign of a learning rate too large (bounded losses such
         as BCE saturate instead of overflowing)."""
-        bad = [name for name, p in self.model.named_parameters() if not p.is_meta and not torch.isfinite(p).all()]
+        bad = self._nonfinite_parameter()
         if bad:
-            raise DivergenceError(self._divergence_message(f"finite, but parameter {bad[0]} is not", epoch, "end"))
+            raise DivergenceError(self._divergence_message(f"finite, but parameter {bad} is not", epoch, "end"))
         reference = self.history[0].get("first_step_loss") if self.history else record.get("first_step_loss")
         if reference and record["train_loss"] is not None and record["train_loss"] > 2 * reference:
             lr = self.optimizer.param_groups[0]["lr"]
@@ -391,11 +391,15 @@ class Trainer:
                           f"first step's ({reference:.4g}); the learning rate {lr:g} may be too large",
                           TrainingWarning, stacklevel=3)
 
+    def _nonfinite_parameter(self) -> str | None:
+        """The name of the first parameter holding a NaN or an infinity, if any."""
+        return next((name for name, p in self.model.named_parameters()
+                     if not p.is_meta and not torch.isfinite(p).all()), None)
+
     def _divergence_message(self, loss: float | str, epoch: int, batch: int | str) -> str:
         kept = (f"last good checkpoint kept: {self.checkpoint_path} (epoch {len(self.history)})"
                 if self.checkpoint_path and self.history else "no checkpoint was written yet")
-        bad = next((name for name, p in self.model.named_parameters()
-                    if isinstance(loss, float) and not p.is_meta and not torch.isfinite(p).all()), None)
+        bad = self._nonfinite_parameter() if isinstance(loss, float) else None  # a str loss names it already
         cause = f"; parameter {bad} is no longer finite (a step's gradient estimate overflowed)" if bad else ""
         return (f"training diverged: loss is {loss} at epoch {epoch}, batch {batch} ({self.method.label}){cause}; "
                 f"{kept}; try a smaller learning rate")
