@@ -153,6 +153,28 @@ def test_suite_compares_default_and_advanced_with_their_energy(tmp_path, monkeyp
     assert changed == ["budget_trials: 3 -> 4"]  # the report says its tables were made with another plan
 
 
+def test_a_changed_plan_drops_the_old_rows_and_reports_only_what_has_run(tmp_path, capsys):
+    """Rows of another plan are never reported as this plan's; a suite in progress reports its finished pairs."""
+    from beyondbp.autopq import advanced_bench
+
+    suite = {"datasets": ["Load-BW", "PV"], "seeds": [1, 2], "settings": {}}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "plan.json").write_text(json.dumps({"settings": {"budget_trials": 1}}))
+    for name in advanced_bench.REPORT_FILES:
+        (results / name).write_text("of the earlier plan")
+    assert advanced_bench.kept_rows(suite, results) == []
+    assert sorted(p.name for p in results.iterdir()) == ["plan.json"] and "removed" in capsys.readouterr().err
+    assert json.loads((results / "plan.json").read_text()) == advanced_bench.suite_plan(suite)
+    row = {"dataset": "Load-BW", "seed": 1, "forecaster": "mlp", "chosen": "default", "test_crps": 0.2,
+           "test_crps_ensemble": 0.19, "energy_kwh": 0.001, "energy_source": "estimate"}
+    rows = [{**row, "configuration": "default"}, {**row, "configuration": "advanced", "test_crps": 0.1}]
+    report = advanced_bench.advanced_markdown(suite, rows, [{"workers": 1}], None)
+    assert "**In progress**: 1 of 4 (data set, seed) pairs" in report
+    assert "| Load-BW (1 of 2 seeds) | mlp | 0.2000 / 0.1900 |" in report and "| PV" not in report
+    assert "crps-kwh.png" not in report and "goal" not in report and "Workers" not in report
+
+
 @pytest.mark.parametrize("sampler, grid", [("faithful", (0.01, 0.1, 1.0, 3.0)), ("mix", (0.01, 0.3, 0.7, 1.0))])
 def test_nested_parameter_is_the_best_for_the_candidates_forecast(series_csv, tmp_path, sampler, grid):
     from beyondbp.autopq import make_forecaster

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import sys
 import time
 import tomllib
 from dataclasses import asdict
@@ -118,9 +119,25 @@ def kept_rows(suite: dict[str, Any], results: Path) -> list[dict[str, Any]]:
     plan = suite_plan(suite)
     plan_path, csv_path = results / "plan.json", results / "autopq-advanced.csv"
     same = plan_path.is_file() and json.loads(plan_path.read_text()) == plan
+    if not same:
+        drop_report(results)
     results.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=2) + "\n")
     return read_rows(csv_path) if same and csv_path.is_file() else []
+
+
+REPORT_FILES = ("autopq-advanced.csv", "autopq-advanced.md", "crps-kwh.png", "meta.json")
+
+
+def drop_report(results: Path) -> None:
+    """Remove the rows and report of another plan, so that none of them is read as this plan's (a report in
+    progress shows the finished rows of its own plan only)."""
+    stale = [results / name for name in REPORT_FILES if (results / name).is_file()]
+    if stale:
+        print(f"beyondbp: the suite's settings differ from those of the results in {results}; their rows and "
+              "report are removed (copy the folder first to keep them)", file=sys.stderr)
+    for path in stale:
+        path.unlink()
 
 
 def run_advanced_suite(path: Path = SUITE_PATH, runs: Path = RUNS, results: Path = RESULTS) -> Path:
@@ -166,10 +183,11 @@ def advanced_section(results: Path, document_dir: Path) -> str:
     """The suite's report as a section of a document in ``document_dir`` (RESULTS.md)."""
     prefix = f"{results.relative_to(document_dir)}/" if results.is_relative_to(document_dir) else f"{results}/"
     scaling = read_rows(results / "scaling.csv") if (results / "scaling.csv").is_file() else []
+    meta_path = results / "meta.json"
     suite = load_advanced_suite()
     return advanced_markdown(suite, read_rows(results / "autopq-advanced.csv"), scaling,
-                             json.loads((results / "meta.json").read_text()), heading="##", image_prefix=prefix,
-                             changed=plan_changed(suite, results))
+                             json.loads(meta_path.read_text()) if meta_path.is_file() else None, heading="##",
+                             image_prefix=prefix, changed=plan_changed(suite, results))
 
 
 def chosen(row: dict[str, Any]) -> str:
@@ -187,15 +205,17 @@ def both_crps(rows: list[dict[str, Any]]) -> str:
     return f"{ours:.4f} / {statistics.mean(float(v) for v in ensemble):.4f}"
 
 
-def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling: list[dict[str, Any]],
-                      meta: dict[str, Any], heading: str = "#", image_prefix: str = "",
-                      changed: list[str] = ()) -> str:
-    """The suite's report; ``changed`` lists the settings the suite file has changed since the results were
-    made (:func:`plan_changed`)."""
-    mean = lambda values: statistics.mean(float(v) for v in values)
+def advanced_header(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any] | None, heading: str,
+                    image_prefix: str, changed: list[str]) -> list[str]:
+    """The report's title, settings and state: finished (``meta``), or in progress (``meta`` is None: the
+    suite writes it when every data set and seed has run)."""
     settings = suite.get("settings", {})
     sources = "; ".join(sorted({r["energy_source"] for r in rows}))
-    text = [f"{heading} Suite `autopq-advanced`", "",
+    pairs = len(suite["datasets"]) * len(suite["seeds"])
+    state = (f"- Finished {meta['finished']}; the last invocation took {meta['wall_seconds'] / 60:.0f} min."
+             if meta else f"- **In progress**: {len(rows) // 2} of {pairs} (data set, seed) pairs have run with "
+             "these settings; `beyondbp bench autopq-advanced` continues it. The table shows those.")
+    return [f"{heading} Suite `autopq-advanced`", "",
             "AutoPQ-advanced (forecaster, hyperparameters and σ searched together) against AutoPQ-default (one "
             "forecaster at its defaults, σ searched), test CRPS on the normalised scale (lower is better), and the "
             "energy each configuration took, its cINN's training included.", "",
@@ -203,26 +223,40 @@ def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling
             f"{', '.join(suite['datasets'])}; seeds {', '.join(map(str, suite['seeds']))}; settings {settings}.",
             *([f"- **Made with an earlier plan** (`{image_prefix}plan.json`); the suite file has changed since "
                f"({'; '.join(changed)}), and `beyondbp bench autopq-advanced` runs it again."] if changed else []),
-            f"- Energy: {sources}.", f"- Finished {meta['finished']}; the last invocation took "
-            f"{meta['wall_seconds'] / 60:.0f} min.", "",
+            f"- Energy: {sources}.", state, "",
             "CRPS: ours (the pinball loss integrated over the levels) / the authors' (an ensemble CRPS of the 17 "
-            "quantiles as equally weighted members).", "",
-            "| data set | default: forecaster | default CRPS | default Wh | advanced: best forecasters | "
-            "advanced CRPS | advanced Wh | advanced better |", "|---|---|---|---|---|---|---|---|"]
+            "quantiles as equally weighted members).", ""]
+
+
+def advanced_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], scaling: list[dict[str, Any]],
+                      meta: dict[str, Any] | None, heading: str = "#", image_prefix: str = "",
+                      changed: list[str] = ()) -> str:
+    """The suite's report; ``meta`` None while the suite is in progress; ``changed`` lists the settings the
+    suite file has changed since the results were made (:func:`plan_changed`)."""
+    mean = lambda values: statistics.mean(float(v) for v in values)
+    text = advanced_header(suite, rows, meta, heading, image_prefix, list(changed))
+    text += ["| data set | default: forecaster | default CRPS | default Wh | advanced: best forecasters | "
+             "advanced CRPS | advanced Wh | advanced better |", "|---|---|---|---|---|---|---|---|"]
     wins = 0
     for dataset in suite["datasets"]:
         default = [r for r in rows if r["dataset"] == dataset and r["configuration"] == "default"]
         advanced = [r for r in rows if r["dataset"] == dataset and r["configuration"] == "advanced"]
+        if not default:
+            continue  # in progress: not run yet
         better = mean(r["test_crps"] for r in advanced) < mean(r["test_crps"] for r in default)
         wins += better
-        text.append(f"| {dataset} | {default[0]['forecaster']} | {both_crps(default)} | "
+        seeds = "" if meta else f" ({len(default)} of {len(suite['seeds'])} seeds)"
+        text.append(f"| {dataset}{seeds} | {default[0]['forecaster']} | {both_crps(default)} | "
                     f"{mean(r['energy_kwh'] for r in default) * 1000:.3g} | "
                     f"{', '.join(dict.fromkeys(chosen(r) for r in advanced))} | {both_crps(advanced)} | "
                     f"{mean(r['energy_kwh'] for r in advanced) * 1000:.3g} | {'yes' if better else 'no'} |")
-    text += ["", f"![test CRPS against energy]({image_prefix}crps-kwh.png)", "",
-             f"AutoPQ-advanced's test CRPS is below AutoPQ-default's on {wins} of {len(suite['datasets'])} data sets "
-             "(goal: 4 of 6).", ""]
-    if scaling:
+    if meta:
+        text += ["", f"![test CRPS against energy]({image_prefix}crps-kwh.png)", "",
+                 f"AutoPQ-advanced's test CRPS is below AutoPQ-default's on {wins} of {len(suite['datasets'])} data "
+                 "sets (goal: 4 of 6).", ""]
+    else:
+        text.append("")
+    if scaling and meta:  # measured after every data set and seed
         text += [f"{heading}# Workers", "", "The same trial budget in fresh studies on one data set; threads per "
                  "worker 'auto' shares the machine's cores out among the workers (one worker uses them all).", "",
                  "| threads per worker | workers | trials (budget) | wall time (s) | against 1 worker |",

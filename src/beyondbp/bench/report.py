@@ -351,7 +351,7 @@ def write_results_md(results_dir: Path, out_path: Path, suites_dir: Path = SUITE
         from ..autopq.bench import autopq_section
 
         sections.append(autopq_section(results_dir / "autopq", out_path.parent))
-    if (results_dir / "autopq-advanced" / "meta.json").is_file():  # written when the whole suite has run
+    if (results_dir / "autopq-advanced" / "autopq-advanced.csv").is_file():  # finished, or in progress
         from ..autopq.advanced_bench import advanced_section
 
         sections.append(advanced_section(results_dir / "autopq-advanced", out_path.parent))
