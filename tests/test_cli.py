@@ -125,6 +125,19 @@ def test_argument_errors_are_one_line():
     assert result.stderr.count("\n") == 1 and "invalid int value" in result.stderr
 
 
+def test_a_warning_is_one_line_and_shown_once_whatever_its_source_line():
+    """The command line's warnings: one line without source, and the same line from another place (a search's
+    probe, then its trials) not again; another text still shows."""
+    script = ("import warnings\nfrom beyondbp.errors import show_warnings_in_one_line\n"
+              "show_warnings_in_one_line()\n"
+              "warnings.warn('fa keeps the exact backward of 1 module(s)')\n"
+              "warnings.warn('fa keeps the exact backward of 1 module(s)')\n"
+              "warnings.warn('epoch 2: training loss grew')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stderr.splitlines() == ["beyondbp: warning: fa keeps the exact backward of 1 module(s)",
+                                          "beyondbp: warning: epoch 2: training loss grew"]
+
+
 @pytest.mark.slow
 def test_list_names_everything():
     result = subprocess.run([sys.executable, "-m", "beyondbp", "list"], capture_output=True, text=True, check=True)

@@ -4,6 +4,8 @@ The command-line interface prints these as one line and exits non-zero, without 
 traceback; everything else is a bug and keeps its traceback.
 """
 
+import warnings
+
 
 class BeyondBPError(Exception):
     """Base class of errors caused by the user's input or environment (exit code 2)."""
@@ -36,6 +38,17 @@ class DivergenceError(BeyondBPError):
     exit_code = 1
 
 
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    """A warning as the command line shows it (``warnings.formatwarning``): one line, no source."""
-    return f"beyondbp: warning: {message}\n"
+def show_warnings_in_one_line() -> None:
+    """Format this process's warnings as the command line shows them (``warnings.formatwarning``): one line
+    each, no source, and a line already shown not again (a search's trials, a suite's runs would repeat it).
+    ``warnings.showwarning`` stays as it is, so ``catch_warnings(record=True)`` still records every one."""
+    shown: set[str] = set()
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        text = f"beyondbp: warning: {message}\n"
+        if text in shown:
+            return ""
+        shown.add(text)
+        return text
+
+    warnings.formatwarning = one_line

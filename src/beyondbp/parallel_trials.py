@@ -14,14 +14,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import torch
 
-from .errors import BeyondBPError, DivergenceError, one_line_warning
+from .errors import BeyondBPError, DivergenceError, show_warnings_in_one_line
 
 #: the data of a search, kept by each of its processes (sent once, when the process starts)
 _DATA: Any = None
@@ -120,7 +119,7 @@ def _start_process(data: Any, threads: int) -> None:
     global _DATA
     _DATA = data
     torch.set_num_threads(threads)
-    warnings.formatwarning = one_line_warning  # as the command line shows them
+    show_warnings_in_one_line()
 
 
 def _evaluate_in_process(evaluate: Callable, number: int, settings: dict[str, Any], reports, answers):

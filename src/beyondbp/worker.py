@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import RunConfig
 from .data import validation_split
 from .distributed import launched_rank
-from .errors import BeyondBPError, DivergenceError, one_line_warning
+from .errors import BeyondBPError, DivergenceError, show_warnings_in_one_line
 from .experiment import run
 from .launch import ERROR_NAME, SPEC_NAME
 from .train import TrainingWarning
@@ -23,7 +23,7 @@ def main(out_dir: str) -> int:
     out = Path(out_dir)
     spec = json.loads((out / SPEC_NAME).read_text())
     config = RunConfig(**spec["config"])
-    warnings.formatwarning = one_line_warning
+    show_warnings_in_one_line()
     if config.stages == 1 and launched_rank() != 0:  # rank 0 speaks for the data-parallel ranks
         warnings.simplefilter("ignore", TrainingWarning)
     try:

@@ -20,7 +20,6 @@ import shutil
 import statistics
 import time
 import tomllib
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import BeyondBPError, one_line_warning
+from ..errors import BeyondBPError, show_warnings_in_one_line
 from ..tables import write_rows
 from .run import AutoPQConfig, completed_run, matching_summary, run_autopq
 
@@ -67,7 +66,7 @@ def config(suite: dict[str, Any], dataset: str, forecaster: str, seed: int) -> A
 def _run_one(config: AutoPQConfig, out: Path, cinn_cache: Path, threads: int) -> int:
     """One run; the cINN of its data set and seed is read from ``cinn_cache`` where an earlier run left it."""
     torch.set_num_threads(threads)
-    warnings.formatwarning = one_line_warning  # as the command line shows them
+    show_warnings_in_one_line()
     run_autopq(config, out, progress=False, cinn_cache=cinn_cache)
     return 1
 

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import shutil
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from ..build import SUMMARY_NAME
 from ..config import RunConfig, upgrade_settings
 from ..data import DataSplit
 from ..data.options import DataOptions
-from ..errors import BeyondBPError, DivergenceError, one_line_warning
+from ..errors import BeyondBPError, DivergenceError, show_warnings_in_one_line
 from ..experiment import run
 from ..metrics import HEADLINE
 from ..ngram import ngram_losses
@@ -104,7 +103,7 @@ def execute_job(job: Job) -> dict[str, Any]:
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
-    warnings.formatwarning = one_line_warning  # as the command line shows them
+    show_warnings_in_one_line()
 
 
 def execute(jobs: list[Job], n_jobs: int, desc: str) -> tuple[list[dict[str, Any]], int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -21,7 +20,7 @@ from ..autopq.forecasters import FORECASTERS
 from ..autopq.quantiles import BASELINES
 from ..autopq.series import SOURCES
 from ..data import DATASETS
-from ..errors import BeyondBPError, one_line_warning
+from ..errors import BeyondBPError, show_warnings_in_one_line
 from ..functions import FUNCTIONS
 from ..methods import FEEDBACK_INITS, METHODS, SIGNALS
 from ..methods.tangents import TANGENT_SAMPLERS
@@ -71,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if " ".join(argv[:2]) in bench.SUBCOMMANDS:  # two-word commands: 'bench speed', 'bench pipeline'
         argv = [" ".join(argv[:2]), *argv[2:]]
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = one_line_warning
+    show_warnings_in_one_line()
     os.environ[FLAGS_ENVIRONMENT] = "1"  # messages name --flags, here and in the processes a run launches
     try:
         return args.handler(args)
