@@ -218,6 +218,8 @@ def test_suite_runs_resumes_and_reports_the_goal(tmp_path):
     assert summary_of_run["energy_kwh"] > 0 and summary_of_run["energy_source"] in text
     assert summary_of_run["energy_cost"] == pytest.approx(summary_of_run["energy_kwh"] * 0.3)
     assert (tmp_path / "results" / "Load-BW-fan.png").is_file()
+    assert (tmp_path / "results" / "crps-against-best-baseline.png").is_file()
+    assert "![test CRPS against the best baseline's](crps-against-best-baseline.png)" in text
     summary = tmp_path / "runs" / "Load-BW" / "linear" / "seed1" / "summary.json"
     stamp = summary.stat().st_mtime_ns
     run_autopq_suite(path=suite, runs=tmp_path / "runs", results=tmp_path / "results")

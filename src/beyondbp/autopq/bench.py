@@ -36,6 +36,7 @@ SUITE_PATH = Path("benchmarks") / "suites" / "autopq.toml"
 RESULTS = Path("benchmarks") / "results" / "autopq"
 RUNS = Path("runs") / "bench" / "autopq"
 REPORTED = ("crps", "crps_ensemble", "pinball", "coverage_error", "coverage_80", "mae")
+AGAINST_BASELINES = "crps-against-best-baseline.png"  # each method's test CRPS over the best baseline's
 #: AutoPQ's rows: the chosen sampler and the paper's.
 AUTOPQ, FAITHFUL = "autopq", "autopq-faithful"
 ENERGY = ("energy_kwh", "energy_cost", "energy_source")
@@ -143,6 +144,12 @@ def run_autopq_suite(jobs: int = 1, path: Path = SUITE_PATH, runs: Path = RUNS, 
                 "missing": missing_names, "report_only": report_only}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     meta = json.loads(meta_path.read_text())
+    from .plots import against_best_baseline_plot
+
+    _, baselines, shown = method_names(rows)
+    against_best_baseline_plot({cell: {m: values["crps"] for m, values in methods.items()}
+                                for cell, methods in cell_means(suite, rows).items()},
+                               shown, baselines, results / AGAINST_BASELINES)
     (results / "autopq.md").write_text(autopq_markdown(suite, rows, meta))
     return results / "autopq.md"
 
@@ -208,19 +215,31 @@ def header(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, An
             f"run's price per kWh.", ""]
 
 
+def method_names(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:
+    """Every method in ``rows``, the baselines among them, and the order the report shows them in."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    baselines = [m for m in methods if not m.startswith(AUTOPQ)]
+    return methods, baselines, [m for m in (AUTOPQ, FAITHFUL) if m in methods] + baselines
+
+
+def cell_means(suite: dict[str, Any], rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict]]:
+    """Per (data set, forecaster) that ran, in the suite's order: each method's scores, mean over seeds."""
+    ran = {(r["dataset"], r["forecaster"]) for r in rows}
+    methods = method_names(rows)[0]
+    return {(d, f): {m: {k: statistics.mean(r[k] for r in rows
+                                            if (r["dataset"], r["forecaster"], r["method"]) == (d, f, m))
+                         for k in REPORTED} for m in methods}
+            for d in suite["datasets"] for f in suite["forecasters"] if (d, f) in ran}
+
+
 def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any],
                     heading: str = "#", image_prefix: str = "") -> str:
     """Overviews (test CRPS in both estimators per data set and forecaster, whether AutoPQ wins and which
     sampler it chose), then per data set and forecaster each method's scores (mean ± std over seeds), then
     the goal's verdict."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    baselines = [m for m in methods if not m.startswith(AUTOPQ)]
-    shown = [m for m in (AUTOPQ, FAITHFUL) if m in methods] + baselines
-    ran = {(r["dataset"], r["forecaster"]) for r in rows}
-    cells = [(d, f) for d in suite["datasets"] for f in suite["forecasters"] if (d, f) in ran]
-    means = {(d, f): {m: {k: statistics.mean(r[k] for r in rows
-                                             if (r["dataset"], r["forecaster"], r["method"]) == (d, f, m))
-                          for k in REPORTED} for m in methods} for d, f in cells}
+    methods, baselines, shown = method_names(rows)
+    means = cell_means(suite, rows)
+    cells, ran = list(means), set(means)
 
     def wins(cell: tuple[str, str], key: str = "crps") -> tuple[bool, bool]:
         """AutoPQ's CRPS (estimator ``key``) below every baseline's; its coverage error no worse than the best
@@ -236,6 +255,7 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
         return ", ".join(f"{name} ×{picks.count(name)}" for name in dict.fromkeys(picks) if name)
 
     text = header(suite, rows, meta, heading)
+    text += [f"![test CRPS against the best baseline's]({image_prefix}{AGAINST_BASELINES})", ""]
     for key, title in (("crps", "ours"), ("crps_ensemble", "the authors' ensemble estimator")):
         text += [f"{heading}# Overview: test CRPS, {title} (mean over seeds; lowest in bold)", "",
                  f"| data set | forecaster | {' | '.join(shown)} | AutoPQ wins | sampler chosen |",

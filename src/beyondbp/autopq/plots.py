@@ -106,6 +106,32 @@ def crps_kwh_plot(rows: list[dict[str, Any]], path: Path) -> None:
     save(fig, path)
 
 
+def against_best_baseline_plot(means: dict[tuple[str, str], dict[str, float]], methods: list[str],
+                               baselines: list[str], path: Path) -> None:
+    """One panel per forecaster: each method's test CRPS divided by the lowest baseline's on each data set
+    (``means[(data set, forecaster)][method]``), so that a point left of 1 beats every baseline there."""
+    forecasters = list(dict.fromkeys(f for _, f in means))
+    datasets = list(dict.fromkeys(d for d, _ in means))
+    fig, axes = plt.subplots(1, len(forecasters), figsize=(3.6 * len(forecasters), 0.45 * len(datasets) + 1.4),
+                             sharey=True, squeeze=False)
+    markers = dict(zip(methods, "osD^v<>"))
+    for ax, forecaster in zip(axes[0], forecasters):
+        shown = [d for d in datasets if (d, forecaster) in means]
+        for offset, method in zip(np.linspace(-0.25, 0.25, len(methods)), methods):
+            ratios = [means[(d, forecaster)][method] / min(means[(d, forecaster)][b] for b in baselines)
+                      for d in shown]
+            ax.scatter(ratios, [datasets.index(d) + offset for d in shown], marker=markers[method], s=18,
+                       label=method)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(forecaster, fontsize=9)
+        ax.set_xlabel("test CRPS / best baseline's")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_yticks(range(len(datasets)), datasets)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    save(fig, path)
+
+
 def save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
