@@ -136,6 +136,8 @@ def test_a_warning_is_one_line_and_shown_once_whatever_its_source_line():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stderr.splitlines() == ["beyondbp: warning: fa keeps the exact backward of 1 module(s)",
                                           "beyondbp: warning: epoch 2: training loss grew"]
+    before = warnings.formatwarning
+    assert main(["list"]) == 0 and warnings.formatwarning is before  # a caller's format is given back
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if " ".join(argv[:2]) in bench.SUBCOMMANDS:  # two-word commands: 'bench speed', 'bench pipeline'
         argv = [" ".join(argv[:2]), *argv[2:]]
     args = build_parser().parse_args(argv)
+    python_format = warnings.formatwarning  # a caller's own, given back at the end
     show_warnings_in_one_line()
     os.environ[FLAGS_ENVIRONMENT] = "1"  # messages name --flags, here and in the processes a run launches
     try:
@@ -83,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         os.environ.pop(FLAGS_ENVIRONMENT, None)
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":
