@@ -374,3 +374,23 @@ def test_the_report_judges_each_overview_by_its_own_estimator():
     assert "| WP | mlp | 0.3500 | **0.3400** | no | mix ×1 |" in ensemble
     assert "- mlp: 1 of 1 data sets (0 in the authors' estimator)" in text
     assert "below every baseline's (in the authors' estimator: not below)" in text
+
+
+def test_the_goals_ceiling_picks_each_runs_sampler_on_the_test_set():
+    """Two seeds: the chosen sampler loses to the baseline (0.32 > 0.31 in the mean); picking each seed's best
+    of the variants on the test set (0.30 and 0.31, mean 0.305) would win, so the ceiling counts 1 of 1."""
+    from beyondbp.autopq.bench import REPORTED, autopq_markdown
+
+    def row(method: str, seed: int, crps: float) -> dict:
+        return {"dataset": "WP", "forecaster": "mlp", "seed": seed, "method": method,
+                **dict.fromkeys(REPORTED, 0.1), "crps": crps, "sampler": "mix" if method == "autopq" else "",
+                "wall_seconds": 1.0}
+
+    rows = [row("autopq", 1, 0.33), row("autopq-mix", 1, 0.33), row("autopq-faithful", 1, 0.30),
+            row("autopq", 2, 0.31), row("autopq-mix", 2, 0.31), row("autopq-faithful", 2, 0.35),
+            row("conformal", 1, 0.31), row("conformal", 2, 0.31)]
+    suite = {"datasets": ["WP"], "forecasters": ["mlp"], "seeds": [1, 2]}
+    text = autopq_markdown(suite, rows, {"finished": "now", "runs": 2, "report_only": True})
+    assert "- mlp: 0 of 1 data sets" in text
+    assert "among the 2 that ran (an upper bound on any choice, not a method), AutoPQ's CRPS would be below every " \
+           "baseline's on 1 of 1 (mlp)." in text
