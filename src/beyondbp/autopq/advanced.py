@@ -315,8 +315,8 @@ def run_advanced(config: AdvancedConfig, out_dir: Path | str, progress: bool = T
     study = open_study(config, out, create=config.role != "report")
     reclaimed = reclaim_stale_trials(study) if config.role != "report" else 0
     if reclaimed:
-        print(f"beyondbp: {reclaimed} trial{'s' * (reclaimed > 1)} left running by a worker that is gone "
-              f"reclaimed: run again", file=sys.stderr)
+        print(f"beyondbp: {reclaimed} trial{'s were' if reclaimed > 1 else ' was'} left running by a worker "
+              f"that has stopped; {'they run' if reclaimed > 1 else 'it runs'} again", file=sys.stderr)
     if config.role in ("all", "worker"):
         if config.role == "all" or config.workers > 1:
             prepare(config, out, progress)  # the cINN once, before the workers start
