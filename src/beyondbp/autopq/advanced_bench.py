@@ -12,7 +12,7 @@ runs search the same budget in fresh studies with each number of workers and tim
 
 It writes ``benchmarks/results/autopq-advanced/``: ``autopq-advanced.csv`` (per data set, seed and
 configuration: forecaster, validation and test CRPS, kWh, cost, how the energy was measured),
-``scaling.csv``, ``crps-kwh.png`` (test CRPS against kWh, one panel per data set) and
+``scaling.csv``, ``crps-kwh.png`` (test CRPS against energy, one panel per data set) and
 ``autopq-advanced.md``.
 """
 

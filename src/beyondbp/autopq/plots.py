@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .scores import coverage  # noqa: E402
 from .series import HORIZON, Splits  # noqa: E402
@@ -84,22 +85,27 @@ def trials_plot(rows: list[dict[str, Any]], path: Path, default_crps: float) -> 
 
 
 def crps_kwh_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Test CRPS against kWh per data set: one point per seed and configuration, default and advanced joined."""
+    """Test CRPS against energy (Wh, log scale) per data set: one point per seed and configuration, default and
+    advanced joined."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         mine = [r for r in rows if r["dataset"] == dataset]
         for seed in dict.fromkeys(r["seed"] for r in mine):
             pair = [r for r in mine if r["seed"] == seed]
-            ax.plot([float(r["energy_kwh"]) for r in pair], [float(r["test_crps"]) for r in pair], color="grey",
-                    linewidth=0.8)
+            ax.plot([1000 * float(r["energy_kwh"]) for r in pair], [float(r["test_crps"]) for r in pair],
+                    color="grey", linewidth=0.8)
         for configuration, marker in (("default", "o"), ("advanced", "s")):
             points = [r for r in mine if r["configuration"] == configuration]
-            ax.scatter([float(r["energy_kwh"]) for r in points], [float(r["test_crps"]) for r in points],
+            ax.scatter([1000 * float(r["energy_kwh"]) for r in points], [float(r["test_crps"]) for r in points],
                        marker=marker, label=configuration)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(dataset, fontsize=9)
-        ax.set_xlabel("kWh")
+        ax.set_xlabel("Wh")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test CRPS")
     axes[0][0].legend(fontsize=7)
