@@ -232,19 +232,19 @@ def cell_means(suite: dict[str, Any], rows: list[dict[str, Any]]) -> dict[tuple[
             for d in suite["datasets"] for f in suite["forecasters"] if (d, f) in ran}
 
 
-def choice_ceiling(suite: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+def choice_ceiling(suite: dict[str, Any], rows: list[dict[str, Any]], means: dict[tuple[str, str], dict[str, dict]],
+                   baselines: list[str]) -> list[str]:
     """The goal's CRPS line with each run's sampler picked on the test set: not a method (the choice must not
-    see the test set) but an upper bound on what any choice among the samplers that ran could reach."""
-    _, baselines, _ = method_names(rows)
+    see the test set) but an upper bound on what any choice among the samplers that ran could reach
+    (``means``: ``cell_means``; ``baselines``: ``method_names``'s)."""
     variants = {r["method"] for r in rows if r["method"].startswith(AUTOPQ + "-")}
     if not variants or not baselines:
         return []
-    means = cell_means(suite, rows)
 
     def ceiling(dataset: str, forecaster: str) -> float:
-        runs = {r["seed"] for r in rows if (r["dataset"], r["forecaster"]) == (dataset, forecaster)}
+        seeds = {r["seed"] for r in rows if (r["dataset"], r["forecaster"]) == (dataset, forecaster)}
         return statistics.mean(min(r["crps"] for r in rows if (r["dataset"], r["forecaster"], r["seed"]) == (
-            dataset, forecaster, seed) and r["method"] in variants) for seed in runs)
+            dataset, forecaster, seed) and r["method"] in variants) for seed in seeds)
 
     count = {f: sum(ceiling(d, f) < min(means[(d, f)][b]["crps"] for b in baselines)
                     for d in suite["datasets"] if (d, f) in means) for f in suite["forecasters"]}
@@ -307,4 +307,4 @@ def autopq_markdown(suite: dict[str, Any], rows: list[dict[str, Any]], meta: dic
     count = lambda f, key: sum(all(wins((d, f), key)) for d in suite["datasets"] if (d, f) in ran)
     text += [f"- {f}: {count(f, 'crps')} of {len(suite['datasets'])} data sets ({count(f, 'crps_ensemble')} in the "
              "authors' estimator)" for f in suite["forecasters"]]
-    return "\n".join(text + choice_ceiling(suite, rows)) + "\n"
+    return "\n".join(text + choice_ceiling(suite, rows, means, baselines)) + "\n"
